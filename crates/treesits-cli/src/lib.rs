@@ -1,0 +1,113 @@
+//! Command-line plumbing shared by every treesits binary.
+//!
+//! - stdout carries data only; logs go to stderr ([`init_logging`]).
+//! - `main` returns [`ExitCode`] through [`run`]: errors become one line on stderr, a broken pipe
+//!   (`tool | head`) is success.
+//! - [`default_threads`] respects cgroup CPU limits, so pods do not oversubscribe their nodes.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+/// Exit status for success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status for any failure with a message (bad input, I/O error, …).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status for command-line usage errors (clap's own).
+pub const EXIT_USAGE: u8 = 2;
+
+/// Logging options every tool takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Print only warnings and errors on stderr.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    /// More detail on stderr (repeat for debug output).
+    #[arg(long, short = 'v', action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+/// Sets up logging on stderr. `RUST_LOG` overrides the level chosen by the flags.
+pub fn init_logging(args: &LogArgs) {
+    let level = if args.quiet {
+        "warn"
+    } else {
+        match args.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let env = env_logger::Env::default().default_filter_or(level);
+    let _ = env_logger::Builder::from_env(env)
+        .format(|buf, record| {
+            writeln!(
+                buf,
+                "[{} {}] {}",
+                buf.timestamp_seconds(),
+                record.level(),
+                record.args()
+            )
+        })
+        .target(env_logger::Target::Stderr)
+        .try_init();
+}
+
+/// The number of CPUs this process may use: the cgroup quota when there is one, else the machine's.
+pub fn default_threads() -> usize {
+    let machine = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    cgroup_cpus().map_or(machine, |c| c.min(machine)).max(1)
+}
+
+fn cgroup_cpus() -> Option<usize> {
+    // cgroup v2: "max 100000" or "200000 100000".
+    let text = std::fs::read_to_string("/sys/fs/cgroup/cpu.max").ok()?;
+    parse_cpu_max(&text)
+}
+
+fn parse_cpu_max(text: &str) -> Option<usize> {
+    let mut it = text.split_whitespace();
+    let quota: f64 = it.next()?.parse().ok()?;
+    let period: f64 = it.next()?.parse().ok()?;
+    (period > 0.0).then(|| (quota / period).ceil() as usize)
+}
+
+/// Runs a tool's body, turning its error into one line on stderr and an exit status.
+/// A broken pipe on stdout counts as success, as it does for `grep | head`.
+pub fn run(tool: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    match body() {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(EXIT_OK),
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("{tool}: error: {}", chain.join(": "));
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_max_is_read_as_quota_over_period() {
+        assert_eq!(parse_cpu_max("200000 100000\n"), Some(2));
+        assert_eq!(parse_cpu_max("150000 100000"), Some(2));
+        assert_eq!(parse_cpu_max("max 100000"), None);
+        assert!(default_threads() >= 1);
+    }
+
+    #[test]
+    fn broken_pipe_is_recognised_through_context() {
+        let e = anyhow::Error::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe)).context("writing");
+        assert!(is_broken_pipe(&e));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("other")));
+    }
+}

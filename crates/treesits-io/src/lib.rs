@@ -1,0 +1,13 @@
+//! GDAL-backed I/O shared by the treesits tools.
+//!
+//! - [`location`]: local paths or `s3://bucket/key`, mapped to what GDAL opens (`/vsis3/…`);
+//! - [`atomic`]: outputs written under a temporary name and renamed into place when complete;
+//! - [`geotiff`]: GeoTIFF creation in FORCE's two layouts (strips + LZW, tiles + ZSTD).
+
+pub mod atomic;
+pub mod geotiff;
+pub mod location;
+
+pub use atomic::AtomicPath;
+pub use geotiff::{GeoTiffSpec, TiffLayout};
+pub use location::Location;
