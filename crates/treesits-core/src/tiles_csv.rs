@@ -80,10 +80,7 @@ pub fn parse_tiles_csv(text: &str) -> Result<Vec<TileListRow>, TilesCsvError> {
             let line = i + 1;
             let f: Vec<&str> = l.trim().split(',').collect();
             if f.len() != 9 {
-                return Err(TilesCsvError::FieldCount {
-                    line,
-                    found: f.len(),
-                });
+                return Err(TilesCsvError::FieldCount { line, found: f.len() });
             }
             let bad = |field: &'static str, value: &str| TilesCsvError::BadField {
                 line,
