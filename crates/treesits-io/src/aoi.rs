@@ -89,6 +89,24 @@ pub enum AoiError {
     Write { what: String, reason: String },
 }
 
+/// The message of the last GDAL error on this thread, if one happened since the last call; resets it.
+#[allow(unsafe_code)]
+fn take_last_gdal_error() -> Option<String> {
+    // SAFETY: these read and reset GDAL's thread-local error state; the message pointer is valid and
+    // NUL-terminated until the next GDAL call on this thread, and is copied before that.
+    unsafe {
+        if gdal_sys::CPLGetLastErrorType() == gdal_sys::CPLErr::CE_None {
+            return None;
+        }
+        let msg = std::ffi::CStr::from_ptr(gdal_sys::CPLGetLastErrorMsg())
+            .to_string_lossy()
+            .trim()
+            .to_string();
+        gdal_sys::CPLErrorReset();
+        Some(msg)
+    }
+}
+
 fn gdal_reason(e: gdal::errors::GdalError) -> String {
     e.to_string()
 }
@@ -228,6 +246,9 @@ impl Aoi {
         let to_cube =
             gdal::spatial_ref::CoordTransform::new(&gis_order(srs), &cube_srs).map_err(reproject)?;
 
+        // Drivers that hand the filter to a database (GeoPackage: SQLite) report a bad one only
+        // while reading; the error is what tells "invalid filter" from "selects nothing".
+        take_last_gdal_error();
         let mut features = 0;
         let mut polygons = Vec::new();
         let mut extent: Option<Extent> = None;
@@ -255,6 +276,21 @@ impl Aoi {
                 extent = Some(extent.map_or(envelope, |e| union(e, envelope)));
                 let wkb = p.wkb().map_err(reproject)?;
                 polygons.push(AoiPolygon { wkb, envelope });
+            }
+        }
+        if features == 0 {
+            if let Some(reason) = take_last_gdal_error() {
+                return Err(match &source.filter {
+                    Some(filter) => AoiError::BadFilter {
+                        path: path.clone(),
+                        filter: filter.clone(),
+                        reason,
+                    },
+                    None => AoiError::Unreadable {
+                        path: path.clone(),
+                        reason,
+                    },
+                });
             }
         }
         let Some(extent) = extent else {
