@@ -197,9 +197,13 @@ impl Aoi {
                 ..Default::default()
             },
         )
-        .map_err(|e| AoiError::Unreadable {
+        .map_err(|_| AoiError::Unreadable {
             path: path.clone(),
-            reason: gdal_reason(e),
+            reason: if !path.starts_with("/vsi") && !Path::new(path).exists() {
+                "no such file".into()
+            } else {
+                take_last_gdal_error().unwrap_or_else(|| "not a vector format OGR recognises".into())
+            },
         })?;
         let names: Vec<String> = ds.layers().map(|l| l.name()).collect();
         let available = || names.join(", ");
@@ -544,14 +548,16 @@ impl Worker {
             projection_wkt: &grid.definition.projection_wkt,
         };
         let out = spec.create::<u8>(&path).map_err(|e| write_err(&name, e))?;
-        let mut band = out.rasterband(1).map_err(|e| write_err(&name, e))?;
-        let mut buf = gdal::raster::Buffer::new((cols, rows), mask);
-        band.write((0, 0), (cols, rows), &mut buf)
-            .map_err(|e| write_err(&name, e))?;
-        band.set_description("1 = process, 0 = skip")
-            .map_err(|e| write_err(&name, e))?;
-        drop(band);
-        drop(out);
+        {
+            let mut band = out.rasterband(1).map_err(|e| write_err(&name, e))?;
+            let mut buf = gdal::raster::Buffer::new((cols, rows), mask);
+            band.write((0, 0), (cols, rows), &mut buf)
+                .map_err(|e| write_err(&name, e))?;
+            band.set_description("1 = process, 0 = skip")
+                .map_err(|e| write_err(&name, e))?;
+        }
+        // Closing flushes the compressed strips; a failure there is a failed write.
+        out.close().map_err(|e| write_err(&name, e))?;
         Ok(TileOutcome::Selected(TileListRow {
             tile_id: tile,
             extent,
@@ -565,11 +571,7 @@ impl Worker {
 fn push_polygons_lenient(g: &Geometry, out: &mut Vec<Geometry>) {
     let ty = gdal::vector::geometry_type_flatten(g.geometry_type());
     match ty {
-        OGRwkbGeometryType::wkbPolygon => {
-            if !g.is_empty() {
-                out.push(g.clone());
-            }
-        }
+        OGRwkbGeometryType::wkbPolygon if !g.is_empty() => out.push(g.clone()),
         OGRwkbGeometryType::wkbMultiPolygon | OGRwkbGeometryType::wkbGeometryCollection => {
             for i in 0..g.geometry_count() {
                 push_polygons_lenient(&g.get_geometry(i), out);

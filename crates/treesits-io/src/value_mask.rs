@@ -111,7 +111,6 @@ impl OpenMaskRaster {
             return Err(fail("its band type is unknown".into()));
         }
         let size = ds.raster_size();
-        drop(band);
         Ok(OpenMaskRaster {
             path: path.to_string(),
             ds,
