@@ -4,13 +4,17 @@
 //! - [`level2`]: Level-2 file names (`20210615_LEVEL2_SEN2A_BOA.tif`), sensors and their bands;
 //! - [`qai`]: the QAI bit field and the [`QaiScreen`] that decides which observations are kept;
 //! - [`date`]: calendar dates without a time zone, as FORCE names them;
-//! - [`species`]: the tree-species class table of the SITS-NN scheme.
+//! - [`species`]: the tree-species class table of the SITS-NN scheme;
+//! - [`tiles_csv`]: the tile list `tiles.csv` that `aoi-select` writes;
+//! - [`value_set`]: raster value lists and ranges (`10,20-30`).
 
 pub mod date;
 pub mod grid;
 pub mod level2;
 pub mod qai;
 pub mod species;
+pub mod tiles_csv;
+pub mod value_set;
 
 pub use date::Date;
 pub use grid::{CubeDefinition, Extent, PixelWindow, TileGrid, TileId};

@@ -4,9 +4,13 @@
 //! - [`atomic`]: outputs written under a temporary name and renamed into place when complete;
 //! - [`geotiff`]: GeoTIFF creation in FORCE's two layouts (strips + LZW, tiles + ZSTD).
 
+pub mod aoi;
 pub mod atomic;
 pub mod geotiff;
 pub mod location;
+pub mod staged_dir;
+pub mod value_mask;
+pub mod vsi_text;
 
 pub use atomic::AtomicPath;
 pub use geotiff::{GeoTiffSpec, TiffLayout};

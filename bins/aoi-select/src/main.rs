@@ -1,0 +1,177 @@
+//! `aoi-select`: the FORCE tiles and pixels an area of interest covers, as `tiles.csv` plus one Byte
+//! mask per tile (1 = process, 0 = skip) on the exact grid of that tile.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use treesits_core::grid::TileGrid;
+use treesits_core::value_set::ValueSet;
+use treesits_core::CubeDefinition;
+use treesits_io::aoi::{select, Aoi, AoiSource, SelectionPlan};
+use treesits_io::Location;
+
+/// Select the FORCE tiles and pixels an area of interest covers.
+///
+/// Writes OUT_DIR/tiles.csv (one row per tile: tile_id, tile_x, tile_y, extent in the cube's CRS,
+/// selected pixels, mask file) and OUT_DIR/<tile_id>.mask.tif (Byte, 1 = process, 0 = skip, LZW, the
+/// tile's exact grid, strips as the cube's blocks). A pixel is selected when its centre lies inside a
+/// polygon (--all-touched: when the polygon touches it at all) and, with --mask, when the mask value
+/// under its centre (nearest neighbour) is one of --mask-values. Tiles whose mask is empty are not
+/// listed. Outputs appear only when complete; on error nothing is written. Exit status: 0 success,
+/// 1 error (one line on stderr), 2 usage error.
+#[derive(Debug, Parser)]
+#[command(name = "aoi-select", version, about, long_about)]
+struct Cli {
+    /// Cube root holding datacube-definition.prj (FORCE <= 3.7 or >= 3.8 form) and the Xdddd_Ydddd
+    /// tile directories: a local directory or s3://bucket/prefix.
+    #[arg(long, value_name = "DIR|s3://…")]
+    cube: String,
+    /// Area of interest: any OGR vector (GeoPackage, Shapefile, GeoJSON, FlatGeobuf) in any CRS, with
+    /// polygons or multipolygons; local or s3://.
+    #[arg(long, value_name = "VECTOR")]
+    aoi: String,
+    /// Layer of --aoi to read (default: its only layer).
+    #[arg(long, value_name = "NAME")]
+    layer: Option<String>,
+    /// OGR SQL attribute filter on --aoi, e.g. "name = 'Auwald'".
+    #[arg(long = "where", value_name = "SQL")]
+    filter: Option<String>,
+    /// Raster whose values decide which pixels to process (e.g. an ESA WorldCover tile); repeat for
+    /// many tiles. Resampled nearest-neighbour onto the cube grid; the first raster covering a pixel
+    /// decides; pixels no raster covers are skipped.
+    #[arg(long = "mask", value_name = "RASTER")]
+    masks: Vec<String>,
+    /// Values of --mask that mean "process": integers and ranges, e.g. 10 or 10,20-30
+    /// (WorldCover: 10 = tree cover).
+    #[arg(long, value_name = "LIST", default_value = "10", value_parser = parse_values)]
+    mask_values: ValueSet,
+    /// Pixel size of the cube in map units (metres); the tile size must be a whole number of pixels.
+    #[arg(long, value_name = "METRES", default_value_t = 10.0)]
+    resolution: f64,
+    /// Keep only tiles whose directory exists in the cube.
+    #[arg(long)]
+    existing_only: bool,
+    /// Select every pixel a polygon touches, not only those whose centre lies inside.
+    #[arg(long)]
+    all_touched: bool,
+    /// Output directory (created; an earlier tiles.csv and its masks there are replaced).
+    #[arg(long, value_name = "DIR")]
+    out_dir: PathBuf,
+    /// Worker threads (default: the CPUs this process may use).
+    #[arg(long)]
+    threads: Option<usize>,
+    #[command(flatten)]
+    log: treesits_cli::LogArgs,
+}
+
+fn parse_values(s: &str) -> Result<ValueSet, String> {
+    s.parse()
+        .map_err(|e: treesits_core::value_set::ValueSetError| e.to_string())
+}
+
+/// Reads the cube's datacube-definition.prj and builds the grid at the requested resolution.
+fn cube_grid(cube: &Location, resolution: f64) -> anyhow::Result<TileGrid> {
+    let prj = cube.join("datacube-definition.prj");
+    let text = match &prj {
+        Location::Local(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read {}: is --cube the root of a FORCE data cube?", prj))?,
+        Location::S3 { .. } => treesits_io::vsi_text::read_to_string(&prj.gdal_path())
+            .with_context(|| format!("cannot read {prj}: is --cube the root of a FORCE data cube?"))?,
+    };
+    let def = CubeDefinition::parse(&text)
+        .with_context(|| format!("malformed {prj}: fix or regenerate the cube definition"))?;
+    def.grid(resolution)
+        .with_context(|| format!("--resolution {resolution} does not fit the cube {cube}"))
+}
+
+/// Checks the arguments and reads the inputs into a plan.
+fn plan(cli: &Cli) -> anyhow::Result<SelectionPlan> {
+    let cube = Location::parse(&cli.cube)
+        .map_err(anyhow::Error::msg)
+        .context("--cube")?;
+    let grid = cube_grid(&cube, cli.resolution)?;
+    if cli.out_dir.is_file() {
+        bail!("--out-dir {} is a file: give a directory", cli.out_dir.display());
+    }
+    let aoi_path = Location::parse(&cli.aoi)
+        .map_err(anyhow::Error::msg)
+        .context("--aoi")?;
+    let source = AoiSource {
+        path: aoi_path.gdal_path(),
+        layer: cli.layer.clone(),
+        filter: cli.filter.clone(),
+    };
+    let aoi = Aoi::load(&source, &grid.definition.projection_wkt)?;
+    let masks = cli
+        .masks
+        .iter()
+        .map(|m| {
+            Location::parse(m)
+                .map(|l| l.gdal_path())
+                .map_err(anyhow::Error::msg)
+        })
+        .collect::<anyhow::Result<_>>()
+        .context("--mask")?;
+    Ok(SelectionPlan {
+        cube: cube.gdal_path(),
+        grid,
+        aoi,
+        masks,
+        mask_values: cli.mask_values.clone(),
+        all_touched: cli.all_touched,
+        existing_only: cli.existing_only,
+        out_dir: cli.out_dir.clone(),
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    treesits_cli::init_logging(&cli.log);
+    // GDAL would print its own "ERROR 4: …" lines; ours say the same once, with what to do.
+    gdal::config::set_error_handler(|class, number, message| {
+        log::debug!("GDAL {class:?} {number}: {message}");
+    });
+    treesits_cli::run("aoi-select", || {
+        let start = std::time::Instant::now();
+        let threads = cli.threads.unwrap_or_else(treesits_cli::default_threads);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .context("starting threads")?;
+        let plan = plan(&cli)?;
+        log::info!(
+            "AOI: {} features, {} polygons; cube tiles {}x{} px at {} m",
+            plan.aoi.features,
+            plan.aoi.polygons.len(),
+            plan.grid.tile_pixels.0,
+            plan.grid.tile_pixels.1,
+            plan.grid.resolution
+        );
+        let s = select(&plan)?;
+        let secs = start.elapsed().as_secs_f64();
+        log::info!(
+            "selected {} tiles, {} pixels ({:.1} km²) into {}; {} tiles dropped with empty masks, {} \
+             bounding-box tiles checked; {:.2} s ({:.1} tiles/s)",
+            s.rows.len(),
+            s.pixels,
+            s.pixels as f64 * plan.grid.resolution * plan.grid.resolution / 1e6,
+            cli.out_dir.display(),
+            s.empty,
+            s.candidates,
+            secs,
+            s.candidates as f64 / secs.max(1e-9)
+        );
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}
