@@ -49,31 +49,46 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 fn read_band_i16(ds: &Dataset, band: usize) -> Vec<i16> {
     let b = ds.rasterband(band).unwrap();
     let (w, h) = ds.raster_size();
-    b.read_as::<i16>((0, 0), (w, h), (w, h), None).unwrap().into_shape_and_vec().1
+    b.read_as::<i16>((0, 0), (w, h), (w, h), None)
+        .unwrap()
+        .into_shape_and_vec()
+        .1
 }
 
 #[test]
 fn cube_files_have_force_types_names_bands_and_geometry() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("s");
-    let m = ok(&out, &["--tiles", "2", "--size", "64", "--dates", "8", "--seed", "3"]);
+    let m = ok(
+        &out,
+        &["--tiles", "2", "--size", "64", "--dates", "8", "--seed", "3"],
+    );
     let def =
-        CubeDefinition::parse(&std::fs::read_to_string(out.join("cube/datacube-definition.prj")).unwrap()).unwrap();
+        CubeDefinition::parse(&std::fs::read_to_string(out.join("cube/datacube-definition.prj")).unwrap())
+            .unwrap();
     // Default form is FORCE >= 3.8's tagged form, tile size scaled to 64 px × 10 m.
-    assert!(std::fs::read_to_string(out.join("cube/datacube-definition.prj")).unwrap().starts_with("PROJECTION = "));
+    assert!(std::fs::read_to_string(out.join("cube/datacube-definition.prj"))
+        .unwrap()
+        .starts_with("PROJECTION = "));
     assert_eq!(def.tile_size, (640.0, 640.0));
     assert_eq!(def.origin_map, (2_456_026.25, 4_574_919.5));
     let grid = def.grid(10.0).unwrap();
 
-    let tiles: Vec<TileId> =
-        m["tiles"].as_array().unwrap().iter().map(|t| t["tile_id"].as_str().unwrap().parse().unwrap()).collect();
+    let tiles: Vec<TileId> = m["tiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tile_id"].as_str().unwrap().parse().unwrap())
+        .collect();
     assert_eq!(tiles.len(), 2);
     assert_eq!(tiles[1].x, tiles[0].x + 1);
     let mut boa_count = 0;
     for tile in &tiles {
         let tdir = out.join("cube").join(tile.to_string());
-        let names: Vec<String> =
-            files(&tdir).iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        let names: Vec<String> = files(&tdir)
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
         assert_eq!(names.len(), 16, "8 acquisitions × BOA + QAI");
         for name in &names {
             let n = Level2Name::parse(name).unwrap();
@@ -81,7 +96,10 @@ fn cube_files_have_force_types_names_bands_and_geometry() {
             assert_eq!(ds.raster_size(), (64, 64));
             assert_eq!(ds.geo_transform().unwrap(), grid.geotransform(*tile));
             assert_eq!(ds.spatial_ref().unwrap().auth_code().unwrap(), 3035);
-            assert_eq!(ds.metadata_item("COMPRESSION", "IMAGE_STRUCTURE").as_deref(), Some("ZSTD"));
+            assert_eq!(
+                ds.metadata_item("COMPRESSION", "IMAGE_STRUCTURE").as_deref(),
+                Some("ZSTD")
+            );
             let b1 = ds.rasterband(1).unwrap();
             assert_eq!(b1.band_type(), GdalDataType::Int16);
             assert_eq!(b1.block_size(), (256, 256));
@@ -112,16 +130,39 @@ fn cube_files_have_force_types_names_bands_and_geometry() {
 fn old_layout_and_old_prj_form() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("s");
-    ok(&out, &["--tiles", "1", "--size", "60", "--dates", "3", "--layout", "force37", "--prj-form", "lines"]);
+    ok(
+        &out,
+        &[
+            "--tiles",
+            "1",
+            "--size",
+            "60",
+            "--dates",
+            "3",
+            "--layout",
+            "force37",
+            "--prj-form",
+            "lines",
+        ],
+    );
     let text = std::fs::read_to_string(out.join("cube/datacube-definition.prj")).unwrap();
     assert_eq!(text.lines().count(), 7);
     assert!(text.starts_with("PROJCS["));
     let def = CubeDefinition::parse(&text).unwrap();
     assert_eq!(def.block_size.1, 60.0, "blocks are a tenth of the tile");
-    let boa = files(&out.join("cube")).into_iter().find(|p| p.to_string_lossy().ends_with("_BOA.tif")).unwrap();
+    let boa = files(&out.join("cube"))
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with("_BOA.tif"))
+        .unwrap();
     let ds = Dataset::open(&boa).unwrap();
-    assert_eq!(ds.metadata_item("COMPRESSION", "IMAGE_STRUCTURE").as_deref(), Some("LZW"));
-    assert_eq!(ds.metadata_item("INTERLEAVE", "IMAGE_STRUCTURE").as_deref(), Some("BAND"));
+    assert_eq!(
+        ds.metadata_item("COMPRESSION", "IMAGE_STRUCTURE").as_deref(),
+        Some("LZW")
+    );
+    assert_eq!(
+        ds.metadata_item("INTERLEAVE", "IMAGE_STRUCTURE").as_deref(),
+        Some("BAND")
+    );
     // Full-width strips, 6 rows high.
     assert_eq!(ds.rasterband(1).unwrap().block_size(), (60, 6));
 }
@@ -130,20 +171,36 @@ fn old_layout_and_old_prj_form() {
 fn pixels_are_what_the_scene_says_and_clouds_are_flagged() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("s");
-    let m = ok(&out, &["--tiles", "1", "--size", "96", "--dates", "12", "--seed", "11"]);
+    let m = ok(
+        &out,
+        &["--tiles", "1", "--size", "96", "--dates", "12", "--seed", "11"],
+    );
     let scene = Scene::new(11, 2021, 12, &[Sensor::Sen2a, Sensor::Sen2b]);
     let tile: TileId = m["tiles"][0]["tile_id"].as_str().unwrap().parse().unwrap();
     let truth_ds = Dataset::open(out.join(m["tiles"][0]["truth"].as_str().unwrap())).unwrap();
-    let truth: Vec<u8> = truth_ds.rasterband(1).unwrap().read_as::<u8>((0, 0), (96, 96), (96, 96), None).unwrap().into_shape_and_vec().1;
+    let truth: Vec<u8> = truth_ds
+        .rasterband(1)
+        .unwrap()
+        .read_as::<u8>((0, 0), (96, 96), (96, 96), None)
+        .unwrap()
+        .into_shape_and_vec()
+        .1;
     let (gx0, gy0) = (i64::from(tile.x) * 96, i64::from(tile.y) * 96);
 
     let (mut opaque_blue, mut clear_blue) = (Vec::new(), Vec::new());
     for (k, acq) in scene.acquisitions.iter().enumerate() {
         let name = Level2Name::new(acq.date, acq.sensor, Product::Boa);
-        assert_eq!(m["acquisitions"][k]["date"].as_str().unwrap(), acq.date.to_string());
+        assert_eq!(
+            m["acquisitions"][k]["date"].as_str().unwrap(),
+            acq.date.to_string()
+        );
         let boa = Dataset::open(out.join("cube").join(tile.to_string()).join(name.to_string())).unwrap();
-        let qai = Dataset::open(out.join("cube").join(tile.to_string()).join(name.with_product(Product::Qai).to_string()))
-            .unwrap();
+        let qai = Dataset::open(
+            out.join("cube")
+                .join(tile.to_string())
+                .join(name.with_product(Product::Qai).to_string()),
+        )
+        .unwrap();
         let q = read_band_i16(&qai, 1);
         let bands: Vec<Vec<i16>> = (1..=10).map(|b| read_band_i16(&boa, b)).collect();
         let mut opaque = 0usize;
@@ -169,7 +226,10 @@ fn pixels_are_what_the_scene_says_and_clouds_are_flagged() {
                 _ => {}
             }
             if qa.snow() {
-                assert!(!(75..=330).contains(&acq.date.day_of_year()), "snow only in winter");
+                assert!(
+                    !(75..=330).contains(&acq.date.day_of_year()),
+                    "snow only in winter"
+                );
             }
         }
         // Cloud cover roughly as planned (the field is coherent, so a small tile varies).
@@ -180,8 +240,16 @@ fn pixels_are_what_the_scene_says_and_clouds_are_flagged() {
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     assert!(opaque_blue.len() > 500 && clear_blue.len() > 5000);
-    assert!(mean(&opaque_blue) > 2500.0, "clouds are bright: {}", mean(&opaque_blue));
-    assert!(mean(&clear_blue) < 700.0, "clear forest is dark in blue: {}", mean(&clear_blue));
+    assert!(
+        mean(&opaque_blue) > 2500.0,
+        "clouds are bright: {}",
+        mean(&opaque_blue)
+    );
+    assert!(
+        mean(&clear_blue) < 700.0,
+        "clear forest is dark in blue: {}",
+        mean(&clear_blue)
+    );
 }
 
 #[test]
@@ -195,8 +263,17 @@ fn truth_landcover_and_aoi_are_consistent() {
         let b = ds.rasterband(1).unwrap();
         assert_eq!(b.band_type(), GdalDataType::UInt8);
         assert_eq!(b.no_data_value(), Some(255.0));
-        let v = b.read_as::<u8>((0, 0), (128, 128), (128, 128), None).unwrap().into_shape_and_vec().1;
-        let counts: Vec<u64> = t["class_counts"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).collect();
+        let v = b
+            .read_as::<u8>((0, 0), (128, 128), (128, 128), None)
+            .unwrap()
+            .into_shape_and_vec()
+            .1;
+        let counts: Vec<u64> = t["class_counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_u64().unwrap())
+            .collect();
         for c in 0..11u8 {
             let n = v.iter().filter(|x| **x == c).count() as u64;
             assert_eq!(n, counts[usize::from(c)]);
@@ -214,7 +291,13 @@ fn truth_landcover_and_aoi_are_consistent() {
         let ds = Dataset::open(out.join(p.as_str().unwrap())).unwrap();
         assert_eq!(ds.spatial_ref().unwrap().auth_code().unwrap(), 4326);
         let (w, h) = ds.raster_size();
-        let v = ds.rasterband(1).unwrap().read_as::<u8>((0, 0), (w, h), (w, h), None).unwrap().into_shape_and_vec().1;
+        let v = ds
+            .rasterband(1)
+            .unwrap()
+            .read_as::<u8>((0, 0), (w, h), (w, h), None)
+            .unwrap()
+            .into_shape_and_vec()
+            .1;
         assert!(v.iter().all(|x| [10, 30, 40, 50].contains(x)));
         trees += v.iter().filter(|x| **x == 10).count();
         total += v.len();
@@ -233,15 +316,28 @@ fn truth_landcover_and_aoi_are_consistent() {
             let g = f.geometry().unwrap();
             let parts = g.geometry_count();
             let rings = (0..parts).map(|i| g.get_geometry(i).geometry_count()).sum();
-            (f.field_as_string(f.field_index("name").unwrap()).unwrap().unwrap(), parts, rings)
+            (
+                f.field_as_string(f.field_index("name").unwrap())
+                    .unwrap()
+                    .unwrap(),
+                parts,
+                rings,
+            )
         })
         .collect();
     assert_eq!(
         feats,
-        vec![("Nordwald".into(), 1, 2), ("Suedforst".into(), 2, 2), ("Auwald".into(), 1, 1)]
+        vec![
+            ("Nordwald".into(), 1, 2),
+            ("Suedforst".into(), 2, 2),
+            ("Auwald".into(), 1, 1)
+        ]
     );
     let env = layer.get_extent().unwrap();
-    assert!(env.MinX > 10.0 && env.MaxX < 13.0 && env.MinY > 48.0 && env.MaxY < 50.0, "{env:?}");
+    assert!(
+        env.MinX > 10.0 && env.MaxX < 13.0 && env.MinY > 48.0 && env.MaxY < 50.0,
+        "{env:?}"
+    );
 }
 
 #[test]
@@ -258,10 +354,18 @@ fn same_seed_same_bytes_other_seed_other_data() {
     assert_eq!(fa.len(), files(&b).len());
     for p in &fa {
         let rel = p.strip_prefix(&a).unwrap();
-        assert_eq!(std::fs::read(p).unwrap(), std::fs::read(b.join(rel)).unwrap(), "{}", rel.display());
+        assert_eq!(
+            std::fs::read(p).unwrap(),
+            std::fs::read(b.join(rel)).unwrap(),
+            "{}",
+            rel.display()
+        );
     }
     let boa = |d: &Path| {
-        let p = files(&d.join("cube")).into_iter().find(|p| p.to_string_lossy().ends_with("_BOA.tif")).unwrap();
+        let p = files(&d.join("cube"))
+            .into_iter()
+            .find(|p| p.to_string_lossy().ends_with("_BOA.tif"))
+            .unwrap();
         read_band_i16(&Dataset::open(p).unwrap(), 8)
     };
     assert_ne!(boa(&a), boa(&c));
@@ -271,11 +375,28 @@ fn same_seed_same_bytes_other_seed_other_data() {
 fn landsat_has_six_bands() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("s");
-    ok(&out, &["--tiles", "1", "--size", "32", "--dates", "4", "--sensors", "SEN2A,LND08"]);
-    let l = files(&out.join("cube")).into_iter().find(|p| p.to_string_lossy().ends_with("LND08_BOA.tif")).unwrap();
+    ok(
+        &out,
+        &[
+            "--tiles",
+            "1",
+            "--size",
+            "32",
+            "--dates",
+            "4",
+            "--sensors",
+            "SEN2A,LND08",
+        ],
+    );
+    let l = files(&out.join("cube"))
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with("LND08_BOA.tif"))
+        .unwrap();
     let ds = Dataset::open(l).unwrap();
     assert_eq!(ds.raster_count(), 6);
-    let names: Vec<String> = (1..=6).map(|i| ds.rasterband(i).unwrap().description().unwrap()).collect();
+    let names: Vec<String> = (1..=6)
+        .map(|i| ds.rasterband(i).unwrap().description().unwrap())
+        .collect();
     assert_eq!(names, LANDSAT_BANDS);
 }
 
@@ -288,16 +409,25 @@ fn refuses_foreign_or_existing_output_and_bad_arguments() {
     let o = synth(&foreign, &["--size", "32", "--dates", "2"]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.starts_with("treesits-synth: error: output directory"), "{err}");
+    assert!(
+        err.starts_with("treesits-synth: error: output directory"),
+        "{err}"
+    );
     assert!(err.contains("not written by treesits-synth"), "{err}");
-    assert_eq!(std::fs::read_to_string(foreign.join("notes.txt")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(foreign.join("notes.txt")).unwrap(),
+        "mine"
+    );
 
     let ours = dir.path().join("ours");
     ok(&ours, &["--size", "32", "--dates", "2", "--tiles", "1"]);
     let o = synth(&ours, &["--size", "32", "--dates", "2", "--tiles", "1"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("pass --force"));
-    ok(&ours, &["--size", "32", "--dates", "3", "--tiles", "1", "--force"]);
+    ok(
+        &ours,
+        &["--size", "32", "--dates", "3", "--tiles", "1", "--force"],
+    );
 
     let o = synth(&dir.path().join("x"), &["--sensors", "SEN2A,LND06"]);
     assert_eq!(o.status.code(), Some(2));
@@ -306,6 +436,9 @@ fn refuses_foreign_or_existing_output_and_bad_arguments() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--size must be 16..=10000 pixels, got 8"));
     // Nothing half-written is left behind.
-    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(left.len(), 2, "{left:?}");
 }
