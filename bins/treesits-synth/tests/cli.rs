@@ -208,8 +208,9 @@ fn pixels_are_what_the_scene_says_and_clouds_are_flagged() {
             let (row, col) = (i / 96, i % 96);
             let o = scene.observe(acq, gx0 + col as i64, gy0 + row as i64, truth[i]);
             assert_eq!(q[i], o.qai, "QAI at {row},{col} of {name}");
-            for b in 0..10 {
-                assert_eq!(bands[b][i], o.boa[b], "band {b} at {row},{col} of {name}");
+            for (b, band) in bands.iter().enumerate() {
+                assert_eq!(band[i], o.boa[b], "band {b} at {row},{col} of {name}");
+            } at {row},{col} of {name}");
             }
             let qa = Qai(q[i] as u16);
             // Nodata in QAI exactly where every band is −9999.
