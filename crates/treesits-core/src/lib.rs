@@ -6,6 +6,7 @@
 //! - [`date`]: calendar dates without a time zone, as FORCE names them;
 //! - [`species`]: the tree-species class table of the SITS-NN scheme.
 
+pub mod chunk;
 pub mod date;
 pub mod grid;
 pub mod level2;
