@@ -5,6 +5,8 @@
 //! - [`geotiff`]: GeoTIFF creation in FORCE's two layouts (strips + LZW, tiles + ZSTD).
 
 pub mod atomic;
+pub mod cube;
+pub mod extract;
 pub mod geotiff;
 pub mod location;
 
