@@ -18,7 +18,9 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, Date32Array, Int16Array, ListArray, RecordBatch, UInt32Array, UInt8Array};
+use arrow_array::{
+    Array, ArrayRef, Date32Array, Int16Array, ListArray, RecordBatch, UInt32Array, UInt8Array,
+};
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
@@ -105,7 +107,10 @@ impl ChunkMetadata {
                 keys::GEOTRANSFORM,
                 format!("{},{},{},{},{},{}", g[0], g[1], g[2], g[3], g[4], g[5]),
             ),
-            (keys::TILE_SIZE, format!("{},{}", self.tile_size.0, self.tile_size.1)),
+            (
+                keys::TILE_SIZE,
+                format!("{},{}", self.tile_size.0, self.tile_size.1),
+            ),
             (keys::WINDOW, format!("{},{},{},{}", w.row, w.col, w.rows, w.cols)),
             (
                 keys::CHUNK_INDEX,
@@ -132,7 +137,11 @@ impl ChunkMetadata {
 
     /// Reads the metadata back, refusing other formats and versions.
     pub fn from_map(m: &HashMap<String, String>) -> Result<ChunkMetadata, ChunkError> {
-        let get = |k: &str| m.get(k).map(String::as_str).ok_or_else(|| meta_err(format!("no '{k}' key")));
+        let get = |k: &str| {
+            m.get(k)
+                .map(String::as_str)
+                .ok_or_else(|| meta_err(format!("no '{k}' key")))
+        };
         if get(keys::FORMAT)? != FORMAT_NAME {
             return Err(meta_err(format!("'{}' is not {FORMAT_NAME}", keys::FORMAT)));
         }
@@ -158,7 +167,9 @@ impl ChunkMetadata {
         let w: Vec<usize> = nums(keys::WINDOW, get(keys::WINDOW)?, 4)?;
         let parse = |k: &str| -> Result<String, ChunkError> { get(k).map(str::to_string) };
         let date = |k: &str| -> Result<Date, ChunkError> {
-            get(k)?.parse().map_err(|_| meta_err(format!("bad date in '{k}'")))
+            get(k)?
+                .parse()
+                .map_err(|_| meta_err(format!("bad date in '{k}'")))
         };
         let sensors = get(keys::SENSORS)?
             .split(',')
@@ -170,10 +181,15 @@ impl ChunkMetadata {
             .collect::<Result<Vec<_>, _>>()?;
         let chunk_index = match get(keys::CHUNK_INDEX)? {
             "all" => None,
-            s => Some(s.parse().map_err(|_| meta_err(format!("bad chunk index '{s}'")))?),
+            s => Some(
+                s.parse()
+                    .map_err(|_| meta_err(format!("bad chunk index '{s}'")))?,
+            ),
         };
         Ok(ChunkMetadata {
-            tile_id: get(keys::TILE_ID)?.parse().map_err(|e: crate::grid::TileIdError| meta_err(e.0))?,
+            tile_id: get(keys::TILE_ID)?
+                .parse()
+                .map_err(|e: crate::grid::TileIdError| meta_err(e.0))?,
             crs_wkt: parse(keys::CRS_WKT)?,
             geotransform: [g[0], g[1], g[2], g[3], g[4], g[5]],
             tile_size: (t[0], t[1]),
@@ -250,7 +266,12 @@ impl ChunkColumns {
         let offsets = OffsetBuffer::new(ScalarBuffer::from(self.offsets.clone()));
         let list = |t: DataType, values: ArrayRef| -> Result<ArrayRef, ArrowError> {
             let field = Arc::new(Field::new("item", t, false));
-            Ok(Arc::new(ListArray::try_new(field, offsets.clone(), values, None)?))
+            Ok(Arc::new(ListArray::try_new(
+                field,
+                offsets.clone(),
+                values,
+                None,
+            )?))
         };
         let n_obs: Vec<u32> = self.offsets.windows(2).map(|w| (w[1] - w[0]) as u32).collect();
         let mut columns: Vec<ArrayRef> = vec![
@@ -282,7 +303,10 @@ impl ChunkColumns {
         // Offsets are relative to the values of this batch (sliced arrays start anywhere).
         let base = dates.value_offsets()[0];
         let offsets: Vec<i32> = dates.value_offsets().iter().map(|o| o - base).collect();
-        let values = |l: &ListArray| l.values().slice(base as usize, *offsets.last().unwrap_or(&0) as usize);
+        let values = |l: &ListArray| {
+            l.values()
+                .slice(base as usize, *offsets.last().unwrap_or(&0) as usize)
+        };
         let date = values(dates)
             .as_any()
             .downcast_ref::<Date32Array>()

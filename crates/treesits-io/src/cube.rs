@@ -19,7 +19,7 @@ use crate::Location;
 pub enum CubeError {
     #[error("{0}: not a FORCE tile directory (expected a name like X0058_Y0056)")]
     NotATile(String),
-    #[error("cannot list {path}: {source}")]
+    #[error("cannot list {path}")]
     List {
         path: String,
         source: gdal::errors::GdalError,
@@ -28,12 +28,12 @@ pub enum CubeError {
     Empty(String),
     #[error("{boa}: BOA file has no QAI file ({qai} is missing)")]
     MissingQai { boa: String, qai: String },
-    #[error("cannot open {path}: {source} (truncated or not a GeoTIFF?)")]
+    #[error("cannot open {path} (missing, truncated or not a GeoTIFF?)")]
     Open {
         path: String,
         source: gdal::errors::GdalError,
     },
-    #[error("cannot read {what} of {path}: {source} (truncated or corrupt file?)")]
+    #[error("cannot read {what} of {path} (truncated or corrupt file?)")]
     Read {
         path: String,
         what: String,
@@ -80,6 +80,14 @@ pub struct TileScan {
     pub cube: Option<CubeDefinition>,
 }
 
+/// Sends GDAL's own messages to the log (debug level) instead of stderr: every failure that matters
+/// comes back as an error naming the file, so a tool prints one line, not GDAL's echo of it too.
+pub fn log_gdal_messages() {
+    gdal::config::set_error_handler(|class, number, message| {
+        log::debug!("GDAL {class:?} {number}: {message}");
+    });
+}
+
 fn open(loc: &Location) -> Result<Dataset, CubeError> {
     Dataset::open(Path::new(&loc.gdal_path())).map_err(|source| CubeError::Open {
         path: loc.to_string(),
@@ -95,7 +103,9 @@ fn mismatch(loc: &Location, problem: String) -> CubeError {
 }
 
 fn same_geotransform(a: &[f64; 6], b: &[f64; 6]) -> bool {
-    a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-6 * x.abs().max(1.0))
+    a.iter()
+        .zip(b)
+        .all(|(x, y)| (x - y).abs() <= 1e-6 * x.abs().max(1.0))
 }
 
 /// Lists, pairs and checks the files of one tile.
@@ -163,13 +173,14 @@ pub fn scan_tile(location: &Location, sel: &TileSelection) -> Result<TileScan, C
         source,
     })?;
     let crs_wkt = first.projection();
-    let band1 = first.rasterband(1).map_err(|source| CubeError::Read {
-        path: acquisitions[0].boa.to_string(),
-        what: "band 1".into(),
-        source,
-    })?;
-    let block = band1.block_size();
-    drop(band1);
+    let block = first
+        .rasterband(1)
+        .map_err(|source| CubeError::Read {
+            path: acquisitions[0].boa.to_string(),
+            what: "band 1".into(),
+            source,
+        })?
+        .block_size();
     drop(first);
     let expected_bands = acquisitions[0].sensor.bands();
     for acq in &acquisitions {
@@ -352,12 +363,7 @@ pub struct ChunkReader<'a> {
     datasets: Vec<Option<(Dataset, Dataset)>>,
 }
 
-fn read_window(
-    ds: &Dataset,
-    loc: &Location,
-    band: usize,
-    w: &PixelWindow,
-) -> Result<Vec<i16>, CubeError> {
+fn read_window(ds: &Dataset, loc: &Location, band: usize, w: &PixelWindow) -> Result<Vec<i16>, CubeError> {
     let what = || format!("band {band}, rows {}..{}", w.row, w.row + w.rows);
     let b = ds.rasterband(band).map_err(|source| CubeError::Read {
         path: loc.to_string(),

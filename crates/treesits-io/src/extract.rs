@@ -21,9 +21,9 @@ use crate::{AtomicPath, Location};
 pub enum ExtractError {
     #[error(transparent)]
     Cube(#[from] CubeError),
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}")]
     Chunk { path: String, source: ChunkError },
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}")]
     Io { path: String, source: std::io::Error },
 }
 
