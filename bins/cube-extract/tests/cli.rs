@@ -167,7 +167,7 @@ fn read_dir_chunks(dir: &Path) -> Vec<(String, ChunkMetadata, ChunkColumns)> {
 }
 
 /// A mask of a checkerboard of 10-pixel squares, written like aoi-select writes masks.
-fn write_mask(cube: &Cube, path: &Path, size_override: Option<usize>) -> Vec<u8> {
+fn write_mask(cube: &Cube, path: &Path, size_override: Option<usize>, shift_x: f64) -> Vec<u8> {
     let ds = Dataset::open(
         std::fs::read_dir(&cube.tile_dir)
             .unwrap()
@@ -186,7 +186,11 @@ fn write_mask(cube: &Cube, path: &Path, size_override: Option<usize>) -> Vec<u8>
         rows: size,
         bands: 1,
         layout: TiffLayout::Strips { rows: 16 },
-        geotransform: ds.geo_transform().unwrap(),
+        geotransform: {
+            let mut g = ds.geo_transform().unwrap();
+            g[0] += shift_x;
+            g
+        },
         projection_wkt: &ds.projection(),
     };
     let out = spec.create::<u8>(path).unwrap();
@@ -206,7 +210,7 @@ fn force37_lines_prj_chunks_hold_exactly_the_screened_observations_of_masked_pix
     let cube = synth(ForceLayout::Force37, PrjForm::Lines, 120, 10);
     let out = cube.root.join("chunks");
     let mask_path = cube.root.join("mask.tif");
-    let mask = write_mask(&cube, &mask_path, None);
+    let mask = write_mask(&cube, &mask_path, None, 0.0);
     let r = run(&[
         "--tile",
         s(&cube.tile_dir),
@@ -317,9 +321,8 @@ fn screen_none_keeps_every_observation_and_empty_pixels_are_kept() {
     assert_eq!(rejected, 0);
     assert_eq!(got, want);
 
-    // A screen that rejects everything (every QAI value has some of these bits or is clear of
-    // clouds...): use the default screen on a single cloudy date instead, where some pixels have
-    // nothing valid. They must still be present, with n_obs = 0.
+    // One partly cloudy acquisition alone: the pixels it has nothing valid for must still be
+    // present, with n_obs = 0.
     let tile = read_tile(&cube.tile_dir);
     let screen = QaiScreen::force_default();
     let (date, sensor, _, qai) = tile
@@ -595,7 +598,13 @@ fn bad_inputs_fail_with_one_clear_line_and_leave_no_chunks() {
 
     // A mask on another grid.
     let bad_mask = cube.root.join("bad.mask.tif");
-    write_mask(&cube, &bad_mask, Some(60));
+    write_mask(&cube, &bad_mask, None, 10.0);
+    fails(
+        &["--tile", tile, "--mask", s(&bad_mask), "--out-dir", &o],
+        &out,
+        &["bad.mask.tif", "geotransform"],
+    );
+    write_mask(&cube, &bad_mask, Some(60), 0.0);
     fails(
         &["--tile", tile, "--mask", s(&bad_mask), "--out-dir", &o],
         &out,
@@ -652,6 +661,19 @@ fn bad_inputs_fail_with_one_clear_line_and_leave_no_chunks() {
     std::fs::remove_file(t.join(intruder.with_product(Product::Qai).to_string())).unwrap();
     ok(&run(&["--tile", tile, "--out-dir", &o]));
     std::fs::remove_dir_all(&out).unwrap();
+
+    // A datacube-definition.prj that puts the tile elsewhere.
+    let prj = cube.root.join("cube/datacube-definition.prj");
+    let original = std::fs::read_to_string(&prj).unwrap();
+    let mut def = treesits_core::CubeDefinition::parse(&original).unwrap();
+    def.origin_map.0 += 1000.0;
+    std::fs::write(&prj, def.to_prj(PrjForm::Lines)).unwrap();
+    fails(
+        &["--tile", tile, "--out-dir", &o],
+        &out,
+        &["datacube-definition.prj"],
+    );
+    std::fs::write(&prj, original).unwrap();
 
     // A truncated TIFF, late in the series: the error names it and no chunk survives, even those
     // other workers finished.
