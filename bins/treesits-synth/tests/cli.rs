@@ -210,7 +210,6 @@ fn pixels_are_what_the_scene_says_and_clouds_are_flagged() {
             assert_eq!(q[i], o.qai, "QAI at {row},{col} of {name}");
             for (b, band) in bands.iter().enumerate() {
                 assert_eq!(band[i], o.boa[b], "band {b} at {row},{col} of {name}");
-            } at {row},{col} of {name}");
             }
             let qa = Qai(q[i] as u16);
             // Nodata in QAI exactly where every band is −9999.

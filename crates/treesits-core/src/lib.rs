@@ -8,6 +8,7 @@
 //! - [`tiles_csv`]: the tile list `tiles.csv` that `aoi-select` writes;
 //! - [`value_set`]: raster value lists and ranges (`10,20-30`).
 
+pub mod chunk;
 pub mod date;
 pub mod grid;
 pub mod level2;

@@ -6,6 +6,8 @@
 
 pub mod aoi;
 pub mod atomic;
+pub mod cube;
+pub mod extract;
 pub mod geotiff;
 pub mod location;
 pub mod staged_dir;

@@ -1,0 +1,178 @@
+//! `cube-extract`: per-pixel time series of one FORCE tile, as Arrow IPC chunks.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use treesits_core::{Date, QaiScreen, Sensor};
+use treesits_io::cube::{scan_tile, TileSelection};
+use treesits_io::extract::ExtractPlan;
+use treesits_io::Location;
+
+/// Extract the per-pixel time series of one FORCE tile into Arrow IPC chunks.
+///
+/// Reads DIR/YYYYMMDD_LEVEL2_<SENSOR>_{BOA,QAI}.tif of one tile (a local directory or s3://bucket/key,
+/// read through GDAL's /vsis3/ with the usual AWS_* variables), keeps for every pixel in the mask the
+/// observations whose QAI passes the screen, sorted by (date, sensor), and writes one zstd-compressed
+/// Arrow IPC stream per chunk of rows (<tile>_chunkNNNN.arrows) or one stream on stdout (--out -).
+/// The format is described in docs/formats.md ("Time-series chunks").
+///
+/// Exit status: 0 success, 1 bad input or I/O error (one line on stderr), 2 usage error.
+#[derive(Debug, Parser)]
+#[command(name = "cube-extract", version, about, long_about)]
+struct Cli {
+    /// Tile directory (Xdddd_Ydddd), local or s3://bucket/…/Xdddd_Ydddd.
+    #[arg(long, value_name = "DIR|S3URL")]
+    tile: String,
+    /// Byte mask on the tile's grid (1 = process, 0 = skip), as written by aoi-select.
+    /// Default: every pixel.
+    #[arg(long, value_name = "FILE")]
+    mask: Option<String>,
+    /// Directory for the chunk files (created if needed). All chunks appear together, or none.
+    #[arg(long, value_name = "DIR", conflicts_with = "out", required_unless_present_any = ["out", "bench_plain_read"])]
+    out_dir: Option<PathBuf>,
+    /// `-`: write every chunk as one Arrow IPC stream on stdout (one record batch per chunk).
+    #[arg(long, value_name = "-")]
+    out: Option<String>,
+    /// First acquisition date to use (inclusive), YYYY-MM-DD. Default: no limit.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    start: Option<Date>,
+    /// Last acquisition date to use (inclusive), YYYY-MM-DD. Default: no limit.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    end: Option<Date>,
+    /// Sensors to use, comma-separated; all must have the same bands (Sentinel-2: 10, Landsat: 6).
+    #[arg(long, default_value = "SEN2A,SEN2B,SEN2C", value_name = "LIST")]
+    sensors: String,
+    /// QAI conditions that reject an observation, comma-separated from nodata, cloud, shadow, snow,
+    /// subzero, saturation, … (FORCE's default set), or `none` to keep every observation.
+    #[arg(
+        long,
+        default_value = "nodata,cloud,shadow,snow,subzero,saturation",
+        value_name = "LIST"
+    )]
+    screen: String,
+    /// Tile rows per chunk. Default: the block height of the files (strip height or tile size), so
+    /// reads follow the files' own blocks.
+    #[arg(long, value_name = "ROWS", value_parser = clap::value_parser!(u32).range(1..))]
+    chunk_rows: Option<u32>,
+    /// Worker threads, each with its own GDAL datasets (default: the CPUs this process may use).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    threads: Option<u32>,
+    /// Benchmark baseline: read every BOA and QAI block of the tile with the same workers, write nothing.
+    #[arg(long, hide = true)]
+    bench_plain_read: bool,
+    #[command(flatten)]
+    log: treesits_cli::LogArgs,
+}
+
+/// Turns the raw arguments into a checked plan: dates, sensors, screen, files and mask all validated.
+fn plan(cli: &Cli) -> anyhow::Result<ExtractPlan> {
+    if let Some(out) = &cli.out {
+        if out != "-" {
+            bail!("--out only takes '-' (stdout); use --out-dir DIR for files");
+        }
+    }
+    let start = cli.start.unwrap_or(Date::new(1900, 1, 1).expect("valid date"));
+    let end = cli.end.unwrap_or(Date::new(2999, 12, 31).expect("valid date"));
+    if start > end {
+        bail!("empty date range: --start {start} is after --end {end}");
+    }
+    let sensors = Sensor::parse_list(&cli.sensors).context("--sensors")?;
+    let bands = sensors[0].bands();
+    if let Some(other) = sensors.iter().find(|s| s.bands() != bands) {
+        bail!(
+            "--sensors {}: {} has {} bands but {} has {}; extract sensors with the same bands together",
+            cli.sensors,
+            other,
+            other.bands().len(),
+            sensors[0],
+            bands.len()
+        );
+    }
+    let screen: QaiScreen = cli.screen.parse().context("--screen")?;
+    let location = Location::parse(&cli.tile).map_err(anyhow::Error::msg)?;
+    let selection = TileSelection {
+        start,
+        end,
+        sensors: sensors.clone(),
+    };
+    let scan = scan_tile(&location, &selection)?;
+    scan.check_cube_definition()?;
+    let mask = match &cli.mask {
+        Some(m) => {
+            let m = Location::parse(m).map_err(anyhow::Error::msg)?;
+            scan.check_mask(&m)?;
+            Some(m)
+        }
+        None => None,
+    };
+    let chunk_rows = cli.chunk_rows.map_or(scan.block.1, |r| r as usize);
+    if chunk_rows % scan.block.1 != 0 && chunk_rows < scan.size.1 {
+        log::warn!(
+            "--chunk-rows {chunk_rows} is not a multiple of the files' block height {}: blocks are read more than once",
+            scan.block.1
+        );
+    }
+    Ok(ExtractPlan {
+        scan,
+        start,
+        end,
+        sensors,
+        screen,
+        mask,
+        chunk_rows,
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    treesits_cli::init_logging(&cli.log);
+    treesits_io::cube::log_gdal_messages();
+    treesits_cli::run("cube-extract", || {
+        let threads = cli
+            .threads
+            .map_or_else(treesits_cli::default_threads, |t| t as usize);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .context("starting threads")?;
+        let plan = plan(&cli)?;
+        let started = std::time::Instant::now();
+        if cli.bench_plain_read {
+            let values = plan.plain_read()?;
+            log::info!(
+                "{}: plain read of {values} values in {:.2} s",
+                plan.scan.tile,
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        let summary = match &cli.out_dir {
+            Some(dir) => plan.write_dir(dir)?.1,
+            None => {
+                let stdout = std::io::stdout().lock();
+                plan.write_stream(std::io::BufWriter::new(stdout), "stdout")?
+            }
+        };
+        log::info!(
+            "{}: {} chunks, {} pixels ({} without valid observations), {} observations in {:.1} s",
+            plan.scan.tile,
+            summary.chunks,
+            summary.pixels,
+            summary.empty_pixels,
+            summary.observations,
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

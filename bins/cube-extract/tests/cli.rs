@@ -1,0 +1,689 @@
+//! `cube-extract` run as a program on synthetic cubes: exact values, filters, formats, S3, errors.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use gdal::raster::Buffer;
+use gdal::Dataset;
+use treesits_core::chunk::{read_chunks, ChunkColumns, ChunkMetadata};
+use treesits_core::grid::PrjForm;
+use treesits_core::{Date, Level2Name, Product, QaiScreen, Sensor};
+use treesits_io::geotiff::ForceLayout;
+use treesits_io::{GeoTiffSpec, TiffLayout};
+use treesits_testkit::SynthConfig;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cube-extract");
+
+/// One observation: (days since epoch, sensor code, band values).
+type Obs = (i32, u8, Vec<i16>);
+/// Pixel (row, col) → its observations, in file order.
+type Series = BTreeMap<(u32, u32), Vec<Obs>>;
+
+struct Cube {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    tile_dir: PathBuf,
+    size: usize,
+}
+
+fn synth(layout: ForceLayout, prj_form: PrjForm, size: usize, dates: usize) -> Cube {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SynthConfig {
+        out: dir.path().join("synth"),
+        seed: 7,
+        tiles: 1,
+        tile_pixels: size,
+        dates,
+        year: 2021,
+        sensors: vec![Sensor::Sen2a, Sensor::Sen2b],
+        layout,
+        prj_form,
+        resolution: 10.0,
+        force: false,
+    };
+    let m = treesits_testkit::generate(&cfg).unwrap();
+    let root = dir.path().join("synth");
+    let tile_dir = root.join("cube").join(m.tiles[0].tile_id.to_string());
+    Cube {
+        _dir: dir,
+        root,
+        tile_dir,
+        size,
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "cube-extract failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The tile's acquisitions, read back independently with GDAL: (date, sensor, BOA bands, QAI).
+#[allow(clippy::type_complexity)]
+fn read_tile(tile_dir: &Path) -> Vec<(Date, Sensor, Vec<Vec<i16>>, Vec<i16>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(tile_dir).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        let l2 = Level2Name::parse(&name).unwrap();
+        if l2.product != Product::Boa {
+            continue;
+        }
+        let read = |p: &Path, b: usize| -> Vec<i16> {
+            let ds = Dataset::open(p).unwrap();
+            let band = ds.rasterband(b).unwrap();
+            let (c, r) = ds.raster_size();
+            band.read_as::<i16>((0, 0), (c, r), (c, r), None)
+                .unwrap()
+                .into_shape_and_vec()
+                .1
+        };
+        let boa = tile_dir.join(&name);
+        let qai = tile_dir.join(l2.with_product(Product::Qai).to_string());
+        let n = Dataset::open(&boa).unwrap().raster_count();
+        let bands = (1..=n).map(|b| read(&boa, b)).collect();
+        out.push((l2.date, l2.sensor, bands, read(&qai, 1)));
+    }
+    out.sort_by_key(|a| (a.0, a.1.code()));
+    out
+}
+
+/// What the chunks must hold, computed from the files: every pixel in the mask, with the
+/// observations whose QAI the screen keeps. Also returns how many observations the screen rejected.
+fn expected(
+    tile_dir: &Path,
+    size: usize,
+    screen: &QaiScreen,
+    keep: impl Fn(Date, Sensor) -> bool,
+    mask: Option<&[u8]>,
+) -> (Series, usize) {
+    let mut series = Series::new();
+    let mut rejected = 0;
+    let acqs: Vec<_> = read_tile(tile_dir)
+        .into_iter()
+        .filter(|a| keep(a.0, a.1))
+        .collect();
+    assert!(!acqs.is_empty());
+    for px in 0..size * size {
+        if mask.is_some_and(|m| m[px] != 1) {
+            continue;
+        }
+        let obs = series
+            .entry(((px / size) as u32, (px % size) as u32))
+            .or_default();
+        for (date, sensor, bands, qai) in &acqs {
+            if screen.rejects(qai[px]) {
+                rejected += 1;
+            } else {
+                obs.push((
+                    date.days_since_epoch(),
+                    sensor.code(),
+                    bands.iter().map(|b| b[px]).collect(),
+                ));
+            }
+        }
+    }
+    (series, rejected)
+}
+
+fn series_of(chunks: &[ChunkColumns]) -> Series {
+    let mut s = Series::new();
+    for c in chunks {
+        for i in 0..c.pixels() {
+            let obs = c
+                .range(i)
+                .map(|j| (c.date[j], c.sensor[j], c.bands.iter().map(|b| b[j]).collect()))
+                .collect();
+            assert!(
+                s.insert((c.row[i], c.col[i]), obs).is_none(),
+                "pixel written twice"
+            );
+        }
+    }
+    s
+}
+
+/// Every chunk file in `dir`, sorted by name, with its metadata.
+fn read_dir_chunks(dir: &Path) -> Vec<(String, ChunkMetadata, ChunkColumns)> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| {
+            let (meta, mut batches) = read_chunks(std::fs::File::open(dir.join(&n)).unwrap()).unwrap();
+            assert_eq!(batches.len(), 1, "{n}: one batch per chunk file");
+            (n, meta, batches.remove(0))
+        })
+        .collect()
+}
+
+/// A mask of a checkerboard of 10-pixel squares, written like aoi-select writes masks.
+fn write_mask(cube: &Cube, path: &Path, size_override: Option<usize>, shift_x: f64) -> Vec<u8> {
+    let ds = Dataset::open(
+        std::fs::read_dir(&cube.tile_dir)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path(),
+    )
+    .unwrap();
+    let size = size_override.unwrap_or(cube.size);
+    let mask: Vec<u8> = (0..size * size)
+        .map(|px| u8::from(((px / size) / 10 + (px % size) / 10) % 2 == 0))
+        .collect();
+    let spec = GeoTiffSpec {
+        cols: size,
+        rows: size,
+        bands: 1,
+        layout: TiffLayout::Strips { rows: 16 },
+        geotransform: {
+            let mut g = ds.geo_transform().unwrap();
+            g[0] += shift_x;
+            g
+        },
+        projection_wkt: &ds.projection(),
+    };
+    let out = spec.create::<u8>(path).unwrap();
+    out.rasterband(1)
+        .unwrap()
+        .write((0, 0), (size, size), &mut Buffer::new((size, size), mask.clone()))
+        .unwrap();
+    mask
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn force37_lines_prj_chunks_hold_exactly_the_screened_observations_of_masked_pixels() {
+    let cube = synth(ForceLayout::Force37, PrjForm::Lines, 120, 10);
+    let out = cube.root.join("chunks");
+    let mask_path = cube.root.join("mask.tif");
+    let mask = write_mask(&cube, &mask_path, None, 0.0);
+    let r = run(&[
+        "--tile",
+        s(&cube.tile_dir),
+        "--mask",
+        s(&mask_path),
+        "--out-dir",
+        s(&out),
+        "--threads",
+        "2",
+    ]);
+    ok(&r);
+    let chunks = read_dir_chunks(&out);
+    // FORCE 3.7 strips are a tenth of the tile: 12 rows, so 10 chunks by default.
+    assert_eq!(chunks.len(), 10);
+    let tile = cube.tile_dir.file_name().unwrap().to_str().unwrap();
+    for (i, (name, meta, c)) in chunks.iter().enumerate() {
+        assert_eq!(name, &format!("{tile}_chunk{i:04}.arrows"));
+        assert_eq!(meta.tile_id.to_string(), tile);
+        assert_eq!(meta.chunk_index, Some(i));
+        assert_eq!(meta.chunk_count, 10);
+        assert_eq!((meta.window.row, meta.window.rows), (i * 12, 12));
+        assert_eq!(meta.band_names.len(), 10);
+        assert_eq!(meta.qai_screen, QaiScreen::force_default().to_string());
+        assert!(meta.crs_wkt.contains("Lambert"));
+        assert!(c
+            .row
+            .iter()
+            .all(|r| (i * 12..i * 12 + 12).contains(&(*r as usize))));
+    }
+    let got = series_of(&chunks.into_iter().map(|c| c.2).collect::<Vec<_>>());
+    let (want, rejected) = expected(
+        &cube.tile_dir,
+        cube.size,
+        &QaiScreen::force_default(),
+        |_, _| true,
+        Some(&mask),
+    );
+    assert!(rejected > 0, "the synthetic cube has clouds to screen");
+    assert_eq!(got.len(), mask.iter().filter(|m| **m == 1).count());
+    assert!(got
+        .keys()
+        .all(|(r, c)| mask[*r as usize * cube.size + *c as usize] == 1));
+    assert_eq!(got, want);
+    // Observations are sorted by (date, sensor) within each pixel.
+    assert!(got
+        .values()
+        .all(|o| o.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1))));
+}
+
+#[test]
+fn force38_tagged_prj_honours_dates_sensors_and_chunk_rows() {
+    let cube = synth(ForceLayout::Force38, PrjForm::Tagged, 150, 12);
+    let all = read_tile(&cube.tile_dir);
+    let (start, end) = (all[2].0, all[all.len() - 3].0);
+    let out = cube.root.join("chunks");
+    let r = run(&[
+        "--tile",
+        s(&cube.tile_dir),
+        "--out-dir",
+        s(&out),
+        "--start",
+        &start.to_string(),
+        "--end",
+        &end.to_string(),
+        "--sensors",
+        "SEN2B",
+        "--chunk-rows",
+        "64",
+    ]);
+    ok(&r);
+    let chunks = read_dir_chunks(&out);
+    assert_eq!(chunks.len(), 3, "150 rows in chunks of 64");
+    assert_eq!(chunks[2].1.window.rows, 150 - 128);
+    assert_eq!(chunks[0].1.sensors, vec![Sensor::Sen2b]);
+    assert_eq!((chunks[0].1.date_start, chunks[0].1.date_end), (start, end));
+    let got = series_of(&chunks.into_iter().map(|c| c.2).collect::<Vec<_>>());
+    let (want, _) = expected(
+        &cube.tile_dir,
+        cube.size,
+        &QaiScreen::force_default(),
+        |d, sen| sen == Sensor::Sen2b && d >= start && d <= end,
+        None,
+    );
+    assert_eq!(got.len(), 150 * 150, "no mask: every pixel");
+    assert_eq!(got, want);
+    let sen2b = Sensor::Sen2b.code();
+    assert!(got.values().flatten().all(|o| o.1 == sen2b));
+}
+
+#[test]
+fn screen_none_keeps_every_observation_and_empty_pixels_are_kept() {
+    let cube = synth(ForceLayout::Force38, PrjForm::Tagged, 100, 8);
+    let n_acq = read_tile(&cube.tile_dir).len();
+    let none = cube.root.join("none");
+    ok(&run(&[
+        "--tile",
+        s(&cube.tile_dir),
+        "--out-dir",
+        s(&none),
+        "--screen",
+        "none",
+    ]));
+    let chunks = read_dir_chunks(&none);
+    assert_eq!(chunks[0].1.qai_screen, "none");
+    let got = series_of(&chunks.into_iter().map(|c| c.2).collect::<Vec<_>>());
+    assert!(got.values().all(|o| o.len() == n_acq));
+    let (want, rejected) = expected(&cube.tile_dir, 100, &QaiScreen::none(), |_, _| true, None);
+    assert_eq!(rejected, 0);
+    assert_eq!(got, want);
+
+    // One partly cloudy acquisition alone: the pixels it has nothing valid for must still be
+    // present, with n_obs = 0.
+    let tile = read_tile(&cube.tile_dir);
+    let screen = QaiScreen::force_default();
+    let (date, sensor, _, qai) = tile
+        .iter()
+        .find(|a| a.3.iter().any(|q| screen.rejects(*q)) && a.3.iter().any(|q| !screen.rejects(*q)))
+        .expect("a partly cloudy acquisition");
+    let one = cube.root.join("one");
+    ok(&run(&[
+        "--tile",
+        s(&cube.tile_dir),
+        "--out-dir",
+        s(&one),
+        "--start",
+        &date.to_string(),
+        "--end",
+        &date.to_string(),
+        "--sensors",
+        sensor.name(),
+    ]));
+    let chunks: Vec<ChunkColumns> = read_dir_chunks(&one).into_iter().map(|c| c.2).collect();
+    let got = series_of(&chunks);
+    assert_eq!(got.len(), 100 * 100);
+    let empty = got.values().filter(|o| o.is_empty()).count();
+    assert_eq!(empty, qai.iter().filter(|q| screen.rejects(**q)).count());
+    assert!(empty > 0);
+}
+
+#[test]
+fn stdout_stream_holds_the_same_chunks_as_the_files() {
+    let cube = synth(ForceLayout::Force37, PrjForm::Tagged, 100, 8);
+    let dir = cube.root.join("chunks");
+    ok(&run(&[
+        "--tile",
+        s(&cube.tile_dir),
+        "--out-dir",
+        s(&dir),
+        "--threads",
+        "2",
+    ]));
+    let files = read_dir_chunks(&dir);
+    let r = run(&["--tile", s(&cube.tile_dir), "--out", "-", "--threads", "2"]);
+    ok(&r);
+    let (meta, batches) = read_chunks(r.stdout.as_slice()).unwrap();
+    assert_eq!(meta.chunk_index, None);
+    assert_eq!(meta.chunk_count, files.len());
+    assert_eq!((meta.window.row, meta.window.rows), (0, 100));
+    assert_eq!(batches.len(), files.len());
+    for (b, f) in batches.iter().zip(&files) {
+        assert_eq!(b, &f.2);
+    }
+    // Logs went to stderr, not into the stream.
+    assert!(String::from_utf8_lossy(&r.stderr).contains("chunk"));
+}
+
+fn python() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: create the workspace venv (scripts/setup) with pyarrow and moto",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn pyarrow_reads_a_chunk_without_our_code() {
+    let cube = synth(ForceLayout::Force37, PrjForm::Lines, 100, 8);
+    let dir = cube.root.join("chunks");
+    ok(&run(&["--tile", s(&cube.tile_dir), "--out-dir", s(&dir)]));
+    let (name, meta, c) = read_dir_chunks(&dir).remove(3);
+    let script = r#"
+import sys, pyarrow.ipc as ipc
+with open(sys.argv[1], "rb") as f:
+    t = ipc.open_stream(f).read_all()
+m = {k.decode(): v.decode() for k, v in t.schema.metadata.items()}
+print(m["treesits.format"], m["treesits.format_version"], m["treesits.tile_id"], m["treesits.window"])
+print(t.num_rows, t.column("n_obs").to_pylist() == [len(d) for d in t.column("date").to_pylist()])
+i = max(range(t.num_rows), key=lambda i: t.column("n_obs")[i].as_py())
+print(t.column("row")[i].as_py(), t.column("col")[i].as_py())
+print(" ".join(d.isoformat() for d in t.column("date")[i].as_py()))
+print(" ".join(str(v) for v in t.column("NIR")[i].as_py()))
+"#;
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .arg(dir.join(&name))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let w = meta.window;
+    assert_eq!(
+        lines[0],
+        format!(
+            "treesits-timeseries-chunk 1 {} {},{},{},{}",
+            meta.tile_id, w.row, w.col, w.rows, w.cols
+        )
+    );
+    assert_eq!(lines[1], format!("{} True", c.pixels()));
+    let i = (0..c.pixels())
+        .max_by_key(|&i| (c.range(i).len(), std::cmp::Reverse(i)))
+        .unwrap();
+    assert_eq!(lines[2], format!("{} {}", c.row[i], c.col[i]));
+    let dates: Vec<String> = c
+        .range(i)
+        .map(|j| Date::from_days_since_epoch(c.date[j]).to_string())
+        .collect();
+    assert_eq!(lines[3], dates.join(" "));
+    let nir = meta.band_names.iter().position(|b| b == "NIR").unwrap();
+    let values: Vec<String> = c.range(i).map(|j| c.bands[nir][j].to_string()).collect();
+    assert_eq!(lines[4], values.join(" "));
+}
+
+/// A moto S3 server on a free local port, stopped when dropped.
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_moto() -> Moto {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(python())
+        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let moto = Moto { child, port };
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return moto;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("moto server did not start on port {port}");
+}
+
+#[test]
+fn s3_tile_through_vsis3_gives_the_same_chunks_as_local() {
+    let cube = synth(ForceLayout::Force38, PrjForm::Tagged, 100, 8);
+    let tile = cube.tile_dir.file_name().unwrap().to_str().unwrap().to_string();
+    let moto = start_moto();
+    let endpoint = format!("127.0.0.1:{}", moto.port);
+    let upload = r#"
+import os, sys, boto3
+s3 = boto3.client("s3", endpoint_url="http://" + sys.argv[1], region_name="us-east-1",
+                  aws_access_key_id="test", aws_secret_access_key="test")
+s3.create_bucket(Bucket="cube")
+root = sys.argv[2]
+for dirpath, _, files in os.walk(root):
+    for f in files:
+        p = os.path.join(dirpath, f)
+        s3.upload_file(p, "cube", "germany/" + os.path.relpath(p, root))
+"#;
+    let up = Command::new(python())
+        .arg("-c")
+        .arg(upload)
+        .arg(&endpoint)
+        .arg(cube.root.join("cube"))
+        .output()
+        .unwrap();
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+
+    let remote = cube.root.join("remote");
+    let url = format!("s3://cube/germany/{tile}");
+    let r = Command::new(BIN)
+        .args(["--tile", &url, "--out-dir", s(&remote), "--chunk-rows", "40"])
+        .env("AWS_S3_ENDPOINT", &endpoint)
+        .env("AWS_VIRTUAL_HOSTING", "FALSE")
+        .env("AWS_HTTPS", "NO")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    ok(&r);
+    let local = cube.root.join("local");
+    ok(&run(&[
+        "--tile",
+        s(&cube.tile_dir),
+        "--out-dir",
+        s(&local),
+        "--chunk-rows",
+        "40",
+    ]));
+    let (a, b) = (read_dir_chunks(&remote), read_dir_chunks(&local));
+    assert_eq!(a.len(), 3);
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((&x.0, &x.1, &x.2), (&y.0, &y.1, &y.2));
+    }
+    assert!(a.iter().map(|c| c.2.observations()).sum::<usize>() > 0);
+    drop(moto);
+}
+
+/// Runs cube-extract expecting failure: exit status 1, one line on stderr containing every `needle`,
+/// and nothing left in the output directory.
+fn fails(args: &[&str], out_dir: &Path, needles: &[&str]) {
+    let r = run(args);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{args:?}: {err}");
+    assert_eq!(
+        err.lines().filter(|l| l.to_lowercase().contains("error")).count(),
+        1,
+        "{args:?}: one error line expected in {err}"
+    );
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("cube-extract: error: "))
+        .unwrap_or_else(|| panic!("no error line in {err}"));
+    for n in needles {
+        assert!(line.contains(n), "'{n}' not in: {line}");
+    }
+    let left: Vec<_> = std::fs::read_dir(out_dir)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{args:?} left {left:?}");
+}
+
+#[test]
+fn bad_inputs_fail_with_one_clear_line_and_leave_no_chunks() {
+    let cube = synth(ForceLayout::Force37, PrjForm::Lines, 100, 8);
+    let other = synth(ForceLayout::Force37, PrjForm::Lines, 60, 4);
+    let out = cube.root.join("chunks");
+    let o = s(&out).to_string();
+    let files = read_tile(&cube.tile_dir);
+    let name = |i: usize, p: Product| Level2Name::new(files[i].0, files[i].1, p).to_string();
+    let t = cube.tile_dir.clone();
+    let tile = s(&t);
+
+    // Mixed band counts in the sensor selection, and an empty date range: refused before reading.
+    fails(
+        &["--tile", tile, "--out-dir", &o, "--sensors", "SEN2A,LND08"],
+        &out,
+        &["LND08", "6 bands"],
+    );
+    fails(
+        &[
+            "--tile",
+            tile,
+            "--out-dir",
+            &o,
+            "--start",
+            "2021-06-01",
+            "--end",
+            "2021-05-01",
+        ],
+        &out,
+        &["empty date range"],
+    );
+    fails(
+        &["--tile", tile, "--out-dir", &o, "--start", "2030-01-01"],
+        &out,
+        &["no BOA files", tile],
+    );
+    fails(
+        &["--tile", tile, "--out-dir", &o, "--screen", "clouds"],
+        &out,
+        &["--screen", "clouds"],
+    );
+
+    // A mask on another grid.
+    let bad_mask = cube.root.join("bad.mask.tif");
+    write_mask(&cube, &bad_mask, None, 10.0);
+    fails(
+        &["--tile", tile, "--mask", s(&bad_mask), "--out-dir", &o],
+        &out,
+        &["bad.mask.tif", "geotransform"],
+    );
+    write_mask(&cube, &bad_mask, Some(60), 0.0);
+    fails(
+        &["--tile", tile, "--mask", s(&bad_mask), "--out-dir", &o],
+        &out,
+        &["bad.mask.tif", "60 x 60"],
+    );
+
+    // A BOA from a different-size cube.
+    let foreign = read_tile(&other.tile_dir);
+    let intruder = Level2Name::new(Date::new(2021, 12, 30).unwrap(), Sensor::Sen2a, Product::Boa);
+    let src = |p: Product| {
+        other
+            .tile_dir
+            .join(Level2Name::new(foreign[0].0, foreign[0].1, p).to_string())
+    };
+    std::fs::copy(src(Product::Boa), t.join(intruder.to_string())).unwrap();
+    std::fs::copy(
+        src(Product::Qai),
+        t.join(intruder.with_product(Product::Qai).to_string()),
+    )
+    .unwrap();
+    fails(
+        &["--tile", tile, "--out-dir", &o],
+        &out,
+        &[&intruder.to_string(), "60 x 60"],
+    );
+
+    // That BOA without its QAI.
+    std::fs::remove_file(t.join(intruder.with_product(Product::Qai).to_string())).unwrap();
+    fails(
+        &["--tile", tile, "--out-dir", &o],
+        &out,
+        &[&intruder.to_string(), "no QAI"],
+    );
+
+    // A BOA with the wrong band count (a QAI file under a BOA name), then one that is not a TIFF.
+    std::fs::copy(t.join(name(0, Product::Qai)), t.join(intruder.to_string())).unwrap();
+    std::fs::copy(
+        t.join(name(0, Product::Qai)),
+        t.join(intruder.with_product(Product::Qai).to_string()),
+    )
+    .unwrap();
+    fails(
+        &["--tile", tile, "--out-dir", &o],
+        &out,
+        &[&intruder.to_string(), "1 bands, expected 10"],
+    );
+    std::fs::write(t.join(intruder.to_string()), b"not a tiff at all").unwrap();
+    fails(
+        &["--tile", tile, "--out-dir", &o],
+        &out,
+        &[&intruder.to_string(), "cannot open"],
+    );
+    std::fs::remove_file(t.join(intruder.to_string())).unwrap();
+    std::fs::remove_file(t.join(intruder.with_product(Product::Qai).to_string())).unwrap();
+    ok(&run(&["--tile", tile, "--out-dir", &o]));
+    std::fs::remove_dir_all(&out).unwrap();
+
+    // A datacube-definition.prj that puts the tile elsewhere.
+    let prj = cube.root.join("cube/datacube-definition.prj");
+    let original = std::fs::read_to_string(&prj).unwrap();
+    let mut def = treesits_core::CubeDefinition::parse(&original).unwrap();
+    def.origin_map.0 += 1000.0;
+    std::fs::write(&prj, def.to_prj(PrjForm::Lines)).unwrap();
+    fails(
+        &["--tile", tile, "--out-dir", &o],
+        &out,
+        &["datacube-definition.prj"],
+    );
+    std::fs::write(&prj, original).unwrap();
+
+    // A truncated TIFF, late in the series: the error names it and no chunk survives, even those
+    // other workers finished.
+    let victim = t.join(name(files.len() - 1, Product::Boa));
+    let len = std::fs::metadata(&victim).unwrap().len();
+    let bytes = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, &bytes[..(len as usize) * 2 / 3]).unwrap();
+    fails(
+        &["--tile", tile, "--out-dir", &o, "--threads", "2"],
+        &out,
+        &[victim.file_name().unwrap().to_str().unwrap()],
+    );
+}

@@ -1,0 +1,453 @@
+//! Time-series chunks: the Arrow IPC stream `cube-extract` writes and `predict` reads.
+//!
+//! One record batch holds the pixels of one block-aligned band of tile rows, one row per pixel
+//! (row-major), and each pixel's valid observations as lists sharing one set of offsets:
+//!
+//! | column | type | meaning |
+//! | --- | --- | --- |
+//! | `row`, `col` | UInt32 | pixel position in the tile |
+//! | `n_obs` | UInt32 | number of valid observations (0: keep the pixel, write nodata) |
+//! | `date` | List\<Date32\> | acquisition dates, ascending; ties ordered by sensor code |
+//! | `sensor` | List\<UInt8\> | [`Sensor::code`] of each observation |
+//! | one per band (`BLUE`, …) | List\<Int16\> | BOA reflectance × 10000, as in the cube |
+//!
+//! The schema metadata ([`ChunkMetadata`]) makes a chunk self-describing. The format is documented
+//! for users in `docs/formats.md` ("Time-series chunks"); bump [`FORMAT_VERSION`] on any change.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use arrow_array::{
+    Array, ArrayRef, Date32Array, Int16Array, ListArray, RecordBatch, UInt32Array, UInt8Array,
+};
+use arrow_buffer::{OffsetBuffer, ScalarBuffer};
+use arrow_ipc::reader::StreamReader;
+use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
+use arrow_ipc::CompressionType;
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
+
+use crate::{Date, PixelWindow, Sensor, TileId};
+
+/// Value of the `treesits.format` metadata key.
+pub const FORMAT_NAME: &str = "treesits-timeseries-chunk";
+/// Version of the layout below; readers refuse other versions.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Metadata keys, all prefixed `treesits.`.
+pub mod keys {
+    pub const FORMAT: &str = "treesits.format";
+    pub const VERSION: &str = "treesits.format_version";
+    pub const TILE_ID: &str = "treesits.tile_id";
+    pub const CRS_WKT: &str = "treesits.crs_wkt";
+    pub const GEOTRANSFORM: &str = "treesits.geotransform";
+    pub const TILE_SIZE: &str = "treesits.tile_size";
+    pub const WINDOW: &str = "treesits.window";
+    pub const CHUNK_INDEX: &str = "treesits.chunk_index";
+    pub const CHUNK_COUNT: &str = "treesits.chunk_count";
+    pub const SENSORS: &str = "treesits.sensors";
+    pub const BAND_NAMES: &str = "treesits.band_names";
+    pub const SCALE: &str = "treesits.scale";
+    pub const NODATA: &str = "treesits.nodata";
+    pub const DATE_START: &str = "treesits.date_start";
+    pub const DATE_END: &str = "treesits.date_end";
+    pub const QAI_SCREEN: &str = "treesits.qai_screen";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkError {
+    #[error(transparent)]
+    Arrow(#[from] ArrowError),
+    #[error("not a treesits time-series chunk: {0}")]
+    Metadata(String),
+    #[error("chunk column '{0}' is missing or has the wrong type")]
+    Column(String),
+}
+
+/// What a chunk says about itself (stored as schema metadata, strings only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkMetadata {
+    pub tile_id: TileId,
+    pub crs_wkt: String,
+    /// GDAL geotransform of the whole tile.
+    pub geotransform: [f64; 6],
+    /// Tile size in pixels (columns, rows).
+    pub tile_size: (usize, usize),
+    /// The tile rows this stream covers (the chunk, or the whole tile for a stream of all chunks).
+    pub window: PixelWindow,
+    /// Index of this chunk; `None` for a stream holding every chunk of the tile (one batch each).
+    pub chunk_index: Option<usize>,
+    pub chunk_count: usize,
+    /// Sensors selected, with their codes as used in the `sensor` column.
+    pub sensors: Vec<Sensor>,
+    pub band_names: Vec<String>,
+    pub scale: f64,
+    pub nodata: i16,
+    pub date_start: Date,
+    pub date_end: Date,
+    /// The QAI screen as given on the command line (`nodata,cloud,…` or `none`).
+    pub qai_screen: String,
+}
+
+fn meta_err(s: impl Into<String>) -> ChunkError {
+    ChunkError::Metadata(s.into())
+}
+
+impl ChunkMetadata {
+    /// The metadata as schema key/value pairs.
+    pub fn to_map(&self) -> HashMap<String, String> {
+        let g = &self.geotransform;
+        let w = &self.window;
+        let pairs = [
+            (keys::FORMAT, FORMAT_NAME.to_string()),
+            (keys::VERSION, FORMAT_VERSION.to_string()),
+            (keys::TILE_ID, self.tile_id.to_string()),
+            (keys::CRS_WKT, self.crs_wkt.clone()),
+            (
+                keys::GEOTRANSFORM,
+                format!("{},{},{},{},{},{}", g[0], g[1], g[2], g[3], g[4], g[5]),
+            ),
+            (
+                keys::TILE_SIZE,
+                format!("{},{}", self.tile_size.0, self.tile_size.1),
+            ),
+            (keys::WINDOW, format!("{},{},{},{}", w.row, w.col, w.rows, w.cols)),
+            (
+                keys::CHUNK_INDEX,
+                self.chunk_index.map_or("all".to_string(), |i| i.to_string()),
+            ),
+            (keys::CHUNK_COUNT, self.chunk_count.to_string()),
+            (
+                keys::SENSORS,
+                self.sensors
+                    .iter()
+                    .map(|s| format!("{}={}", s.name(), s.code()))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (keys::BAND_NAMES, self.band_names.join(",")),
+            (keys::SCALE, self.scale.to_string()),
+            (keys::NODATA, self.nodata.to_string()),
+            (keys::DATE_START, self.date_start.to_string()),
+            (keys::DATE_END, self.date_end.to_string()),
+            (keys::QAI_SCREEN, self.qai_screen.clone()),
+        ];
+        pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+
+    /// Reads the metadata back, refusing other formats and versions.
+    pub fn from_map(m: &HashMap<String, String>) -> Result<ChunkMetadata, ChunkError> {
+        let get = |k: &str| {
+            m.get(k)
+                .map(String::as_str)
+                .ok_or_else(|| meta_err(format!("no '{k}' key")))
+        };
+        if get(keys::FORMAT)? != FORMAT_NAME {
+            return Err(meta_err(format!("'{}' is not {FORMAT_NAME}", keys::FORMAT)));
+        }
+        let version = get(keys::VERSION)?;
+        if version != FORMAT_VERSION.to_string() {
+            return Err(meta_err(format!(
+                "format version {version} is not supported (this build reads version {FORMAT_VERSION})"
+            )));
+        }
+        fn nums<T: std::str::FromStr>(k: &str, v: &str, n: usize) -> Result<Vec<T>, ChunkError> {
+            let out: Vec<T> = v
+                .split(',')
+                .map(|p| p.trim().parse::<T>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| meta_err(format!("bad '{k}' value '{v}'")))?;
+            if out.len() != n {
+                return Err(meta_err(format!("'{k}' needs {n} numbers, got '{v}'")));
+            }
+            Ok(out)
+        }
+        let g: Vec<f64> = nums(keys::GEOTRANSFORM, get(keys::GEOTRANSFORM)?, 6)?;
+        let t: Vec<usize> = nums(keys::TILE_SIZE, get(keys::TILE_SIZE)?, 2)?;
+        let w: Vec<usize> = nums(keys::WINDOW, get(keys::WINDOW)?, 4)?;
+        let parse = |k: &str| -> Result<String, ChunkError> { get(k).map(str::to_string) };
+        let date = |k: &str| -> Result<Date, ChunkError> {
+            get(k)?
+                .parse()
+                .map_err(|_| meta_err(format!("bad date in '{k}'")))
+        };
+        let sensors = get(keys::SENSORS)?
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (name, _) = p.split_once('=').unwrap_or((p, ""));
+                name.parse::<Sensor>().map_err(|e| meta_err(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let chunk_index = match get(keys::CHUNK_INDEX)? {
+            "all" => None,
+            s => Some(
+                s.parse()
+                    .map_err(|_| meta_err(format!("bad chunk index '{s}'")))?,
+            ),
+        };
+        Ok(ChunkMetadata {
+            tile_id: get(keys::TILE_ID)?
+                .parse()
+                .map_err(|e: crate::grid::TileIdError| meta_err(e.0))?,
+            crs_wkt: parse(keys::CRS_WKT)?,
+            geotransform: [g[0], g[1], g[2], g[3], g[4], g[5]],
+            tile_size: (t[0], t[1]),
+            window: PixelWindow {
+                row: w[0],
+                col: w[1],
+                rows: w[2],
+                cols: w[3],
+            },
+            chunk_index,
+            chunk_count: get(keys::CHUNK_COUNT)?
+                .parse()
+                .map_err(|_| meta_err("bad chunk count"))?,
+            sensors,
+            band_names: get(keys::BAND_NAMES)?.split(',').map(str::to_string).collect(),
+            scale: get(keys::SCALE)?.parse().map_err(|_| meta_err("bad scale"))?,
+            nodata: get(keys::NODATA)?.parse().map_err(|_| meta_err("bad nodata"))?,
+            date_start: date(keys::DATE_START)?,
+            date_end: date(keys::DATE_END)?,
+            qai_screen: parse(keys::QAI_SCREEN)?,
+        })
+    }
+
+    /// The Arrow schema of chunks with this metadata.
+    pub fn schema(&self) -> Schema {
+        let list = |t: DataType| DataType::List(Arc::new(Field::new("item", t, false)));
+        let mut fields = vec![
+            Field::new("row", DataType::UInt32, false),
+            Field::new("col", DataType::UInt32, false),
+            Field::new("n_obs", DataType::UInt32, false),
+            Field::new("date", list(DataType::Date32), false),
+            Field::new("sensor", list(DataType::UInt8), false),
+        ];
+        fields.extend(
+            self.band_names
+                .iter()
+                .map(|b| Field::new(b.as_str(), list(DataType::Int16), false)),
+        );
+        Schema::new(fields).with_metadata(self.to_map())
+    }
+}
+
+/// The pixels of one chunk, column by column. Observations are stored pixel after pixel:
+/// pixel `i` owns `offsets[i]..offsets[i + 1]` of `date`, `sensor` and every band.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChunkColumns {
+    pub row: Vec<u32>,
+    pub col: Vec<u32>,
+    /// `pixels + 1` offsets, starting at 0.
+    pub offsets: Vec<i32>,
+    /// Days since 1970-01-01.
+    pub date: Vec<i32>,
+    pub sensor: Vec<u8>,
+    /// One vector per band, each as long as `date`.
+    pub bands: Vec<Vec<i16>>,
+}
+
+impl ChunkColumns {
+    pub fn pixels(&self) -> usize {
+        self.row.len()
+    }
+
+    pub fn observations(&self) -> usize {
+        self.date.len()
+    }
+
+    /// The observation range of pixel `i`.
+    pub fn range(&self, i: usize) -> std::ops::Range<usize> {
+        self.offsets[i] as usize..self.offsets[i + 1] as usize
+    }
+
+    /// Builds the record batch for `schema` (from [`ChunkMetadata::schema`]).
+    pub fn to_record_batch(&self, schema: SchemaRef) -> Result<RecordBatch, ChunkError> {
+        let offsets = OffsetBuffer::new(ScalarBuffer::from(self.offsets.clone()));
+        let list = |t: DataType, values: ArrayRef| -> Result<ArrayRef, ArrowError> {
+            let field = Arc::new(Field::new("item", t, false));
+            Ok(Arc::new(ListArray::try_new(
+                field,
+                offsets.clone(),
+                values,
+                None,
+            )?))
+        };
+        let n_obs: Vec<u32> = self.offsets.windows(2).map(|w| (w[1] - w[0]) as u32).collect();
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(UInt32Array::from(self.row.clone())),
+            Arc::new(UInt32Array::from(self.col.clone())),
+            Arc::new(UInt32Array::from(n_obs)),
+            list(DataType::Date32, Arc::new(Date32Array::from(self.date.clone())))?,
+            list(DataType::UInt8, Arc::new(UInt8Array::from(self.sensor.clone())))?,
+        ];
+        for b in &self.bands {
+            columns.push(list(DataType::Int16, Arc::new(Int16Array::from(b.clone())))?);
+        }
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+
+    /// Reads a record batch of a chunk back into columns.
+    pub fn from_record_batch(batch: &RecordBatch) -> Result<ChunkColumns, ChunkError> {
+        fn col<'a, T: 'static>(b: &'a RecordBatch, i: usize, name: &str) -> Result<&'a T, ChunkError> {
+            b.column(i)
+                .as_any()
+                .downcast_ref::<T>()
+                .ok_or_else(|| ChunkError::Column(name.to_string()))
+        }
+        let name = |i: usize| batch.schema().field(i).name().clone();
+        let row: &UInt32Array = col(batch, 0, "row")?;
+        let c: &UInt32Array = col(batch, 1, "col")?;
+        let dates: &ListArray = col(batch, 3, "date")?;
+        let sensors: &ListArray = col(batch, 4, "sensor")?;
+        // Offsets are relative to the values of this batch (sliced arrays start anywhere).
+        let base = dates.value_offsets()[0];
+        let offsets: Vec<i32> = dates.value_offsets().iter().map(|o| o - base).collect();
+        let values = |l: &ListArray| {
+            l.values()
+                .slice(base as usize, *offsets.last().unwrap_or(&0) as usize)
+        };
+        let date = values(dates)
+            .as_any()
+            .downcast_ref::<Date32Array>()
+            .ok_or_else(|| ChunkError::Column("date".into()))?
+            .values()
+            .to_vec();
+        let sensor = values(sensors)
+            .as_any()
+            .downcast_ref::<UInt8Array>()
+            .ok_or_else(|| ChunkError::Column("sensor".into()))?
+            .values()
+            .to_vec();
+        let mut bands = Vec::new();
+        for i in 5..batch.num_columns() {
+            let l: &ListArray = col(batch, i, &name(i))?;
+            if l.value_offsets()[0] != base || l.value_offsets().len() != dates.value_offsets().len() {
+                return Err(ChunkError::Column(name(i)));
+            }
+            let v = values(l);
+            let v = v
+                .as_any()
+                .downcast_ref::<Int16Array>()
+                .ok_or_else(|| ChunkError::Column(name(i)))?;
+            bands.push(v.values().to_vec());
+        }
+        Ok(ChunkColumns {
+            row: row.values().to_vec(),
+            col: c.values().to_vec(),
+            offsets,
+            date,
+            sensor,
+            bands,
+        })
+    }
+}
+
+/// Writes a chunk stream: schema (with metadata) first, then one batch per chunk, zstd-compressed.
+pub struct ChunkWriter<W: Write> {
+    schema: SchemaRef,
+    inner: StreamWriter<W>,
+}
+
+impl<W: Write> ChunkWriter<W> {
+    pub fn new(out: W, meta: &ChunkMetadata) -> Result<ChunkWriter<W>, ChunkError> {
+        let schema = Arc::new(meta.schema());
+        let options = IpcWriteOptions::default().try_with_compression(Some(CompressionType::ZSTD))?;
+        let inner = StreamWriter::try_new_with_options(out, &schema, options)?;
+        Ok(ChunkWriter { schema, inner })
+    }
+
+    pub fn write(&mut self, columns: &ChunkColumns) -> Result<(), ChunkError> {
+        let batch = columns.to_record_batch(self.schema.clone())?;
+        self.inner.write(&batch)?;
+        Ok(())
+    }
+
+    /// Writes the end-of-stream marker and returns the output.
+    pub fn finish(mut self) -> Result<W, ChunkError> {
+        self.inner.finish()?;
+        Ok(self.inner.into_inner()?)
+    }
+}
+
+/// Reads a whole chunk stream: its metadata and every batch.
+pub fn read_chunks(input: impl Read) -> Result<(ChunkMetadata, Vec<ChunkColumns>), ChunkError> {
+    let reader = StreamReader::try_new(input, None)?;
+    let meta = ChunkMetadata::from_map(reader.schema().metadata())?;
+    let mut batches = Vec::new();
+    for batch in reader {
+        batches.push(ChunkColumns::from_record_batch(&batch?)?);
+    }
+    Ok((meta, batches))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> ChunkMetadata {
+        ChunkMetadata {
+            tile_id: TileId::new(58, 56),
+            crs_wkt: "PROJCS[\"x\"]".into(),
+            geotransform: [4_000_000.0, 10.0, 0.0, 3_000_000.5, 0.0, -10.0],
+            tile_size: (3000, 3000),
+            window: PixelWindow {
+                row: 300,
+                col: 0,
+                rows: 300,
+                cols: 3000,
+            },
+            chunk_index: Some(1),
+            chunk_count: 10,
+            sensors: vec![Sensor::Sen2a, Sensor::Sen2b],
+            band_names: vec!["BLUE".into(), "GREEN".into()],
+            scale: 10_000.0,
+            nodata: -9999,
+            date_start: "2021-01-01".parse().unwrap(),
+            date_end: "2021-12-31".parse().unwrap(),
+            qai_screen: "nodata,cloud".into(),
+        }
+    }
+
+    #[test]
+    fn metadata_round_trips_and_versions_are_checked() {
+        let m = meta();
+        assert_eq!(ChunkMetadata::from_map(&m.to_map()).unwrap(), m);
+        let mut bad = m.to_map();
+        bad.insert(keys::VERSION.into(), "99".into());
+        let e = ChunkMetadata::from_map(&bad).unwrap_err().to_string();
+        assert!(e.contains("format version 99"), "{e}");
+        let mut all = m.clone();
+        all.chunk_index = None;
+        assert_eq!(all.to_map()[keys::CHUNK_INDEX], "all");
+        assert_eq!(ChunkMetadata::from_map(&all.to_map()).unwrap(), all);
+    }
+
+    #[test]
+    fn columns_round_trip_through_a_zstd_stream() {
+        let m = meta();
+        let c = ChunkColumns {
+            row: vec![300, 300, 301],
+            col: vec![0, 1, 7],
+            offsets: vec![0, 2, 2, 3],
+            date: vec![18_700, 18_710, 18_700],
+            sensor: vec![0, 1, 0],
+            bands: vec![vec![100, 200, 300], vec![-1, -2, -3]],
+        };
+        let mut w = ChunkWriter::new(Vec::new(), &m).unwrap();
+        w.write(&c).unwrap();
+        w.write(&ChunkColumns {
+            offsets: vec![0],
+            bands: vec![vec![], vec![]],
+            ..Default::default()
+        })
+        .unwrap();
+        let bytes = w.finish().unwrap();
+        let (m2, batches) = read_chunks(bytes.as_slice()).unwrap();
+        assert_eq!(m2, m);
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[0], c);
+        assert_eq!(batches[0].range(1), 2..2);
+        assert_eq!(batches[1].pixels(), 0);
+    }
+}
