@@ -537,16 +537,10 @@ impl Worker {
         }
         let name = mask_file_name(tile);
         let path = dir.join(&name);
-        let spec = GeoTiffSpec {
-            cols,
-            rows,
-            bands: 1,
-            layout: TiffLayout::Strips {
-                rows: grid.block_rows,
-            },
-            geotransform: grid.geotransform(tile),
-            projection_wkt: &grid.definition.projection_wkt,
+        let layout = TiffLayout::Strips {
+            rows: grid.block_rows,
         };
+        let spec = GeoTiffSpec::tile(grid, tile, 1, layout);
         let out = spec.create::<u8>(&path).map_err(|e| write_err(&name, e))?;
         {
             let mut band = out.rasterband(1).map_err(|e| write_err(&name, e))?;

@@ -99,7 +99,24 @@ pub struct GeoTiffSpec<'a> {
     pub projection_wkt: &'a str,
 }
 
-impl GeoTiffSpec<'_> {
+impl<'a> GeoTiffSpec<'a> {
+    /// A raster exactly on one cube tile's grid.
+    pub fn tile(
+        grid: &'a treesits_core::TileGrid,
+        tile: treesits_core::TileId,
+        bands: usize,
+        layout: TiffLayout,
+    ) -> GeoTiffSpec<'a> {
+        GeoTiffSpec {
+            cols: grid.tile_pixels.0,
+            rows: grid.tile_pixels.1,
+            bands,
+            layout,
+            geotransform: grid.geotransform(tile),
+            projection_wkt: &grid.definition.projection_wkt,
+        }
+    }
+
     /// Creates the file with band type `T`, georeferenced, ready for writing.
     pub fn create<T: GdalType>(&self, path: &Path) -> gdal::errors::Result<Dataset> {
         let driver = DriverManager::get_driver_by_name("GTiff")?;

@@ -12,6 +12,7 @@ use treesits_core::level2::{BOA_NODATA, BOA_SCALE, QAI_NODATA};
 use treesits_core::species::{truth_classes, SpeciesClass, CLASS_NODATA};
 use treesits_core::{CubeDefinition, Extent, Level2Name, Product, Sensor, TileGrid, TileId};
 use treesits_io::geotiff::ForceLayout;
+use treesits_io::staged_dir::StagedDir;
 use treesits_io::{GeoTiffSpec, TiffLayout};
 
 use crate::scene::{Acquisition, Scene};
@@ -212,34 +213,13 @@ pub fn generate(cfg: &SynthConfig) -> Result<Manifest, SynthError> {
             }
         }
     }
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(io(parent))?;
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "synth".into());
-    let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+    let staged = StagedDir::new(out).map_err(io(out))?;
+    let manifest = write_all(cfg, staged.path())?;
+    if out.exists() {
+        std::fs::remove_dir_all(out).map_err(io(out))?;
     }
-    std::fs::create_dir_all(&staging).map_err(io(&staging))?;
-    let result = write_all(cfg, &staging);
-    match result {
-        Ok(manifest) => {
-            if out.exists() {
-                std::fs::remove_dir_all(out).map_err(io(out))?;
-            }
-            std::fs::rename(&staging, out).map_err(io(out))?;
-            Ok(manifest)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            Err(e)
-        }
-    }
+    staged.commit().map_err(io(out))?;
+    Ok(manifest)
 }
 
 fn write_all(cfg: &SynthConfig, dir: &Path) -> Result<Manifest, SynthError> {
@@ -345,16 +325,10 @@ pub fn tile_truth(scene: &Scene, grid: &TileGrid, tile: TileId) -> Vec<u8> {
 
 fn write_truth(grid: &TileGrid, tile: TileId, truth: &[u8], path: &Path) -> Result<(), SynthError> {
     let (cols, rows) = grid.tile_pixels;
-    let spec = GeoTiffSpec {
-        cols,
-        rows,
-        bands: 1,
-        layout: TiffLayout::Strips {
-            rows: grid.block_rows,
-        },
-        geotransform: grid.geotransform(tile),
-        projection_wkt: &grid.definition.projection_wkt,
+    let layout = TiffLayout::Strips {
+        rows: grid.block_rows,
     };
+    let spec = GeoTiffSpec::tile(grid, tile, 1, layout);
     let what = || format!("writing {}", path.display());
     let ds = spec.create::<u8>(path).map_err(gd(what()))?;
     let mut band = ds.rasterband(1).map_err(gd(what()))?;
@@ -386,14 +360,7 @@ fn write_acquisition(
     let name = Level2Name::new(acq.date, acq.sensor, Product::Boa);
     let boa_path = dir.join(name.to_string());
     let qai_path = dir.join(name.with_product(Product::Qai).to_string());
-    let spec = GeoTiffSpec {
-        cols,
-        rows,
-        bands: bands.len(),
-        layout,
-        geotransform: grid.geotransform(tile),
-        projection_wkt: &grid.definition.projection_wkt,
-    };
+    let spec = GeoTiffSpec::tile(grid, tile, bands.len(), layout);
     let what = |p: &Path| format!("writing {}", p.display());
     let mut boa = spec.create::<i16>(&boa_path).map_err(gd(what(&boa_path)))?;
     let mut qai = GeoTiffSpec {
