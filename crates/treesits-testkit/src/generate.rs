@@ -400,6 +400,10 @@ fn write_acquisition(
         let mut data = Buffer::new((cols, n), qai_buf[..cols * n].to_vec());
         band.write((0, row0 as isize), (cols, n), &mut data)
             .map_err(gd(what(&qai_path)))?;
+        // Written blocks would otherwise wait in GDAL's cache (5 % of RAM) until the file closes:
+        // flushing each block row keeps memory at one block row per worker, whatever the tile size.
+        boa.flush_cache().map_err(gd(what(&boa_path)))?;
+        qai.flush_cache().map_err(gd(what(&qai_path)))?;
     }
     boa.close().map_err(gd(what(&boa_path)))?;
     qai.close().map_err(gd(what(&qai_path)))?;
