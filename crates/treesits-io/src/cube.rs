@@ -363,7 +363,12 @@ pub struct ChunkReader<'a> {
     datasets: Vec<Option<(Dataset, Dataset)>>,
 }
 
-fn read_window(ds: &Dataset, loc: &Location, band: usize, w: &PixelWindow) -> Result<Vec<i16>, CubeError> {
+fn read_window<T: gdal::raster::GdalType + Copy>(
+    ds: &Dataset,
+    loc: &Location,
+    band: usize,
+    w: &PixelWindow,
+) -> Result<Vec<T>, CubeError> {
     let what = || format!("band {band}, rows {}..{}", w.row, w.row + w.rows);
     let b = ds.rasterband(band).map_err(|source| CubeError::Read {
         path: loc.to_string(),
@@ -371,7 +376,7 @@ fn read_window(ds: &Dataset, loc: &Location, band: usize, w: &PixelWindow) -> Re
         source,
     })?;
     let buf = b
-        .read_as::<i16>(
+        .read_as::<T>(
             (w.col as isize, w.row as isize),
             (w.cols, w.rows),
             (w.cols, w.rows),
@@ -412,25 +417,8 @@ impl<'a> ChunkReader<'a> {
             *ds = Some(open(loc)?);
         }
         let ds = ds.as_ref().expect("just opened");
-        let b = ds.rasterband(1).map_err(|source| CubeError::Read {
-            path: loc.to_string(),
-            what: "band 1".into(),
-            source,
-        })?;
-        let buf = b
-            .read_as::<u8>(
-                (w.col as isize, w.row as isize),
-                (w.cols, w.rows),
-                (w.cols, w.rows),
-                None,
-            )
-            .map_err(|source| CubeError::Read {
-                path: loc.to_string(),
-                what: format!("rows {}..{}", w.row, w.row + w.rows),
-                source,
-            })?;
-        Ok(buf
-            .data()
+        let mask: Vec<u8> = read_window(ds, loc, 1, w)?;
+        Ok(mask
             .iter()
             .enumerate()
             .filter(|(_, v)| **v == 1)
@@ -513,12 +501,12 @@ impl ChunkReader<'_> {
             let acq = self.scan.acquisitions[k].clone();
             let bands = self.scan.bands;
             let (boa, qai) = self.files(k)?;
-            for v in read_window(qai, &acq.qai, 1, w)? {
+            for v in read_window::<i16>(qai, &acq.qai, 1, w)? {
                 checksum += i64::from(v);
                 n += 1;
             }
             for b in 1..=bands {
-                for v in read_window(boa, &acq.boa, b, w)? {
+                for v in read_window::<i16>(boa, &acq.boa, b, w)? {
                     checksum += i64::from(v);
                     n += 1;
                 }
