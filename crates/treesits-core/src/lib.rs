@@ -6,12 +6,16 @@
 //! - [`date`]: calendar dates without a time zone, as FORCE names them;
 //! - [`species`]: the tree-species class table of the SITS-NN scheme;
 //! - [`tiles_csv`]: the tile list `tiles.csv` that `aoi-select` writes;
-//! - [`value_set`]: raster value lists and ranges (`10,20-30`).
+//! - [`value_set`]: raster value lists and ranges (`10,20-30`);
+//! - [`chunk`], [`prediction`]: the Arrow IPC time-series and prediction chunks;
+//! - [`contract`]: the model contract an ONNX model carries.
 
 pub mod chunk;
+pub mod contract;
 pub mod date;
 pub mod grid;
 pub mod level2;
+pub mod prediction;
 pub mod qai;
 pub mod species;
 pub mod tiles_csv;

@@ -1,0 +1,391 @@
+//! The model contract: what an ONNX model expects as input and what its output means.
+//!
+//! A model carries its contract as one JSON document in its ONNX `metadata_props` under the key
+//! [`METADATA_KEY`] (`--contract FILE` supplies or overrides it for a model without one). `predict`
+//! packs observations exactly as the contract says and refuses chunks that do not match it, so
+//! preprocessing can never drift between training and inference. Every key is documented for users in
+//! `docs/model-contract.md`; bump [`CONTRACT_VERSION`] on any incompatible change.
+//!
+//! Tensors (all with a dynamic batch axis `B` and sequence axis `T`):
+//!
+//! | input | type | shape | content |
+//! | --- | --- | --- | --- |
+//! | `inputs.values` | float32 | `[B, T, bands]` | `((raw · scale + offset) − mean[b]) / std[b]`, `pad_value` where padded |
+//! | `inputs.doy` (optional) | int64 | `[B, T]` | day of year 1..=366 of each observation, 0 where padded |
+//! | `inputs.mask` (optional) | bool | `[B, T]` | true for a real observation, false for padding |
+//!
+//! The output `output.name` is float32 `[B, classes]`, column `i` belonging to `classes[i]`;
+//! `output.kind` says whether it holds probabilities or logits (then `predict` applies softmax).
+
+use serde::{Deserialize, Serialize};
+
+use crate::species::{SpeciesClass, CLASS_NODATA};
+
+/// Key of the contract in the ONNX model's `metadata_props`.
+pub const METADATA_KEY: &str = "treesits.contract";
+/// Version of the contract layout below; `predict` refuses other versions.
+pub const CONTRACT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContractError {
+    #[error("model contract is not valid JSON for contract version {CONTRACT_VERSION}: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("model contract: {0}")]
+    Invalid(String),
+}
+
+fn invalid(s: impl Into<String>) -> ContractError {
+    ContractError::Invalid(s.into())
+}
+
+/// The whole contract (the JSON document).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelContract {
+    pub contract_version: u32,
+    /// Stable name of the model (written into prediction chunks), e.g. `treesits-synth-lstm-1`.
+    pub model_id: String,
+    /// Free text: architecture, training data, date.
+    #[serde(default)]
+    pub description: String,
+    /// Band names in the order of the last axis of `values`; must be a subset of the chunk's bands.
+    pub bands: Vec<String>,
+    pub inputs: Inputs,
+    pub scaling: Scaling,
+    pub sequence: Sequence,
+    pub doy: DoyEncoding,
+    /// Output column `i` belongs to `classes[i]`.
+    pub classes: Vec<SpeciesClass>,
+    pub output: Output,
+}
+
+/// Names of the model's input tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inputs {
+    /// float32 `[B, T, bands]`.
+    pub values: String,
+    /// int64 `[B, T]` day of year, when the model encodes time itself (Transformer).
+    #[serde(default)]
+    pub doy: Option<String>,
+    /// bool `[B, T]` observation mask, when the model takes one.
+    #[serde(default)]
+    pub mask: Option<String>,
+}
+
+/// `x = ((raw · scale + offset) − mean[b]) / std[b]`; `mean`/`std` empty means 0 and 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scaling {
+    pub scale: f64,
+    #[serde(default)]
+    pub offset: f64,
+    #[serde(default)]
+    pub mean: Vec<f64>,
+    #[serde(default)]
+    pub std: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PaddingSide {
+    /// Padding before the first observation (the last step is the latest observation: LSTMs).
+    Left,
+    /// Padding after the last observation.
+    Right,
+}
+
+/// What happens to a series longer than `max_length`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LongSeries {
+    /// Keep `max_length` observations at evenly spaced positions `round(i·(n−1)/(max−1))`,
+    /// always including the first and the last.
+    Evenly,
+    /// Keep the latest `max_length` observations.
+    Latest,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sequence {
+    /// Longest sequence the model takes; `null` for no limit.
+    #[serde(default)]
+    pub max_length: Option<usize>,
+    pub padding: PaddingSide,
+    /// Value of padded positions in `values` (after normalisation).
+    #[serde(default)]
+    pub pad_value: f32,
+    #[serde(default = "default_long_series")]
+    pub long_series: LongSeries,
+}
+
+fn default_long_series() -> LongSeries {
+    LongSeries::Evenly
+}
+
+/// How acquisition time reaches the model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "encoding", rename_all = "lowercase")]
+pub enum DoyEncoding {
+    /// The model sees only the order of observations (LSTM).
+    None,
+    /// The model takes the day of year (1..=366) in `inputs.doy` and encodes it itself with a
+    /// sinusoidal table of `dim` channels (`sin(doy / 10000^(2i/dim))`, `cos(…)`), as SITS-NN's
+    /// Transformer does.
+    Sinusoidal { dim: usize },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// Rows sum to 1 (softmax inside the graph).
+    Probabilities,
+    /// Unnormalised scores; `predict` applies softmax.
+    Logits,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Output {
+    pub name: String,
+    pub kind: OutputKind,
+}
+
+impl ModelContract {
+    /// Parses and validates a contract document.
+    pub fn from_json(s: &str) -> Result<ModelContract, ContractError> {
+        // Look at the version first so an old or new contract gets a version error, not a field error.
+        let v: serde_json::Value = serde_json::from_str(s)?;
+        match v.get("contract_version").and_then(serde_json::Value::as_u64) {
+            Some(n) if n == u64::from(CONTRACT_VERSION) => {}
+            Some(n) => {
+                return Err(invalid(format!(
+                    "contract version {n} is not supported (this build reads version {CONTRACT_VERSION})"
+                )))
+            }
+            None => return Err(invalid("no 'contract_version' number")),
+        }
+        let c: ModelContract = serde_json::from_value(v)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a contract always serialises")
+    }
+
+    /// Checks what serde cannot: lengths, uniqueness, ranges.
+    pub fn validate(&self) -> Result<(), ContractError> {
+        if self.model_id.trim().is_empty() {
+            return Err(invalid("'model_id' is empty"));
+        }
+        if self.bands.is_empty() {
+            return Err(invalid("'bands' is empty"));
+        }
+        for (i, b) in self.bands.iter().enumerate() {
+            if self.bands[..i].contains(b) {
+                return Err(invalid(format!("band '{b}' is listed twice in 'bands'")));
+            }
+        }
+        let n = self.bands.len();
+        let s = &self.scaling;
+        if !(s.scale.is_finite() && s.scale != 0.0) {
+            return Err(invalid("'scaling.scale' must be a finite non-zero number"));
+        }
+        if !s.mean.is_empty() && s.mean.len() != n {
+            return Err(invalid(format!(
+                "'scaling.mean' has {} values for {n} bands",
+                s.mean.len()
+            )));
+        }
+        if !s.std.is_empty() && s.std.len() != n {
+            return Err(invalid(format!(
+                "'scaling.std' has {} values for {n} bands",
+                s.std.len()
+            )));
+        }
+        if s.std.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+            return Err(invalid("'scaling.std' values must be positive"));
+        }
+        if self.sequence.max_length == Some(0) {
+            return Err(invalid("'sequence.max_length' must be at least 1"));
+        }
+        match (&self.doy, &self.inputs.doy) {
+            (DoyEncoding::None, Some(name)) => {
+                return Err(invalid(format!(
+                    "'inputs.doy' is '{name}' but 'doy.encoding' is none"
+                )))
+            }
+            (DoyEncoding::Sinusoidal { .. }, None) => {
+                return Err(invalid("'doy.encoding' needs an 'inputs.doy' tensor name"))
+            }
+            _ => {}
+        }
+        if self.classes.is_empty() {
+            return Err(invalid("'classes' is empty"));
+        }
+        for (i, c) in self.classes.iter().enumerate() {
+            if c.code == CLASS_NODATA {
+                return Err(invalid(format!(
+                    "class '{}' has code {CLASS_NODATA}, the class rasters' nodata value",
+                    c.name
+                )));
+            }
+            if self.classes[..i].iter().any(|o| o.code == c.code) {
+                return Err(invalid(format!("class code {} is listed twice", c.code)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Mean and std per band, with the defaults filled in.
+    pub fn normalisation(&self) -> (Vec<f64>, Vec<f64>) {
+        let n = self.bands.len();
+        let mean = if self.scaling.mean.is_empty() {
+            vec![0.0; n]
+        } else {
+            self.scaling.mean.clone()
+        };
+        let std = if self.scaling.std.is_empty() {
+            vec![1.0; n]
+        } else {
+            self.scaling.std.clone()
+        };
+        (mean, std)
+    }
+
+    /// For each contract band, its index among `chunk_bands`; an error names the missing band.
+    pub fn band_indices(&self, chunk_bands: &[String]) -> Result<Vec<usize>, ContractError> {
+        self.bands
+            .iter()
+            .map(|b| {
+                chunk_bands.iter().position(|c| c == b).ok_or_else(|| {
+                    invalid(format!(
+                        "the model needs band '{b}' but the chunk has only {} ({}): extract with the sensors the model was trained on",
+                        chunk_bands.len(),
+                        chunk_bands.join(",")
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// Which of `n` observations enter the model (all, unless `n` exceeds `max_length`).
+    pub fn select_observations(&self, n: usize) -> Vec<usize> {
+        let max = match self.sequence.max_length {
+            Some(m) if n > m => m,
+            _ => return (0..n).collect(),
+        };
+        match self.sequence.long_series {
+            LongSeries::Latest => (n - max..n).collect(),
+            LongSeries::Evenly if max == 1 => vec![n - 1],
+            LongSeries::Evenly => (0..max)
+                // Integer form of round(i·(n−1)/(max−1)): strictly increasing since n > max.
+                .map(|i| (2 * i * (n - 1) + (max - 1)) / (2 * (max - 1)))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::species::tree_species;
+
+    pub(crate) fn example() -> ModelContract {
+        ModelContract {
+            contract_version: CONTRACT_VERSION,
+            model_id: "test-lstm".into(),
+            description: String::new(),
+            bands: ["BLUE", "GREEN", "RED"].map(String::from).to_vec(),
+            inputs: Inputs {
+                values: "x".into(),
+                doy: None,
+                mask: None,
+            },
+            scaling: Scaling {
+                scale: 1e-4,
+                offset: 0.0,
+                mean: vec![0.05, 0.07, 0.04],
+                std: vec![0.02, 0.03, 0.02],
+            },
+            sequence: Sequence {
+                max_length: Some(4),
+                padding: PaddingSide::Left,
+                pad_value: 0.0,
+                long_series: LongSeries::Evenly,
+            },
+            doy: DoyEncoding::None,
+            classes: tree_species(),
+            output: Output {
+                name: "probabilities".into(),
+                kind: OutputKind::Probabilities,
+            },
+        }
+    }
+
+    #[test]
+    fn json_round_trips_with_documented_spelling() {
+        let c = example();
+        let j = c.to_json();
+        assert!(j.contains("\"padding\": \"left\""), "{j}");
+        assert!(j.contains("\"encoding\": \"none\""), "{j}");
+        assert_eq!(ModelContract::from_json(&j).unwrap(), c);
+        let mut t = example();
+        t.doy = DoyEncoding::Sinusoidal { dim: 64 };
+        t.inputs.doy = Some("doy".into());
+        let j = t.to_json();
+        assert!(j.contains("\"encoding\": \"sinusoidal\""), "{j}");
+        assert_eq!(ModelContract::from_json(&j).unwrap(), t);
+    }
+
+    #[test]
+    fn bad_contracts_are_refused_by_name() {
+        let e = |c: ModelContract| c.validate().unwrap_err().to_string();
+        let mut c = example();
+        c.scaling.mean.pop();
+        assert!(e(c).contains("'scaling.mean' has 2 values for 3 bands"));
+        let mut c = example();
+        c.classes[3].code = 255;
+        assert!(e(c).contains("code 255"));
+        let mut c = example();
+        c.classes[3].code = 1;
+        assert!(e(c).contains("class code 1 is listed twice"));
+        let mut c = example();
+        c.doy = DoyEncoding::Sinusoidal { dim: 8 };
+        assert!(e(c).contains("needs an 'inputs.doy'"));
+        let j = example()
+            .to_json()
+            .replace("\"contract_version\": 1", "\"contract_version\": 7");
+        let err = ModelContract::from_json(&j).unwrap_err().to_string();
+        assert!(err.contains("contract version 7 is not supported"), "{err}");
+        let j = example().to_json().replace("\"bands\"", "\"bandz\"");
+        assert!(ModelContract::from_json(&j).is_err());
+    }
+
+    #[test]
+    fn band_indices_name_the_missing_band() {
+        let c = example();
+        let chunk: Vec<String> = ["RED", "GREEN", "BLUE", "NIR"].map(String::from).to_vec();
+        assert_eq!(c.band_indices(&chunk).unwrap(), vec![2, 1, 0]);
+        let landsat: Vec<String> = ["GREEN", "RED"].map(String::from).to_vec();
+        let e = c.band_indices(&landsat).unwrap_err().to_string();
+        assert!(e.contains("needs band 'BLUE'"), "{e}");
+    }
+
+    #[test]
+    fn long_series_are_thinned_as_documented() {
+        let mut c = example();
+        assert_eq!(c.select_observations(3), vec![0, 1, 2]);
+        assert_eq!(c.select_observations(4), vec![0, 1, 2, 3]);
+        // round(i·9/3) for i = 0..4
+        assert_eq!(c.select_observations(10), vec![0, 3, 6, 9]);
+        // round(i·6/3) = 0, 2, 4, 6; with n = 8: round(i·7/3) = 0, 2.33→2, 4.67→5, 7
+        assert_eq!(c.select_observations(8), vec![0, 2, 5, 7]);
+        c.sequence.long_series = LongSeries::Latest;
+        assert_eq!(c.select_observations(10), vec![6, 7, 8, 9]);
+        c.sequence.max_length = None;
+        assert_eq!(c.select_observations(10).len(), 10);
+    }
+}

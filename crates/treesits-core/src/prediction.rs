@@ -1,0 +1,453 @@
+//! Prediction chunks: the Arrow IPC stream `predict` writes and `mosaic` reads.
+//!
+//! One record batch per time-series chunk it came from, one row per pixel of that chunk, in the same
+//! order:
+//!
+//! | column | type | meaning |
+//! | --- | --- | --- |
+//! | `row`, `col` | UInt32 | pixel position in the tile |
+//! | `class` | UInt8 | class code from the model's class table; [`CLASS_NODATA`] for a pixel without observations |
+//! | `prob` | UInt16 | probability of that class × 10000; [`PROB_NODATA`] for a pixel without observations |
+//! | `probabilities` (optional) | FixedSizeList\<UInt16\>\[classes\] | every class's probability × 10000, in class-table order |
+//! | `uncertainty` (optional) | UInt16 | × 10000, see [`Uncertainty`] |
+//!
+//! The schema metadata is the input chunk's ([`ChunkMetadata`], with the format name and version
+//! replaced) plus the model id, its class table and the uncertainty measure. Documented for users in
+//! `docs/formats.md` ("Prediction chunks"); bump [`FORMAT_VERSION`] on any change.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, FixedSizeListArray, RecordBatch, UInt16Array, UInt32Array, UInt8Array};
+use arrow_ipc::reader::StreamReader;
+use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
+use arrow_ipc::CompressionType;
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+use crate::chunk::{self, ChunkError, ChunkMetadata};
+use crate::species::{SpeciesClass, CLASS_NODATA};
+
+/// Value of the `treesits.format` metadata key.
+pub const FORMAT_NAME: &str = "treesits-prediction-chunk";
+/// Version of the layout below; readers refuse other versions.
+pub const FORMAT_VERSION: u32 = 1;
+/// `prob`, `probabilities` and `uncertainty` value of a pixel without observations.
+pub const PROB_NODATA: u16 = 65535;
+/// Probabilities are stored as `round(p · PROB_SCALE)`.
+pub const PROB_SCALE: f32 = 10_000.0;
+
+/// Metadata keys added to those of [`chunk::keys`].
+pub mod keys {
+    pub const MODEL_ID: &str = "treesits.model_id";
+    pub const CLASSES: &str = "treesits.classes";
+    pub const UNCERTAINTY: &str = "treesits.uncertainty";
+    pub const PROBABILITIES: &str = "treesits.probabilities";
+}
+
+/// Per-pixel uncertainty, stored × 10000 (0 = certain, 10000 = maximally uncertain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uncertainty {
+    /// `1 − (p₁ − p₂)`: one minus the margin between the two most probable classes.
+    Margin,
+    /// `−Σ p·ln p / ln K`: Shannon entropy normalised by its maximum for K classes.
+    Entropy,
+}
+
+impl Uncertainty {
+    pub fn name(self) -> &'static str {
+        match self {
+            Uncertainty::Margin => "margin",
+            Uncertainty::Entropy => "entropy",
+        }
+    }
+
+    /// The uncertainty of one probability vector (summing to 1), in 0..=1.
+    pub fn of(self, p: &[f32]) -> f32 {
+        match self {
+            Uncertainty::Margin => {
+                let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+                for &v in p {
+                    if v > a {
+                        b = a;
+                        a = v;
+                    } else if v > b {
+                        b = v;
+                    }
+                }
+                if p.len() < 2 {
+                    return 0.0;
+                }
+                (1.0 - (a - b)).clamp(0.0, 1.0)
+            }
+            Uncertainty::Entropy => {
+                if p.len() < 2 {
+                    return 0.0;
+                }
+                let h: f32 = p.iter().filter(|&&v| v > 0.0).map(|&v| -v * v.ln()).sum();
+                (h / (p.len() as f32).ln()).clamp(0.0, 1.0)
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for Uncertainty {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "margin" => Ok(Uncertainty::Margin),
+            "entropy" => Ok(Uncertainty::Entropy),
+            _ => Err(format!("unknown uncertainty '{s}' (use margin or entropy)")),
+        }
+    }
+}
+
+/// Stores a probability in 0..=1 as UInt16 0..=10000.
+pub fn scale_prob(p: f32) -> u16 {
+    (p.clamp(0.0, 1.0) * PROB_SCALE).round() as u16
+}
+
+/// What a prediction chunk says about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictionMetadata {
+    /// The metadata of the time-series chunk the predictions came from.
+    pub source: ChunkMetadata,
+    pub model_id: String,
+    /// The model's class table, in output order.
+    pub classes: Vec<SpeciesClass>,
+    /// Whether the `probabilities` column is present.
+    pub probabilities: bool,
+    /// Whether (and which) `uncertainty` column is present.
+    pub uncertainty: Option<Uncertainty>,
+}
+
+fn meta_err(s: impl Into<String>) -> ChunkError {
+    ChunkError::Metadata(s.into())
+}
+
+impl PredictionMetadata {
+    pub fn to_map(&self) -> HashMap<String, String> {
+        let mut m = self.source.to_map();
+        m.insert(chunk::keys::FORMAT.into(), FORMAT_NAME.into());
+        m.insert(chunk::keys::VERSION.into(), FORMAT_VERSION.to_string());
+        m.insert(keys::MODEL_ID.into(), self.model_id.clone());
+        m.insert(
+            keys::CLASSES.into(),
+            serde_json::to_string(&self.classes).expect("classes serialise"),
+        );
+        m.insert(keys::PROBABILITIES.into(), self.probabilities.to_string());
+        m.insert(
+            keys::UNCERTAINTY.into(),
+            self.uncertainty.map_or("none", Uncertainty::name).into(),
+        );
+        m
+    }
+
+    /// Reads the metadata back, refusing other formats and versions.
+    pub fn from_map(m: &HashMap<String, String>) -> Result<PredictionMetadata, ChunkError> {
+        let get = |k: &str| {
+            m.get(k)
+                .map(String::as_str)
+                .ok_or_else(|| meta_err(format!("no '{k}' key")))
+        };
+        let format = get(chunk::keys::FORMAT)?;
+        if format != FORMAT_NAME {
+            return Err(meta_err(format!(
+                "'{format}' is not {FORMAT_NAME} (a time-series chunk goes to predict, not here)"
+            )));
+        }
+        let version = get(chunk::keys::VERSION)?;
+        if version != FORMAT_VERSION.to_string() {
+            return Err(meta_err(format!(
+                "prediction format version {version} is not supported (this build reads version {FORMAT_VERSION})"
+            )));
+        }
+        // The inherited keys are parsed by the time-series reader.
+        let mut inherited = m.clone();
+        inherited.insert(chunk::keys::FORMAT.into(), chunk::FORMAT_NAME.into());
+        inherited.insert(chunk::keys::VERSION.into(), chunk::FORMAT_VERSION.to_string());
+        let source = ChunkMetadata::from_map(&inherited)?;
+        let classes: Vec<SpeciesClass> = serde_json::from_str(get(keys::CLASSES)?)
+            .map_err(|e| meta_err(format!("bad '{}': {e}", keys::CLASSES)))?;
+        let probabilities = match get(keys::PROBABILITIES)? {
+            "true" => true,
+            "false" => false,
+            s => return Err(meta_err(format!("bad '{}' value '{s}'", keys::PROBABILITIES))),
+        };
+        let uncertainty = match get(keys::UNCERTAINTY)? {
+            "none" => None,
+            s => Some(s.parse().map_err(meta_err)?),
+        };
+        Ok(PredictionMetadata {
+            source,
+            model_id: get(keys::MODEL_ID)?.to_string(),
+            classes,
+            probabilities,
+            uncertainty,
+        })
+    }
+
+    pub fn schema(&self) -> Schema {
+        let mut fields = vec![
+            Field::new("row", DataType::UInt32, false),
+            Field::new("col", DataType::UInt32, false),
+            Field::new("class", DataType::UInt8, false),
+            Field::new("prob", DataType::UInt16, false),
+        ];
+        if self.probabilities {
+            fields.push(Field::new(
+                "probabilities",
+                DataType::FixedSizeList(
+                    Arc::new(Field::new("item", DataType::UInt16, false)),
+                    self.classes.len() as i32,
+                ),
+                false,
+            ));
+        }
+        if self.uncertainty.is_some() {
+            fields.push(Field::new("uncertainty", DataType::UInt16, false));
+        }
+        Schema::new(fields).with_metadata(self.to_map())
+    }
+}
+
+/// The predictions of one chunk, column by column.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PredictionColumns {
+    pub row: Vec<u32>,
+    pub col: Vec<u32>,
+    pub class: Vec<u8>,
+    pub prob: Vec<u16>,
+    /// `pixels × classes` values, pixel after pixel, when written.
+    pub probabilities: Option<Vec<u16>>,
+    pub uncertainty: Option<Vec<u16>>,
+}
+
+impl PredictionColumns {
+    pub fn pixels(&self) -> usize {
+        self.row.len()
+    }
+
+    /// Appends a pixel without observations (nodata everywhere).
+    pub fn push_nodata(&mut self, row: u32, col: u32, classes: usize) {
+        self.row.push(row);
+        self.col.push(col);
+        self.class.push(CLASS_NODATA);
+        self.prob.push(PROB_NODATA);
+        if let Some(p) = &mut self.probabilities {
+            p.extend(std::iter::repeat_n(PROB_NODATA, classes));
+        }
+        if let Some(u) = &mut self.uncertainty {
+            u.push(PROB_NODATA);
+        }
+    }
+
+    pub fn to_record_batch(&self, schema: SchemaRef) -> Result<RecordBatch, ChunkError> {
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(UInt32Array::from(self.row.clone())),
+            Arc::new(UInt32Array::from(self.col.clone())),
+            Arc::new(UInt8Array::from(self.class.clone())),
+            Arc::new(UInt16Array::from(self.prob.clone())),
+        ];
+        if let Ok(field) = schema.field_with_name("probabilities") {
+            let (DataType::FixedSizeList(item, n), Some(p)) = (field.data_type(), &self.probabilities) else {
+                return Err(ChunkError::Column("probabilities".into()));
+            };
+            columns.push(Arc::new(FixedSizeListArray::try_new(
+                item.clone(),
+                *n,
+                Arc::new(UInt16Array::from(p.clone())),
+                None,
+            )?));
+        }
+        if schema.field_with_name("uncertainty").is_ok() {
+            let u = self
+                .uncertainty
+                .as_ref()
+                .ok_or_else(|| ChunkError::Column("uncertainty".into()))?;
+            columns.push(Arc::new(UInt16Array::from(u.clone())));
+        }
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+
+    pub fn from_record_batch(batch: &RecordBatch) -> Result<PredictionColumns, ChunkError> {
+        fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, ChunkError> {
+            b.column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<T>())
+                .ok_or_else(|| ChunkError::Column(name.to_string()))
+        }
+        let probabilities = match batch.column_by_name("probabilities") {
+            None => None,
+            Some(c) => {
+                let l = c
+                    .as_any()
+                    .downcast_ref::<FixedSizeListArray>()
+                    .ok_or_else(|| ChunkError::Column("probabilities".into()))?;
+                let n = l.value_length() as usize;
+                let v = l
+                    .values()
+                    .slice(l.offset() * n, l.len() * n)
+                    .as_any()
+                    .downcast_ref::<UInt16Array>()
+                    .ok_or_else(|| ChunkError::Column("probabilities".into()))?
+                    .values()
+                    .to_vec();
+                Some(v)
+            }
+        };
+        let uncertainty = match batch.column_by_name("uncertainty") {
+            None => None,
+            Some(_) => Some(col::<UInt16Array>(batch, "uncertainty")?.values().to_vec()),
+        };
+        Ok(PredictionColumns {
+            row: col::<UInt32Array>(batch, "row")?.values().to_vec(),
+            col: col::<UInt32Array>(batch, "col")?.values().to_vec(),
+            class: col::<UInt8Array>(batch, "class")?.values().to_vec(),
+            prob: col::<UInt16Array>(batch, "prob")?.values().to_vec(),
+            probabilities,
+            uncertainty,
+        })
+    }
+}
+
+/// Writes a prediction stream: schema first, then one batch per input chunk, zstd-compressed.
+pub struct PredictionWriter<W: Write> {
+    schema: SchemaRef,
+    inner: StreamWriter<W>,
+}
+
+impl<W: Write> PredictionWriter<W> {
+    pub fn new(out: W, meta: &PredictionMetadata) -> Result<PredictionWriter<W>, ChunkError> {
+        let schema = Arc::new(meta.schema());
+        let options = IpcWriteOptions::default().try_with_compression(Some(CompressionType::ZSTD))?;
+        let inner = StreamWriter::try_new_with_options(out, &schema, options)?;
+        Ok(PredictionWriter { schema, inner })
+    }
+
+    pub fn write(&mut self, columns: &PredictionColumns) -> Result<(), ChunkError> {
+        let batch = columns.to_record_batch(self.schema.clone())?;
+        self.inner.write(&batch)?;
+        Ok(())
+    }
+
+    /// Writes the end-of-stream marker and returns the output.
+    pub fn finish(mut self) -> Result<W, ChunkError> {
+        self.inner.finish()?;
+        Ok(self.inner.into_inner()?)
+    }
+}
+
+/// Reads prediction batches one by one (bounded memory for long streams).
+pub struct PredictionReader<R: Read> {
+    meta: PredictionMetadata,
+    inner: StreamReader<R>,
+}
+
+impl<R: Read> PredictionReader<R> {
+    pub fn new(input: R) -> Result<PredictionReader<R>, ChunkError> {
+        let inner = StreamReader::try_new(input, None)?;
+        let meta = PredictionMetadata::from_map(inner.schema().metadata())?;
+        Ok(PredictionReader { meta, inner })
+    }
+
+    pub fn metadata(&self) -> &PredictionMetadata {
+        &self.meta
+    }
+}
+
+impl<R: Read> Iterator for PredictionReader<R> {
+    type Item = Result<PredictionColumns, ChunkError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner.next().map(|b| {
+            let b = b?;
+            PredictionColumns::from_record_batch(&b)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::species::tree_species;
+    use crate::{PixelWindow, Sensor, TileId};
+
+    fn meta(probabilities: bool, uncertainty: Option<Uncertainty>) -> PredictionMetadata {
+        PredictionMetadata {
+            source: ChunkMetadata {
+                tile_id: TileId::new(58, 56),
+                crs_wkt: "PROJCS[\"x\"]".into(),
+                geotransform: [4_000_000.0, 10.0, 0.0, 3_000_000.5, 0.0, -10.0],
+                tile_size: (3000, 3000),
+                window: PixelWindow {
+                    row: 300,
+                    col: 0,
+                    rows: 300,
+                    cols: 3000,
+                },
+                chunk_index: Some(1),
+                chunk_count: 10,
+                sensors: vec![Sensor::Sen2a],
+                band_names: vec!["BLUE".into()],
+                scale: 10_000.0,
+                nodata: -9999,
+                date_start: "2021-01-01".parse().unwrap(),
+                date_end: "2021-12-31".parse().unwrap(),
+                qai_screen: "nodata,cloud".into(),
+            },
+            model_id: "m1".into(),
+            classes: tree_species()[..3].to_vec(),
+            probabilities,
+            uncertainty,
+        }
+    }
+
+    #[test]
+    fn round_trips_with_and_without_optional_columns() {
+        for (p, u) in [(false, None), (true, Some(Uncertainty::Entropy))] {
+            let m = meta(p, u);
+            let mut c = PredictionColumns {
+                probabilities: p.then(Vec::new),
+                uncertainty: u.map(|_| Vec::new()),
+                ..Default::default()
+            };
+            c.row.push(300);
+            c.col.push(4);
+            c.class.push(2);
+            c.prob.push(8000);
+            if let Some(v) = &mut c.probabilities {
+                v.extend([1000, 1000, 8000]);
+            }
+            if let Some(v) = &mut c.uncertainty {
+                v.push(5700);
+            }
+            c.push_nodata(300, 5, 3);
+            let mut w = PredictionWriter::new(Vec::new(), &m).unwrap();
+            w.write(&c).unwrap();
+            let bytes = w.finish().unwrap();
+            let mut r = PredictionReader::new(bytes.as_slice()).unwrap();
+            assert_eq!(r.metadata(), &m);
+            let back = r.next().unwrap().unwrap();
+            assert_eq!(back, c);
+            assert_eq!(back.class[1], CLASS_NODATA);
+            assert!(r.next().is_none());
+        }
+    }
+
+    #[test]
+    fn a_time_series_chunk_is_refused_with_a_hint() {
+        let mut m = meta(false, None).to_map();
+        m.insert(chunk::keys::FORMAT.into(), chunk::FORMAT_NAME.into());
+        let e = PredictionMetadata::from_map(&m).unwrap_err().to_string();
+        assert!(e.contains("goes to predict"), "{e}");
+    }
+
+    #[test]
+    fn uncertainty_measures() {
+        assert_eq!(Uncertainty::Margin.of(&[1.0, 0.0, 0.0]), 0.0);
+        assert!((Uncertainty::Margin.of(&[0.5, 0.3, 0.2]) - 0.8).abs() < 1e-6);
+        assert!((Uncertainty::Entropy.of(&[0.25; 4]) - 1.0).abs() < 1e-6);
+        assert_eq!(Uncertainty::Entropy.of(&[1.0, 0.0]), 0.0);
+        assert_eq!(scale_prob(0.123_45), 1235);
+        assert_eq!(scale_prob(1.2), 10_000);
+    }
+}
