@@ -235,7 +235,7 @@ impl PredictionColumns {
         self.class.push(CLASS_NODATA);
         self.prob.push(PROB_NODATA);
         if let Some(p) = &mut self.probabilities {
-            p.extend(std::iter::repeat_n(PROB_NODATA, classes));
+            p.resize(p.len() + classes, PROB_NODATA);
         }
         if let Some(u) = &mut self.uncertainty {
             u.push(PROB_NODATA);
