@@ -8,8 +8,11 @@
 //! - [`tiles_csv`]: the tile list `tiles.csv` that `aoi-select` writes;
 //! - [`value_set`]: raster value lists and ranges (`10,20-30`);
 //! - [`chunk`], [`prediction`]: the Arrow IPC time-series and prediction chunks;
-//! - [`contract`]: the model contract an ONNX model carries.
+//! - [`contract`]: the model contract an ONNX model carries;
+//! - [`atomic`], [`staged_dir`]: outputs written under a temporary name and renamed into place when
+//!   complete (std only, so tools without GDAL use them too).
 
+pub mod atomic;
 pub mod chunk;
 pub mod contract;
 pub mod date;
@@ -18,6 +21,7 @@ pub mod level2;
 pub mod prediction;
 pub mod qai;
 pub mod species;
+pub mod staged_dir;
 pub mod tiles_csv;
 pub mod value_set;
 

@@ -5,15 +5,15 @@
 //! - [`geotiff`]: GeoTIFF creation in FORCE's two layouts (strips + LZW, tiles + ZSTD).
 
 pub mod aoi;
-pub mod atomic;
 pub mod cube;
 pub mod extract;
 pub mod geotiff;
 pub mod location;
-pub mod staged_dir;
 pub mod value_mask;
 pub mod vsi_text;
 
+// Std-only, so they live in treesits-core; re-exported under their old paths.
 pub use atomic::AtomicPath;
 pub use geotiff::{GeoTiffSpec, TiffLayout};
 pub use location::Location;
+pub use treesits_core::{atomic, staged_dir};
