@@ -9,6 +9,7 @@
 
 pub mod generate;
 pub mod noise;
+pub mod predictions;
 pub mod scene;
 
 pub use generate::{generate, Manifest, SynthConfig, SynthError};

@@ -1,0 +1,171 @@
+//! `mosaic`: prediction chunks → per-tile GeoTIFFs, mosaic VRTs, COGs and a quicklook.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use treesits_core::CubeDefinition;
+use treesits_io::aoi::AoiSource;
+use treesits_io::cog::OverviewResampling;
+use treesits_io::mosaic::{expand_inputs, MosaicOptions};
+use treesits_io::Location;
+
+/// Turn prediction chunks into maps: per-tile GeoTIFFs, mosaic VRTs, Cloud-Optimised GeoTIFFs and a
+/// quicklook PNG.
+///
+/// Writes into --out-dir, per tile: <tile>_class.tif (Byte, nodata 255, colour table and category
+/// names of the model's classes), <tile>_prob.tif (UInt16 probability x 10000, nodata 65535), and
+/// <tile>_probabilities.tif / <tile>_uncertainty.tif when the chunks carry them; then mosaic_class.vrt
+/// and mosaic_class.tif (COG, mode overviews), mosaic_prob.vrt/.tif (average overviews), the same for
+/// uncertainty, mosaic_probabilities.vrt, and quicklook.png with a legend. Georeferencing is the FORCE
+/// grid of the chunks. Everything appears together when complete, or nothing does.
+/// Formats: docs/formats.md ("Map products").
+///
+/// Exit status: 0 success, 1 bad input or I/O error (one line on stderr), 2 usage error.
+#[derive(Debug, Parser)]
+#[command(name = "mosaic", version, about, long_about)]
+struct Cli {
+    /// Prediction chunks: files, directories (their *.pred.arrows files), wildcards
+    /// (X0058_*.pred.arrows), or - for prediction streams on stdin (back to back, one tile after
+    /// another). Repeatable.
+    #[arg(long, value_name = "CHUNKS|DIR|GLOB|-", required = true, num_args = 1..)]
+    input: Vec<String>,
+    /// Output directory (created if needed). Products of an earlier run there are replaced; other
+    /// files are left alone.
+    #[arg(long, value_name = "DIR")]
+    out_dir: PathBuf,
+    /// datacube-definition.prj (either FORCE form, local or s3://) whose grid replaces the one the
+    /// chunks describe. Default: the chunks' own grid.
+    #[arg(long, value_name = "PRJ")]
+    cube_def: Option<String>,
+    /// Polygons (any OGR vector, any CRS): pixels whose centre lies outside become nodata, tiles
+    /// outside are left out.
+    #[arg(long, value_name = "VECTOR")]
+    clip: Option<String>,
+    /// Layer of --clip (default: its only layer).
+    #[arg(long, value_name = "NAME", requires = "clip")]
+    clip_layer: Option<String>,
+    /// Also write web mosaics reprojected to this EPSG code (nearest neighbour), e.g. 3857:
+    /// mosaic_class_epsg<CODE>.tif and mosaic_prob_epsg<CODE>.tif (COGs).
+    #[arg(long, value_name = "EPSG")]
+    t_srs: Option<String>,
+    /// Map tiles whose chunks are incomplete, with the missing rows as nodata (default: an error
+    /// naming the tile and the rows).
+    #[arg(long)]
+    allow_partial: bool,
+    /// Overviews of the class COG: mode (the most frequent class) or nearest (faster).
+    #[arg(long, value_name = "mode|nearest", default_value = "mode")]
+    class_overviews: OverviewResampling,
+    /// Longest side of the quicklook's map, in pixels.
+    #[arg(long, value_name = "PIXELS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(64..=16384))]
+    quicklook_size: u32,
+    /// Worker threads: tiles in parallel, and COG compression (default: the CPUs this process may use).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    threads: Option<u32>,
+    #[command(flatten)]
+    log: treesits_cli::LogArgs,
+}
+
+fn parse_epsg(s: &str) -> anyhow::Result<u32> {
+    let digits = s
+        .strip_prefix("EPSG:")
+        .or_else(|| s.strip_prefix("epsg:"))
+        .unwrap_or(s);
+    let code: u32 = digits
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--t-srs '{s}' is not an EPSG code: give e.g. 3857 or EPSG:3857"))?;
+    treesits_io::mosaic::check_epsg(code).map_err(|e| anyhow::anyhow!("--t-srs {s}: {e}"))?;
+    Ok(code)
+}
+
+fn read_cube_def(arg: &str) -> anyhow::Result<CubeDefinition> {
+    let loc = Location::parse(arg)
+        .map_err(anyhow::Error::msg)
+        .context("--cube-def")?;
+    let text = match &loc {
+        Location::Local(p) => std::fs::read_to_string(p),
+        Location::S3 { .. } => treesits_io::vsi_text::read_to_string(&loc.gdal_path()),
+    }
+    .with_context(|| format!("cannot read --cube-def {arg}"))?;
+    CubeDefinition::parse(&text)
+        .with_context(|| format!("malformed --cube-def {arg}: give a FORCE datacube-definition.prj"))
+}
+
+/// Checks the arguments into options before any work.
+fn options(cli: &Cli, threads: usize) -> anyhow::Result<MosaicOptions> {
+    if cli.out_dir.is_file() {
+        bail!("--out-dir {} is a file: give a directory", cli.out_dir.display());
+    }
+    let clip = match &cli.clip {
+        Some(c) => {
+            let loc = Location::parse(c).map_err(anyhow::Error::msg).context("--clip")?;
+            Some(AoiSource {
+                path: loc.gdal_path(),
+                layer: cli.clip_layer.clone(),
+                filter: None,
+            })
+        }
+        None => None,
+    };
+    Ok(MosaicOptions {
+        out_dir: cli.out_dir.clone(),
+        cube_def: cli.cube_def.as_deref().map(read_cube_def).transpose()?,
+        clip,
+        t_srs: cli.t_srs.as_deref().map(parse_epsg).transpose()?,
+        allow_partial: cli.allow_partial,
+        class_overviews: cli.class_overviews,
+        threads,
+        quicklook_px: cli.quicklook_size as usize,
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    treesits_cli::init_logging(&cli.log);
+    treesits_io::cube::log_gdal_messages();
+    treesits_cli::run("mosaic", || {
+        let threads = cli
+            .threads
+            .map_or_else(treesits_cli::default_threads, |t| t as usize);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .context("starting threads")?;
+        let opts = options(&cli, threads)?;
+        let inputs = expand_inputs(&cli.input)?;
+        let started = std::time::Instant::now();
+        let summary = treesits_io::mosaic::run(&inputs, &mut std::io::stdin().lock(), &opts)?;
+        log::info!(
+            "{} tiles ({} partial, {} outside --clip), {} pixels mapped, {} files in {} in {:.1} s",
+            summary.tiles,
+            summary.partial_tiles,
+            summary.clipped_away_tiles,
+            summary.mapped_pixels,
+            summary.files.len(),
+            opts.out_dir.display(),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn epsg_codes_are_read_in_both_spellings() {
+        assert_eq!(super::parse_epsg("3857").unwrap(), 3857);
+        assert_eq!(super::parse_epsg("EPSG:4326").unwrap(), 4326);
+        assert!(super::parse_epsg("web")
+            .unwrap_err()
+            .to_string()
+            .contains("not an EPSG code"));
+        assert!(super::parse_epsg("999999").is_err());
+    }
+}
