@@ -860,3 +860,30 @@ fn chunks_read_back_with_the_prediction_reader() {
         vec![t.chunks[1].clone()]
     );
 }
+
+#[test]
+fn a_whole_tile_stream_file_works_and_a_rerun_replaces_earlier_products_only() {
+    let set = set(2, 32, 16);
+    let out = set.path("maps");
+    ok(&run(&["--input", s(&set.chunks()), "--out-dir", s(&out), "-q"]));
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    // Second run: only the first tile, given as one whole-tile stream file (predict --out - > file).
+    let stream = set.path("tile.pred.arrows");
+    std::fs::write(&stream, set.tiles[0].write_stream(Vec::new()).unwrap()).unwrap();
+    ok(&run(&["--input", s(&stream), "--out-dir", s(&out), "-q"]));
+    let n = names(&out);
+    assert!(n.contains(&"notes.txt".to_string()), "{n:?}");
+    assert!(n.contains(&format!("{}_class.tif", set.tiles[0].tile)));
+    assert!(
+        !n.iter().any(|f| f.starts_with(&set.tiles[1].tile.to_string())),
+        "products of the earlier run remain: {n:?}"
+    );
+    let one = Set {
+        dir: tempfile::tempdir().unwrap(),
+        cfg: set.cfg.clone(),
+        tiles: vec![set.tiles[0].clone()],
+    };
+    assert_tiles_equal(&one, &out, None);
+    assert_mosaic_equals(&one, &out.join("mosaic_class.tif"));
+    assert_eq!(names(set.dir.path()), vec!["chunks", "maps", "tile.pred.arrows"]);
+}

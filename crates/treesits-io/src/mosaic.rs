@@ -1365,6 +1365,16 @@ pub fn run(
                 threads: opts.threads,
                 target_epsg: epsg,
             };
+            // scripts/bench-mosaic reads this line to run gdal_translate with the same options.
+            log::debug!(
+                "COG options for {name}: {}",
+                options
+                    .creation_options()
+                    .iter()
+                    .map(|o| format!("-co {o}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
             cog::write_cog(&vrt_path, &dir.join(&name), &options).map_err(write_err(name.clone()))?;
             let secs = t.elapsed().as_secs_f64();
             log::info!("{name}: COG built in {secs:.2} s");
