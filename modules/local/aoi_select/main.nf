@@ -1,0 +1,39 @@
+process AOI_SELECT {
+    tag "${meta.id}"
+    label 'process_low'
+
+    input:
+    tuple val(meta), path(aoi, stageAs: 'aoi/*'), path(masks, stageAs: 'masks/*')
+    val cube
+    val mask_values
+
+    output:
+    tuple val(meta), path('selection/tiles.csv'), path('selection/*.mask.tif'), emit: selection
+    path 'versions.yml'                                                       , emit: versions
+
+    script:
+    def args = task.ext.args ?: ''
+    def mask_args = masks ? (masks instanceof List ? masks : [masks]).collect { "--mask '${it}'" }.join(' ') + " --mask-values ${mask_values}" : ''
+    """
+    aoi-select \\
+        --cube '${cube}' \\
+        --aoi '${aoi}' \\
+        --out-dir selection \\
+        --threads ${task.cpus} \\
+        ${mask_args} \\
+        ${args}
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        aoi-select: \$(aoi-select --version | sed 's/^aoi-select //')
+    END_VERSIONS
+    """
+
+    stub:
+    """
+    mkdir -p selection
+    printf 'tile_id,tile_x,tile_y,xmin,ymin,xmax,ymax,pixels,mask\\nX0001_Y0001,1,1,0,0,1,1,1,X0001_Y0001.mask.tif\\n' > selection/tiles.csv
+    touch selection/X0001_Y0001.mask.tif
+    printf '"%s":\\n    aoi-select: stub\\n' "${task.process}" > versions.yml
+    """
+}

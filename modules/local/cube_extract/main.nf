@@ -1,0 +1,35 @@
+process CUBE_EXTRACT {
+    tag "${meta.id}"
+    label 'process_medium'
+
+    input:
+    tuple val(meta), path(mask, stageAs: 'mask/*')
+    val cube
+
+    output:
+    tuple val(meta), path('chunks/*.arrows'), emit: chunks
+    path 'versions.yml'                     , emit: versions
+
+    script:
+    def args = task.ext.args ?: ''
+    """
+    cube-extract \\
+        --tile '${cube}/${meta.id}' \\
+        --mask '${mask}' \\
+        --out-dir chunks \\
+        --threads ${task.cpus} \\
+        ${args}
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        cube-extract: \$(cube-extract --version | sed 's/^cube-extract //')
+    END_VERSIONS
+    """
+
+    stub:
+    """
+    mkdir -p chunks
+    touch chunks/${meta.id}_chunk0000.arrows
+    printf '"%s":\\n    cube-extract: stub\\n' "${task.process}" > versions.yml
+    """
+}

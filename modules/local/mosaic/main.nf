@@ -1,0 +1,35 @@
+process MOSAIC {
+    tag "${meta.id}"
+    label 'process_medium'
+
+    input:
+    tuple val(meta), path(predictions, stageAs: 'in/*')
+    path clip, stageAs: 'clip/*'
+
+    output:
+    tuple val(meta), path('map/*'), emit: map
+    path 'versions.yml'           , emit: versions
+
+    script:
+    def args = task.ext.args ?: ''
+    def clip_arg = clip ? "--clip '${clip}'" : ''
+    """
+    mosaic \\
+        --input in \\
+        --out-dir map \\
+        ${clip_arg} \\
+        ${args}
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        mosaic: \$(mosaic --version | sed 's/^mosaic //')
+    END_VERSIONS
+    """
+
+    stub:
+    """
+    mkdir -p map
+    touch map/mosaic_class.tif map/mosaic_class.vrt map/quicklook.png
+    printf '"%s":\\n    mosaic: stub\\n' "${task.process}" > versions.yml
+    """
+}

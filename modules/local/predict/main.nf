@@ -1,0 +1,35 @@
+process PREDICT {
+    tag "${meta.id}"
+    label 'process_gpu'
+
+    input:
+    tuple val(meta), path(chunks, stageAs: 'in/*')
+    path model, stageAs: 'model/*'
+
+    output:
+    tuple val(meta), path('pred/*.pred.arrows'), emit: predictions
+    path 'versions.yml'                        , emit: versions
+
+    script:
+    def args = task.ext.args ?: ''
+    """
+    predict \\
+        --model '${model}' \\
+        --input in \\
+        --out-dir pred \\
+        --threads ${task.cpus} \\
+        ${args}
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        predict: \$(predict --version | sed 's/^predict //')
+    END_VERSIONS
+    """
+
+    stub:
+    """
+    mkdir -p pred
+    for f in in/*.arrows; do touch "pred/\$(basename "\$f" .arrows).pred.arrows"; done
+    printf '"%s":\\n    predict: stub\\n' "${task.process}" > versions.yml
+    """
+}

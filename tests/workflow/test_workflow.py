@@ -1,0 +1,261 @@
+"""Checks of the Nextflow pipeline that run without Nextflow (it cannot be installed here).
+
+- every .nf and .config file parses (Groovy);
+- nextflow_schema.json is a valid JSON Schema (draft 2020-12) and agrees with the params of nextflow.config;
+- contract tests: each module's `script:` block is rendered as Nextflow would (params, task.ext.args from
+  conf/modules.config, inputs) and run against the real binaries, task after task, in task directories
+  staged like Nextflow's; the chained results make the map, which is checked against the synthetic truth.
+  A flag renamed in a binary but not in a module makes its task fail here.
+
+Run: python3 tests/workflow/test_workflow.py   (binaries on PATH: scripts/test puts target/release first)
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+
+def groovy(*args: str) -> str:
+    env = dict(os.environ)
+    if not env.get("JAVA_HOME"):
+        java = shutil.which("java")
+        if java:
+            env["JAVA_HOME"] = str(Path(os.path.realpath(java)).parent.parent)
+    r = subprocess.run(["groovy", *args], cwd=REPO, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise AssertionError(f"groovy {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
+    return r.stdout
+
+
+def render(spec: dict) -> object:
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(spec, f)
+    try:
+        return json.loads(groovy(str(HERE / "render_module.groovy"), str(REPO), f.name))
+    finally:
+        os.unlink(f.name)
+
+
+def stage(task_dir: Path, staged: dict) -> None:
+    """Links inputs into the task directory the way Nextflow's stageAs does."""
+    for rel, target in staged.items():
+        p = task_dir / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.symlink_to(Path(target).resolve())
+
+
+def run_task(task_dir: Path, command: str) -> None:
+    (task_dir / ".command.sh").write_text("#!/bin/bash -euo pipefail\n" + command)
+    r = subprocess.run(["bash", "-euo", "pipefail", ".command.sh"], cwd=task_dir, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise AssertionError(f"task in {task_dir} failed ({r.returncode}):\n{command}\n{r.stderr[-3000:]}")
+
+
+def read_byte_raster(path: Path) -> np.ndarray:
+    """A one-band Byte GeoTIFF as a 2-D array (through gdal_translate; no GDAL Python bindings needed)."""
+    with tempfile.TemporaryDirectory() as d:
+        raw = Path(d) / "r.bin"
+        subprocess.run(["gdal_translate", "-q", "-of", "ENVI", "-ot", "Byte", str(path), str(raw)], check=True)
+        info = json.loads(subprocess.run(["gdalinfo", "-json", str(path)], check=True, capture_output=True, text=True).stdout)
+        cols, rows = info["size"]
+        return np.fromfile(raw, dtype=np.uint8).reshape(rows, cols)
+
+
+def versions_of(task_dir: Path, process: str, tool: str) -> str:
+    text = (task_dir / "versions.yml").read_text()
+    lines = text.splitlines()
+    assert lines[0] == f'"{process}":', text
+    key, value = lines[1].strip().split(": ", 1)
+    assert key == tool, text
+    return value
+
+
+class ParseTest(unittest.TestCase):
+    def test_every_nf_and_config_file_parses(self):
+        files = sorted(str(p.relative_to(REPO)) for p in [*REPO.glob("*.nf"), *REPO.glob("workflows/*.nf"),
+                                                          *REPO.glob("modules/local/*/main.nf"),
+                                                          *REPO.glob("*.config"), *REPO.glob("conf/*.config")])
+        self.assertGreaterEqual(len(files), 13, files)
+        out = groovy(str(HERE / "parse.groovy"), *files)
+        self.assertEqual(out.count("ok "), len(files), out)
+
+
+class SchemaTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        import jsonschema
+
+        cls.jsonschema = jsonschema
+        cls.schema = json.loads((REPO / "nextflow_schema.json").read_text())
+        cls.params = render({"params_only": True})
+
+    def schema_properties(self) -> dict:
+        props = {}
+        for group in self.schema["$defs"].values():
+            for k, v in group["properties"].items():
+                self.assertNotIn(k, props, f"param {k} is in two schema groups")
+                props[k] = v
+        return props
+
+    def test_schema_is_valid_draft_2020_12(self):
+        self.assertEqual(self.schema["$schema"], "https://json-schema.org/draft/2020-12/schema")
+        self.jsonschema.Draft202012Validator.check_schema(self.schema)
+        refs = {a["$ref"] for a in self.schema["allOf"]}
+        self.assertEqual(refs, {f"#/$defs/{k}" for k in self.schema["$defs"]})
+
+    def test_schema_and_config_params_agree(self):
+        props = self.schema_properties()
+        self.assertEqual(sorted(props), sorted(self.params), "params in nextflow.config vs nextflow_schema.json")
+        for k, v in self.params.items():
+            if v is None:
+                self.assertNotIn("default", props[k], f"{k}: no default in the config, but one in the schema")
+            else:
+                self.assertEqual(props[k].get("default"), v, f"default of {k}")
+
+    def test_profiles_validate_and_bad_values_do_not(self):
+        validator = self.jsonschema.Draft202012Validator(self.schema)
+        test_params = render({"params_only": True, "configs": ["conf/test.config"]})
+        clean = lambda p: {k: v for k, v in p.items() if v is not None}
+        self.assertEqual(list(validator.iter_errors(clean(test_params))), [])
+        # The defaults alone lack the required outdir and model.
+        missing = {e.message for e in validator.iter_errors(clean(self.params))}
+        self.assertIn("'outdir' is a required property", missing)
+        self.assertIn("'model' is a required property", missing)
+        for key, bad in [("device", "gpu"), ("start", "2021-1-1"), ("chunks_per_task", 0),
+                         ("gpu_node_selector", "gpu"), ("sensors", "SEN2A,LND10"), ("forest_mask_values", "ten")]:
+            errors = list(validator.iter_errors(clean({**test_params, key: bad})))
+            self.assertTrue(errors, f"{key}={bad!r} should be refused")
+
+
+class ModuleContractTest(unittest.TestCase):
+    """The pipeline's tasks, chained as workflows/treesits.nf chains them, on a synthetic cube."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.work = Path(tempfile.mkdtemp(prefix="treesits-nf-"))
+        cls.configs = ["conf/test.config"]
+        cls.params = render({"params_only": True, "configs": cls.configs})
+
+    @classmethod
+    def tearDownClass(cls):
+        if not os.environ.get("KEEP_WORK"):
+            shutil.rmtree(cls.work, ignore_errors=True)
+
+    def render_module(self, name: str, process: str, jobs: list, cpus: int = 2) -> list:
+        return render({"module": f"modules/local/{name}", "process": process, "configs": self.configs,
+                       "task": {"cpus": cpus}, "jobs": jobs})
+
+    def task_dir(self, name: str) -> Path:
+        d = self.work / name
+        d.mkdir(parents=True)
+        return d
+
+    def tool_version(self, tool: str) -> str:
+        out = subprocess.run([tool, "--version"], check=True, capture_output=True, text=True).stdout.strip()
+        return out.split(" ", 1)[1]
+
+    def test_chained_modules_make_the_map(self):
+        p = self.params
+        # SYNTH
+        synth = self.task_dir("synth")
+        [cmd] = self.render_module("synth", "SYNTH", [{"meta": {"id": "synthetic"}}])
+        self.assertIn(f"--tiles {p['synth_tiles']} --size {p['synth_size']}", cmd)
+        run_task(synth, cmd)
+        manifest = json.loads((synth / "synth/manifest.json").read_text())
+        self.assertEqual(len(manifest["tiles"]), p["synth_tiles"])
+        self.assertEqual(versions_of(synth, "SYNTH", "treesits-synth"), self.tool_version("treesits-synth"))
+        cube = (synth / "synth/cube").resolve()
+
+        # AOI_SELECT: the AOI and the land-cover masks staged as aoi/* and masks/*
+        aoi_task = self.task_dir("aoi_select")
+        landcover = sorted((synth / "synth/landcover").glob("*.tif"))
+        stage(aoi_task, {"aoi/aoi_laea.gpkg": synth / "synth/aoi_laea.gpkg",
+                         **{f"masks/{f.name}": f for f in landcover}})
+        [cmd] = self.render_module("aoi_select", "AOI_SELECT", [{
+            "meta": {"id": "aoi"}, "aoi": "aoi/aoi_laea.gpkg", "masks": [f"masks/{f.name}" for f in landcover],
+            "cube": str(cube), "mask_values": p["forest_mask_values"]}])
+        self.assertIn("--mask-values 10", cmd)
+        run_task(aoi_task, cmd)
+        rows = [dict(zip(*[line.split(",") for line in (aoi_task / "selection/tiles.csv").read_text().splitlines()][0:1],
+                         line.split(","))) for line in (aoi_task / "selection/tiles.csv").read_text().splitlines()[1:]]
+        self.assertGreaterEqual(len(rows), 1)
+        self.assertEqual(versions_of(aoi_task, "AOI_SELECT", "aoi-select"), self.tool_version("aoi-select"))
+
+        # CUBE_EXTRACT: one task per tile, meta.id = tile id, the tile's mask staged as mask/*
+        jobs, dirs = [], []
+        for row in sorted(rows, key=lambda r: r["tile_id"]):
+            d = self.task_dir(f"cube_extract/{row['tile_id']}")
+            stage(d, {f"mask/{row['mask']}": aoi_task / "selection" / row["mask"]})
+            jobs.append({"meta": {"id": row["tile_id"], "tile": row["tile_id"]}, "mask": f"mask/{row['mask']}",
+                         "cube": str(cube)})
+            dirs.append(d)
+        for d, cmd in zip(dirs, self.render_module("cube_extract", "CUBE_EXTRACT", jobs)):
+            self.assertIn(f"--screen {p['screen']}", cmd)
+            run_task(d, cmd)
+        chunks = {d.name: sorted((d / "chunks").glob("*.arrows")) for d in dirs}
+        for tile, files in chunks.items():
+            self.assertTrue(files, tile)
+            self.assertTrue(all(f.name.startswith(tile + "_chunk") for f in files), files)
+
+        # PREDICT: groups of chunks_per_task chunks, as the workflow collates them
+        if not shutil.which("predict"):
+            self.skipTest("predict is not built yet")
+        model = Path(p["model"])
+        jobs, dirs = [], []
+        for tile, files in sorted(chunks.items()):
+            n = p["chunks_per_task"]
+            for g in range(0, len(files), n):
+                d = self.task_dir(f"predict/{tile}_g{g // n}")
+                stage(d, {f"in/{f.name}": f for f in files[g:g + n]} | {f"model/{model.name}": model})
+                jobs.append({"meta": {"id": f"{tile}_g{g // n}", "tile": tile, "group": g // n},
+                             "chunks": [f"in/{f.name}" for f in files[g:g + n]], "model": f"model/{model.name}"})
+                dirs.append(d)
+        for d, cmd in zip(dirs, self.render_module("predict", "PREDICT", jobs)):
+            run_task(d, cmd)
+        predictions = sorted(f for d in dirs for f in (d / "pred").glob("*.pred.arrows"))
+        self.assertEqual([f.name for f in predictions],
+                         sorted(f.name.replace(".arrows", ".pred.arrows") for fs in chunks.values() for f in fs))
+
+        # MOSAIC: every prediction staged as in/*, clipped to the AOI (test profile: clip = true)
+        if not shutil.which("mosaic"):
+            self.skipTest("mosaic is not built yet")
+        m = self.task_dir("mosaic")
+        stage(m, {f"in/{f.name}": f for f in predictions} | {"clip/aoi_laea.gpkg": synth / "synth/aoi_laea.gpkg"})
+        [cmd] = self.render_module("mosaic", "MOSAIC", [{
+            "meta": {"id": "mosaic"}, "predictions": [f"in/{f.name}" for f in predictions],
+            "clip": "clip/aoi_laea.gpkg" if p["clip"] else []}])
+        run_task(m, cmd)
+        for name in ["mosaic_class.vrt", "mosaic_class.tif", "quicklook.png"]:
+            self.assertTrue((m / "map" / name).is_file(), name)
+
+        # The map against the synthetic truth, tile by tile, on the pixels aoi-select chose.
+        right = total = 0
+        for row in rows:
+            tile = row["tile_id"]
+            cls = read_byte_raster(m / "map" / f"{tile}_class.tif")
+            truth = read_byte_raster(synth / "synth/truth" / f"{tile}_truth.tif")
+            mask = read_byte_raster(aoi_task / "selection" / row["mask"]) == 1
+            predicted = mask & (cls != 255)
+            self.assertEqual(int(mask.sum()), int(row["pixels"]))
+            # Outside the selection every pixel is nodata.
+            self.assertTrue(np.all(cls[~mask] == 255), tile)
+            right += int((cls[predicted] == truth[predicted]).sum())
+            total += int(predicted.sum())
+        self.assertGreater(total, 0)
+        accuracy = right / total
+        print(f"\nworkflow contract test: overall accuracy {accuracy:.3f} on {total} pixels", file=sys.stderr)
+        self.assertGreaterEqual(accuracy, 0.90)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
