@@ -139,7 +139,7 @@ fn main() -> ExitCode {
         let summary = plan.run(&mut session)?;
         let seconds = started.elapsed().as_secs_f64();
         log::info!(
-            "{} streams, {} chunks, {} pixels ({} without observations), {} observations in {seconds:.1} s ({:.1} s in the model, {:.0} pixels/s overall)",
+            "{} streams, {} chunks, {} pixels ({} without observations), {} observations in {seconds:.2} s ({:.3} s in the model, {:.0} pixels/s overall)",
             summary.streams,
             summary.chunks,
             summary.pixels,

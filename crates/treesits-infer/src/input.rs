@@ -15,6 +15,8 @@ use crate::InferError;
 
 /// File name ending of time-series chunks.
 pub const CHUNK_SUFFIX: &str = ".arrows";
+/// Largest schema message accepted at the start of a stream (a chunk's is a few KiB).
+const SCHEMA_MESSAGE_MAX: i32 = 16 << 20;
 /// File name ending of prediction chunks.
 pub const PREDICTION_SUFFIX: &str = ".pred.arrows";
 
@@ -122,16 +124,25 @@ pub struct ChunkStream {
 }
 
 impl ChunkStream {
-    pub fn new(reader: Box<dyn Read + Send>, label: String) -> Result<ChunkStream, InferError> {
-        let eof = Arc::new(AtomicBool::new(false));
-        let watched = EofWatch {
-            inner: reader,
-            eof: eof.clone(),
-        };
+    pub fn new(mut reader: Box<dyn Read + Send>, label: String) -> Result<ChunkStream, InferError> {
         let damaged = |e: &dyn std::fmt::Display| {
             InferError::Input(format!(
                 "{label}: not a readable Arrow IPC stream ({e}): the file is damaged or truncated; extract it again with cube-extract"
             ))
+        };
+        // Look at the first message's header before Arrow does: a garbage length would have it
+        // allocate up to 2 GiB before failing. A stream starts with the continuation marker and the
+        // length of its (small) schema message.
+        let mut header = [0u8; 8];
+        reader.read_exact(&mut header).map_err(|e| damaged(&e))?;
+        let len = i32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if header[..4] != [0xff; 4] || !(1..=SCHEMA_MESSAGE_MAX).contains(&len) {
+            return Err(damaged(&"no stream header"));
+        }
+        let eof = Arc::new(AtomicBool::new(false));
+        let watched = EofWatch {
+            inner: Box::new(std::io::Cursor::new(header).chain(reader)) as Box<dyn Read + Send>,
+            eof: eof.clone(),
         };
         let reader = StreamReader::try_new(BufReader::new(watched), None).map_err(|e| damaged(&e))?;
         let meta = ChunkMetadata::from_map(reader.schema().metadata())
@@ -252,11 +263,13 @@ mod tests {
         let e = s.next_chunk().unwrap_err().to_string();
         assert!(e.contains("c: reading a chunk failed"), "{e}");
 
-        let e = ChunkStream::new(Box::new(std::io::Cursor::new(b"garbage!".to_vec())), "d".into())
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("d: not a readable Arrow IPC stream"), "{e}");
+        for garbage in [&b"garbage!"[..], b"ab", &bytes[..12]] {
+            let e = ChunkStream::new(Box::new(std::io::Cursor::new(garbage.to_vec())), "d".into())
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.starts_with("d: not a readable Arrow IPC stream"), "{e}");
+        }
     }
 
     #[test]
