@@ -802,10 +802,13 @@ fn trained_fixtures_reach_ninety_percent_on_a_held_out_cube() {
         ]));
         let mut per_class: BTreeMap<u8, (usize, usize)> = BTreeMap::new();
         for n in files_in(&out) {
-            for b in read_prediction_file(&out.join(n)).1 {
+            let (meta, batches) = read_prediction_file(&out.join(n));
+            for b in batches {
                 for i in 0..b.pixels() {
                     let t = truth[b.row[i] as usize * cols + b.col[i] as usize];
-                    if b.class[i] == CLASS_NODATA || t == 255 {
+                    // Score pixels of classes the model knows (a species model does not map
+                    // non-forest), with observations.
+                    if b.class[i] == CLASS_NODATA || !meta.classes.iter().any(|c| c.code == t) {
                         continue;
                     }
                     let e = per_class.entry(t).or_default();
