@@ -1,0 +1,162 @@
+//! `predict`: tree-species predictions for time-series chunks with an ONNX model.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use treesits_core::contract::ModelContract;
+use treesits_core::prediction::Uncertainty;
+use treesits_infer::input;
+use treesits_infer::memory;
+use treesits_infer::pipeline::{Destination, PredictPlan};
+use treesits_infer::runtime::{Device, ModelSession, Runtime, SessionConfig};
+
+/// Predict tree species for time-series chunks with an ONNX model (ONNX Runtime on CPU or CUDA).
+///
+/// Reads the Arrow IPC chunks cube-extract writes, packs each pixel's observations exactly as the
+/// model's contract says (bands by name, scaling, sequence length and padding, day of year), runs the
+/// model and writes prediction chunks: per pixel the class code, its probability × 10000 and, on
+/// request, every class's probability and an uncertainty. Pixels without observations get class 255
+/// and probability 65535. Formats: docs/formats.md ("Time-series chunks", "Prediction chunks").
+///
+/// The ONNX Runtime library is loaded at start from ORT_DYLIB_PATH (else next to the executable, in
+/// LD_LIBRARY_PATH or the usual system places): its CPU build, or the GPU build for --device cuda.
+///
+/// Exit status: 0 success, 1 bad input or runtime error (one line on stderr), 2 usage error.
+#[derive(Debug, Parser)]
+#[command(name = "predict", version, about, long_about)]
+struct Cli {
+    /// The ONNX model; it should carry its contract in its metadata (`treesits.contract`).
+    #[arg(long, value_name = "FILE")]
+    model: PathBuf,
+    /// A chunk file, a directory (every *.arrows in it, by name; *.pred.arrows skipped), or `-` for
+    /// one chunk stream on stdin (as `cube-extract --out -` writes it).
+    #[arg(long, value_name = "FILE|DIR|-")]
+    input: String,
+    /// Directory for the predictions (created if needed): one <input name>.pred.arrows per input file,
+    /// <tile_id>.pred.arrows for stdin. All files appear together when every input succeeded, or none.
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with = "out",
+        required_unless_present = "out"
+    )]
+    out_dir: Option<PathBuf>,
+    /// `-`: write one prediction stream on stdout (one record batch per input batch, rows in input order).
+    #[arg(long, value_name = "-")]
+    out: Option<String>,
+    /// Where the model runs: `cpu`; `cuda` (fails if the CUDA execution provider cannot be started);
+    /// `auto` (CUDA when available, else CPU; the log says which).
+    #[arg(long, default_value = "auto", value_name = "cpu|cuda|auto")]
+    device: Device,
+    /// Pixels per model call. Default: sized from the free (GPU or host) memory and the model's
+    /// sequence length, between 32 and 8192; the log says which.
+    #[arg(long, value_name = "PIXELS", value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: Option<u32>,
+    /// ONNX Runtime intra-op threads (default: the CPUs this process may use). Reading and packing
+    /// run on one more thread, overlapped with the model.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    threads: Option<u32>,
+    /// Also write every class's probability (× 10000, in the model's class order) per pixel.
+    #[arg(long)]
+    probabilities: bool,
+    /// Also write an uncertainty per pixel (× 10000): `margin` = 1 − (p1 − p2) of the two most probable
+    /// classes, `entropy` = Shannon entropy / ln(classes).
+    #[arg(long, value_name = "margin|entropy")]
+    uncertainty: Option<Uncertainty>,
+    /// A model contract (JSON, docs/model-contract.md) for a model that carries none, or to override
+    /// the model's own.
+    #[arg(long, value_name = "JSON")]
+    contract: Option<PathBuf>,
+    #[command(flatten)]
+    log: treesits_cli::LogArgs,
+}
+
+fn read_contract(path: &PathBuf) -> anyhow::Result<ModelContract> {
+    let json = std::fs::read_to_string(path).with_context(|| format!("--contract {}", path.display()))?;
+    ModelContract::from_json(&json).with_context(|| format!("--contract {}", path.display()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    treesits_cli::init_logging(&cli.log);
+    treesits_cli::run("predict", || {
+        let destination = match (&cli.out_dir, cli.out.as_deref()) {
+            (Some(dir), _) => Destination::Dir(dir.clone()),
+            (None, Some("-")) => Destination::Stdout,
+            _ => bail!("--out only takes '-' (stdout); use --out-dir DIR for files"),
+        };
+        let contract = cli.contract.as_ref().map(read_contract).transpose()?;
+        let sources = input::sources(&cli.input)?;
+        let threads = cli
+            .threads
+            .map_or_else(treesits_cli::default_threads, |t| t as usize);
+        let runtime = Runtime::load()?;
+        log::debug!("ONNX Runtime from {}", runtime.library().display());
+        let config = SessionConfig {
+            device: cli.device,
+            threads,
+            contract,
+        };
+        let mut session = ModelSession::open(&runtime, &cli.model, &config)?;
+        let c = session.contract();
+        let steps = session
+            .shape()
+            .fixed_length
+            .or(c.sequence.max_length)
+            .unwrap_or(memory::UNBOUNDED_STEPS);
+        let batch_size = match (session.shape().fixed_batch, cli.batch_size) {
+            (Some(fixed), requested) => {
+                if requested.is_some_and(|r| r as usize != fixed) {
+                    log::warn!("the model takes batches of exactly {fixed} pixels: --batch-size ignored");
+                }
+                fixed
+            }
+            (None, Some(n)) => n as usize,
+            (None, None) => {
+                let (n, why) = memory::default_batch_size(session.device(), steps);
+                log::info!("batch size {n} ({why})");
+                n
+            }
+        };
+        log::info!(
+            "model {} ({} bands, {} classes) on {} with {threads} threads, batches of up to {batch_size} pixels",
+            c.model_id,
+            c.bands.len(),
+            c.classes.len(),
+            session.device(),
+        );
+        let plan = PredictPlan::new(
+            sources,
+            destination,
+            batch_size,
+            cli.probabilities,
+            cli.uncertainty,
+            &session,
+        )?;
+        let started = std::time::Instant::now();
+        let summary = plan.run(&mut session)?;
+        let seconds = started.elapsed().as_secs_f64();
+        log::info!(
+            "{} streams, {} chunks, {} pixels ({} without observations), {} observations in {seconds:.2} s ({:.3} s in the model, {:.0} pixels/s overall)",
+            summary.streams,
+            summary.chunks,
+            summary.pixels,
+            summary.empty_pixels,
+            summary.observations,
+            summary.inference_seconds,
+            summary.pixels as f64 / seconds.max(1e-9)
+        );
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}
