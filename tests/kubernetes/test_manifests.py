@@ -1,0 +1,339 @@
+"""kubernetes/: every manifest and every overlay's rendering validates offline (strict, Kubernetes schemas
+bundled with kubernetes-validate), the Role grants exactly what Nextflow's k8s executor needs, pods are
+unprivileged and non-root, and the names the pipeline's params refer to exist.
+
+Run: .venv/bin/python -m pytest tests/kubernetes   (scripts/test does)
+"""
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+import kustomize_lite  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "kubernetes"
+OVERLAYS = sorted(p.parent for p in (K8S / "overlays").glob("*/kustomization.yaml"))
+TARGETS = [K8S / "base"] + OVERLAYS
+TARGET_IDS = [str(p.relative_to(K8S)) for p in TARGETS]
+# Oldest release we support (EO-Lab's Magnum templates lag), a middle one, the newest bundled schema.
+K8S_VERSIONS = ["1.27.0", "1.30.0", "1.37.0"]
+NAMESPACE = "treesits"
+
+# What Nextflow's k8s executor calls, and nothing more: it creates, watches, reads logs of and deletes
+# task pods, or the Jobs that wrap them (k8s.computeResourceType = 'Job'); Jobs are in the batch group.
+NEXTFLOW_RULES = [
+    {"apiGroups": [""], "resources": ["pods", "pods/status", "pods/log", "pods/exec"],
+     "verbs": ["get", "list", "watch", "create", "delete"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "delete"]},
+]
+
+
+def render(target):
+    return kustomize_lite.build(target)
+
+
+def by_kind(objects, kind):
+    return [o for o in objects if o["kind"] == kind]
+
+
+def one(objects, kind, name=None):
+    found = [o for o in by_kind(objects, kind) if name is None or o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def pod_specs(objects):
+    for o in objects:
+        for spec in kustomize_lite.pod_specs(o):
+            yield f"{o['kind']}/{o['metadata']['name']}", spec
+
+
+def canonical(objects):
+    return sorted((json.dumps(o, sort_keys=True) for o in objects))
+
+
+# ---------------------------------------------------------------- schema validation
+
+
+def manifest_files():
+    return sorted(p for p in (K8S / "base").glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("path", manifest_files(), ids=lambda p: p.name)
+def test_every_manifest_file_validates_strictly(path, version):
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    if path.name == "params.yaml":  # pipeline parameters, not a Kubernetes object
+        assert "apiVersion" not in docs[0]
+        return
+    assert docs, f"{path}: empty"
+    for doc in docs:
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+def test_rendered_output_validates_strictly(target, version):
+    objects = render(target)
+    assert len(objects) >= 10
+    for obj in objects:
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_strict_validation_rejects_an_unknown_field():
+    job = copy.deepcopy(one(render(K8S / "overlays/generic"), "Job"))
+    job["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(job, K8S_VERSIONS[0], strict=True)
+
+
+# ---------------------------------------------------------------- the renderer agrees with kustomize
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed: kustomize_lite alone renders")
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+def test_renderer_matches_kubectl_kustomize(target):
+    out = subprocess.run(["kubectl", "kustomize", str(target)], capture_output=True, text=True, check=True).stdout
+    expected = [d for d in yaml.safe_load_all(out) if d]
+    assert canonical(render(target)) == canonical(expected)
+
+
+def test_renderer_configmap_hash_is_kustomizes(tmp_path):
+    # x-4h2mbtbbt6 is what `kubectl kustomize` (kustomize v5.5.0) names this generator's ConfigMap.
+    (tmp_path / "kustomization.yaml").write_text("configMapGenerator:\n- name: x\n  literals: [a=b]\n")
+    (cm,) = render(tmp_path)
+    assert cm["metadata"]["name"] == "x-4h2mbtbbt6"
+    assert cm["data"] == {"a": "b"}
+
+
+def test_renderer_merges_generators_and_updates_references(tmp_path):
+    base, overlay = tmp_path / "base", tmp_path / "overlay"
+    base.mkdir()
+    overlay.mkdir()
+    (base / "pod.yaml").write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n"
+        "  - {name: c, image: app, envFrom: [{configMapRef: {name: cfg}}]}\n"
+        "  volumes: [{name: v, configMap: {name: cfg}}]\n"
+    )
+    (base / "kustomization.yaml").write_text(
+        "namespace: ns\nresources: [pod.yaml]\nconfigMapGenerator:\n- name: cfg\n  literals: [a=1, b=2]\n"
+    )
+    (overlay / "kustomization.yaml").write_text(
+        "resources: [../base]\nconfigMapGenerator:\n- name: cfg\n  behavior: merge\n  literals: [b=3]\n"
+        "images:\n- {name: app, newName: registry.example.org/app, newTag: '1.0'}\n"
+        "patches:\n- target: {kind: Pod, name: p}\n  patch: |-\n    - {op: add, path: /spec/priority, value: 5}\n"
+    )
+    objects = render(overlay)
+    cm, pod = one(objects, "ConfigMap"), one(objects, "Pod")
+    assert cm["data"] == {"a": "1", "b": "3"}
+    assert cm["metadata"]["namespace"] == "ns" and cm["metadata"]["name"].startswith("cfg-")
+    assert pod["spec"]["volumes"][0]["configMap"]["name"] == cm["metadata"]["name"]
+    assert pod["spec"]["containers"][0]["envFrom"][0]["configMapRef"]["name"] == cm["metadata"]["name"]
+    assert pod["spec"]["containers"][0]["image"] == "registry.example.org/app:1.0"
+    assert pod["spec"]["priority"] == 5
+
+
+def test_renderer_refuses_what_it_does_not_implement(tmp_path):
+    (tmp_path / "kustomization.yaml").write_text("helmCharts: []\n")
+    with pytest.raises(kustomize_lite.KustomizeError, match="helmCharts"):
+        render(tmp_path)
+    (tmp_path / "kustomization.yaml").write_text("resources: []\npatches:\n- target: {kind: Pod}\n  patch: '[]'\n")
+    with pytest.raises(kustomize_lite.KustomizeError, match="matches nothing"):
+        render(tmp_path)
+
+
+# ---------------------------------------------------------------- RBAC
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+def test_role_grants_exactly_what_nextflow_needs(target):
+    objects = render(target)
+    role = one(objects, "Role")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == NEXTFLOW_RULES
+    # Jobs must be granted under batch; a "jobs" rule in the core group grants nothing.
+    for rule in role["rules"]:
+        if "jobs" in rule["resources"]:
+            assert rule["apiGroups"] == ["batch"]
+    assert not by_kind(objects, "ClusterRole") and not by_kind(objects, "ClusterRoleBinding")
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+def test_rolebinding_ties_the_submitter_account_to_the_role(target):
+    objects = render(target)
+    binding, account, job = one(objects, "RoleBinding"), one(objects, "ServiceAccount"), one(objects, "Job")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": one(objects, "Role")["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
+                                    "namespace": NAMESPACE}]
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
+
+
+# ---------------------------------------------------------------- pod security
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+def test_pods_are_unprivileged_non_root_and_have_requests(target):
+    specs = list(pod_specs(render(target)))
+    assert {name for name, _ in specs} == {"Job/treesits-run", "Pod/treesits-staging"}
+    for name, spec in specs:
+        sc = spec.get("securityContext", {})
+        assert sc.get("runAsNonRoot") is True, name
+        assert sc.get("runAsUser", 0) != 0, name
+        assert sc.get("seccompProfile") == {"type": "RuntimeDefault"}, name
+        for key in ("hostNetwork", "hostPID", "hostIPC"):
+            assert not spec.get(key), f"{name}: {key}"
+        assert not any("hostPath" in v for v in spec.get("volumes", [])), name
+        for c in kustomize_lite.containers(spec):
+            csc = c.get("securityContext", {})
+            assert csc.get("privileged") is not True, name
+            assert csc.get("allowPrivilegeEscalation") is False, name
+            assert csc.get("capabilities") == {"drop": ["ALL"]}, name
+            requests = c.get("resources", {}).get("requests", {})
+            assert {"cpu", "memory"} <= set(requests), f"{name}/{c['name']}: requests {requests}"
+            assert "memory" in c["resources"].get("limits", {}), f"{name}/{c['name']}: no memory limit"
+
+
+def test_namespace_enforces_pod_security_baseline():
+    ns = one(render(K8S / "base"), "Namespace")
+    labels = ns["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] in ("baseline", "restricted")
+    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+
+
+# ---------------------------------------------------------------- the submitter Job
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+def test_head_job_never_retries_and_runs_the_bundled_pipeline(target):
+    objects = render(target)
+    job = one(objects, "Job")
+    spec = job["spec"]
+    assert spec["backoffLimit"] == 0
+    assert spec["ttlSecondsAfterFinished"] > 0
+    template = spec["template"]
+    assert template["metadata"]["annotations"]["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false"
+    assert template["spec"]["restartPolicy"] == "Never"
+    (container,) = template["spec"]["containers"]
+    script = " ".join(container["command"] + container["args"])
+    for piece in ("nextflow run /pipeline/main.nf", "-params-file /config/params.yaml",
+                  "-c /config/cluster.config", '-profile "$NXF_PROFILES"'):
+        assert piece in script
+
+    cm = one(objects, "ConfigMap")
+    config_volume = next(v for v in template["spec"]["volumes"] if v["name"] == "config")
+    assert config_volume["configMap"]["name"] == cm["metadata"]["name"]
+    assert {"params.yaml", "cluster.config", "NXF_PROFILES", "NXF_LAUNCH_DIR", "NXF_WORK"} <= set(cm["data"])
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
+    assert mount["mountPath"] == "/config"
+    assert "k8s" in cm["data"]["NXF_PROFILES"].split(",")
+    work_mount = next(m for m in container["volumeMounts"] if m["name"] == "work")["mountPath"]
+    assert cm["data"]["NXF_WORK"].startswith(work_mount + "/")
+    assert cm["data"]["NXF_LAUNCH_DIR"].startswith(work_mount + "/")
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+def test_s3_credentials_are_secret_references_only(target):
+    objects = render(target)
+    assert not by_kind(objects, "Secret")
+    env = one(objects, "Job")["spec"]["template"]["spec"]["containers"][0]["env"]
+    aws = {e["name"]: e for e in env if e["name"].startswith("AWS_")}
+    assert set(aws) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    for e in aws.values():
+        assert "value" not in e and e["valueFrom"]["secretKeyRef"]["name"] == "treesits-s3"
+
+
+def test_no_credentials_anywhere_in_the_repository_manifests():
+    pattern = re.compile(r"(aws_secret_access_key|secret_key|password)\s*[:=]\s*\S{8,}", re.I)
+    for path in list(K8S.rglob("*")) + [ROOT / "docs/operations.md"]:
+        if path.is_file():
+            assert not pattern.search(path.read_text()), f"{path}: looks like a credential"
+
+
+# ---------------------------------------------------------------- volumes and the pipeline's params
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+def test_volumes_are_read_write_many(target):
+    objects = render(target)
+    cube_pv = one(objects, "PersistentVolume", "treesits-cube")
+    assert cube_pv["spec"]["accessModes"] == ["ReadWriteMany"] and "nfs" in cube_pv["spec"]
+    assert cube_pv["spec"]["claimRef"] == {"namespace": NAMESPACE, "name": "treesits-cube"}
+    for claim in by_kind(objects, "PersistentVolumeClaim"):
+        assert claim["spec"]["accessModes"] == ["ReadWriteMany"], claim["metadata"]["name"]
+    cube_pvc = one(objects, "PersistentVolumeClaim", "treesits-cube")
+    assert cube_pvc["spec"]["volumeName"] == "treesits-cube" and cube_pvc["spec"]["storageClassName"] == ""
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+def test_params_and_cluster_config_name_the_objects_that_exist(target):
+    objects = render(target)
+    data = one(objects, "ConfigMap")["data"]
+    params = yaml.safe_load(data["params.yaml"])
+    claims = {c["metadata"]["name"] for c in by_kind(objects, "PersistentVolumeClaim")}
+    assert params["k8s_namespace"] == NAMESPACE
+    assert params["k8s_service_account"] == one(objects, "ServiceAccount")["metadata"]["name"]
+    assert params["k8s_pvc"] in claims
+    assert params["cube"] == params["k8s_pvc_mount"]
+    config = data["cluster.config"]
+    settings = dict(re.findall(r"^\s*(\w+)\s*=\s*'([^']*)'", config, re.M))
+    assert settings["namespace"] == NAMESPACE
+    assert settings["serviceAccount"] == params["k8s_service_account"]
+    assert settings["computeResourceType"] == "Job"
+    assert settings["storageClaimName"] in claims and settings["storageClaimName"] != params["k8s_pvc"]
+    assert data["NXF_WORK"].startswith(settings["storageMountPath"] + "/")
+
+
+def test_overlays_images_are_fully_qualified_and_tagged():
+    for overlay in OVERLAYS:
+        for name, spec in pod_specs(render(overlay)):
+            for c in kustomize_lite.containers(spec):
+                image = c["image"]
+                assert "." in image.split("/")[0], f"{overlay.name} {name}: {image} not fully qualified"
+                assert re.search(r":[\w.-]+$", image), f"{overlay.name} {name}: {image} has no tag"
+
+
+def test_eolab_overlay_targets_cloudferro_s3_and_gpu_nodes():
+    data = one(render(K8S / "overlays/eolab"), "ConfigMap")["data"]
+    params = yaml.safe_load(data["params.yaml"])
+    assert params["s3_endpoint"].startswith("https://") and "cloudferro.com" in params["s3_endpoint"]
+    assert params["gpu_node_selector"] == "node.cloudferro.com/type=gpu"
+    assert params["gpu_toleration_key"] == "node.cloudferro.com/type"
+    assert data["NXF_PROFILES"].split(",") == ["k8s", "s3", "gpu"]
+    work = one(render(K8S / "overlays/eolab"), "PersistentVolumeClaim", "treesits-work")
+    assert work["spec"]["storageClassName"] == "nfs-csi"  # Cinder (the default class) is ReadWriteOnce
+
+
+def test_generic_overlay_has_no_provider_specifics():
+    data = one(render(K8S / "overlays/generic"), "ConfigMap")["data"]
+    params = yaml.safe_load(data["params.yaml"])
+    assert params["gpu_node_selector"] == "" and params["gpu_toleration_key"] == "" and params["s3_endpoint"] == ""
+    assert "cloudferro" not in json.dumps(render(K8S / "overlays/generic"))
+
+
+# ---------------------------------------------------------------- S3 bucket policies
+
+
+@pytest.mark.parametrize("path", sorted((K8S / "s3").glob("*.json")), ids=lambda p: p.name)
+def test_bucket_policies_are_scoped_and_never_anonymous(path):
+    policy = json.loads(path.read_text())
+    bucket = path.stem
+    assert policy["Version"] == "2012-10-17"
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow"
+        assert statement["Principal"] != "*" and "*" not in json.dumps(statement["Principal"])
+        assert set(statement["Resource"]) == {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"}
+        assert all(a.startswith("s3:") and "*" not in a for a in statement["Action"])
+        assert "s3:DeleteBucket" not in statement["Action"] and "s3:PutBucketPolicy" not in statement["Action"]
+    writes = {a for s in policy["Statement"] for a in s["Action"] if a in ("s3:PutObject", "s3:DeleteObject")}
+    assert (bucket == "treesits-in") == (not writes), f"{bucket}: inputs are read-only, others writable"
