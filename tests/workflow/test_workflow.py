@@ -136,6 +136,17 @@ class SchemaTest(unittest.TestCase):
             errors = list(validator.iter_errors(clean({**test_params, key: bad})))
             self.assertTrue(errors, f"{key}={bad!r} should be refused")
 
+    def test_the_kubernetes_params_files_validate(self):
+        import yaml
+
+        validator = self.jsonschema.Draft202012Validator(self.schema)
+        files = sorted(REPO.glob("kubernetes/**/params.yaml"))
+        self.assertGreaterEqual(len(files), 3, files)
+        for f in files:
+            params = yaml.safe_load(f.read_text())
+            self.assertEqual([e.message for e in validator.iter_errors(params)], [], f)
+            self.assertTrue(set(params) <= set(self.params), f"{f}: unknown params {set(params) - set(self.params)}")
+
 
 class ModuleContractTest(unittest.TestCase):
     """The pipeline's tasks, chained as workflows/treesits.nf chains them, on a synthetic cube."""
