@@ -114,7 +114,7 @@ fn plan(cli: &Cli) -> anyhow::Result<ExtractPlan> {
         None => None,
     };
     let chunk_rows = cli.chunk_rows.map_or(scan.block.1, |r| r as usize);
-    if chunk_rows % scan.block.1 != 0 && chunk_rows < scan.size.1 {
+    if !chunk_rows.is_multiple_of(scan.block.1) && chunk_rows < scan.size.1 {
         log::warn!(
             "--chunk-rows {chunk_rows} is not a multiple of the files' block height {}: blocks are read more than once",
             scan.block.1
