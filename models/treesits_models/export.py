@@ -110,6 +110,25 @@ def verify(path: Path, model: nn.Module, contract: dict, atol: float = 1e-5, see
     return worst
 
 
+def strip_exporter_annotations(proto: onnx.ModelProto) -> None:
+    """Drop the exporter's per-node metadata (stack traces with absolute source paths and line numbers,
+    FX node dumps): they bloat the file and make it depend on where and from which revision it was built."""
+    graphs = [proto.graph] + [f for f in proto.functions]
+    while graphs:
+        g = graphs.pop()
+        for node in g.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+            for attr in node.attribute:
+                if attr.HasField("g"):
+                    graphs.append(attr.g)
+                graphs.extend(attr.graphs)
+        for v in list(getattr(g, "initializer", [])) + list(getattr(g, "value_info", [])):
+            del v.metadata_props[:]
+        if hasattr(g, "metadata_props"):
+            del g.metadata_props[:]
+
+
 def export(model: nn.Module, contract: dict, path: Path, atol: float = 1e-5) -> float:
     """Writes `path` (atomically) and returns the largest deviation from torch found by `verify`."""
     validate(contract)
@@ -133,6 +152,7 @@ def export(model: nn.Module, contract: dict, path: Path, atol: float = 1e-5) -> 
                                         dynamic_shapes=dynamic, dynamo=True, opset_version=OPSET,
                                         verbose=False)
         proto = program.model_proto
+        strip_exporter_annotations(proto)
         proto.doc_string = contract["description"]
         proto.producer_name = "treesits-models"
         del proto.metadata_props[:]
