@@ -370,6 +370,17 @@ fn tiles_of_reference_are_combined() {
         Some(&laea()),
         false,
     );
+    // A third tile beside the map (a truth tile that --clip left out of the mosaic) is skipped.
+    let beside = dir.path().join("beside.tif");
+    write_raster(
+        &beside,
+        (X0 + N as f64 * RES, Y0),
+        RES,
+        (N, N),
+        &[1; N * N],
+        Some(&laea()),
+        false,
+    );
     let out = dir.path().join("r");
     let o = run(&[
         "--map",
@@ -378,15 +389,41 @@ fn tiles_of_reference_are_combined() {
         s(&top),
         "--reference",
         s(&bottom),
+        "--reference",
+        s(&beside),
         "--out-dir",
         s(&out),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("beside.tif does not overlap the map: skipped"),
+        "{}",
+        stderr(&o)
+    );
     let j = read_json(&out.join("accuracy.json"));
     assert_eq!(
         j["confusion_matrix"],
         serde_json::json!([[45, 0, 0], [5, 27, 0], [0, 3, 17]])
     );
+    // Only tiles beside the map: an error.
+    let nowhere = dir.path().join("nowhere");
+    let o = run(&[
+        "--map",
+        s(&map),
+        "--reference",
+        s(&beside),
+        "--reference",
+        s(&beside),
+        "--out-dir",
+        s(&nowhere),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("beside.tif (nor any other) does not overlap --map"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!nowhere.join("accuracy.json").exists());
     // The same raster twice overlaps itself.
     let o = run(&[
         "--map",

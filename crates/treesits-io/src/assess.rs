@@ -772,12 +772,22 @@ pub fn assess(opts: &AssessOptions) -> Result<Assessment, AssessError> {
     let map_counts = count_map(&opts.map, &map.grid, map.nodata, &ignored)?.map;
     let mut tally = Tally::new();
     let mut windows: Vec<(String, Overlap)> = Vec::new();
+    let mut missed: Option<String> = None;
     for r in &refs {
         let t = match r {
             Reference::Points(path, ds) => compare_points(path, ds, opts, &map, &labels, &ignored)?,
             Reference::Raster(path, ds) => {
                 let grid = raster_grid(ds);
-                let o = overlap(&map.grid, &grid, path, &opts.map)?;
+                // Of several reference tiles some may lie beside the map (a clipped mosaic): those
+                // are skipped; a single reference, or all of them, missing the map is an error.
+                let o = match overlap(&map.grid, &grid, path, &opts.map) {
+                    Err(AssessError::NoOverlap { .. }) if refs.len() > 1 => {
+                        log::warn!("--reference {path} does not overlap the map: skipped");
+                        missed.get_or_insert_with(|| path.clone());
+                        continue;
+                    }
+                    other => other?,
+                };
                 for (other, w) in &windows {
                     let disjoint = o.map_col + o.cols <= w.map_col
                         || w.map_col + w.cols <= o.map_col
@@ -803,6 +813,14 @@ pub fn assess(opts: &AssessOptions) -> Result<Assessment, AssessError> {
         tally = tally.merge(t);
     }
 
+    if windows.is_empty() {
+        if let Some(path) = missed {
+            return Err(AssessError::NoOverlap {
+                path: format!("{path} (nor any other)"),
+                map: opts.map.clone(),
+            });
+        }
+    }
     let pairs = if tally.pairs.is_empty() {
         vec![0; 256 * 256]
     } else {
