@@ -516,7 +516,7 @@ fn bad_inputs_are_refused_by_message_and_exit_code() {
     assert_fails(
         &["--map", s(&map), "--reference", s(&coarse), "--out-dir", s(&out)],
         1,
-        "is not on the map's grid (pixel size 20 x 20 vs the map's 10 x 10)",
+        "is not on the map's grid (pixel size 20 x 20 vs the map's 10 x 10): resample it onto the map's grid first: gdalwarp -t_srs EPSG:3035 -te 4321000 3209900 4321100 3210000 -tr 10 10 -r near",
         &out,
     );
     // Aligned but far away.

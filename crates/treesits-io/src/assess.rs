@@ -74,8 +74,12 @@ pub enum AssessError {
         value: String,
         known: String,
     },
-    #[error("--reference {path} is not on the map's grid ({reason}): resample it onto the map's grid first, e.g. gdalwarp -t_srs <map CRS> -tr <res> <res> -tap -r near")]
-    GridMismatch { path: String, reason: String },
+    #[error("--reference {path} is not on the map's grid ({reason}): resample it onto the map's grid first: {hint}")]
+    GridMismatch {
+        path: String,
+        reason: String,
+        hint: String,
+    },
     #[error("--reference rasters {a} and {b} overlap: give non-overlapping tiles (or one VRT of them)")]
     ReferencesOverlap { a: String, b: String },
     #[error("--reference {path} does not overlap --map {map}: check that both cover the same area")]
@@ -429,9 +433,22 @@ fn overlap(
     path: &str,
     map_path: &str,
 ) -> Result<Overlap, AssessError> {
-    let mismatch = |reason: String| AssessError::GridMismatch {
-        path: path.to_string(),
-        reason,
+    let (m, r) = (map.gt, reference.gt);
+    let mismatch = |reason: String| {
+        let (xmax, ymin) = (m[0] + m[1] * map.size.0 as f64, m[3] + m[5] * map.size.1 as f64);
+        let crs = map
+            .srs
+            .as_ref()
+            .and_then(|s| s.auth_code().ok().map(|c| format!("EPSG:{c}")))
+            .unwrap_or_else(|| "<the map's CRS>".into());
+        AssessError::GridMismatch {
+            path: path.to_string(),
+            reason,
+            hint: format!(
+                "gdalwarp -t_srs {crs} -te {} {ymin} {xmax} {} -tr {} {} -r near {path} on_map_grid.tif",
+                m[0], m[3], m[1], -m[5]
+            ),
+        }
     };
     match (&map.srs, &reference.srs) {
         (Some(a), Some(b)) if a == b => {}
@@ -442,7 +459,6 @@ fn overlap(
             ))
         }
     }
-    let (m, r) = (map.gt, reference.gt);
     if m[2] != 0.0 || m[4] != 0.0 || r[2] != 0.0 || r[4] != 0.0 {
         return Err(mismatch("rotated grids are not supported".into()));
     }
