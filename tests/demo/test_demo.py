@@ -6,6 +6,8 @@ Run by scripts/test after the release build (the demo runs target/release/*).
 """
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,9 +21,10 @@ TEST_MODEL = ROOT / "models" / "testdata" / "linear_left.onnx"
 SMALL = ["--tiles", "2", "--size", "100", "--dates", "24", "--seed", "7"]
 
 
-def demo(*args):
+def demo(*args, path=None):
+    env = dict(os.environ, PATH=path) if path else None
     return subprocess.run([sys.executable, str(DEMO), *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=900)
+                          cwd=ROOT, timeout=900, env=env)
 
 
 def test_the_demo_maps_the_synthetic_cube_with_accuracy_of_at_least_090(tmp_path):
@@ -78,6 +81,10 @@ def test_the_demo_refuses_foreign_directories_and_missing_models(tmp_path):
     r = demo("--out", tmp_path / "d", "--model", tmp_path / "none.onnx")
     assert r.returncode == 1
     assert "none.onnx not found" in r.stderr
+    r = demo("--out", tmp_path / "nf", "--model", TEST_MODEL, "--nextflow", path="/usr/bin:/bin")
+    if shutil.which("nextflow", path="/usr/bin:/bin") is None:
+        assert r.returncode == 1
+        assert "--nextflow: nextflow is not on PATH" in r.stderr
     r = demo("--size", "0")
     assert r.returncode == 2
     assert "--size must be at least 1" in r.stderr
