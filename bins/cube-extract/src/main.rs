@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use treesits_core::{Date, QaiScreen, Sensor};
+use treesits_cli::progress::{Mode, Progress};
+use treesits_core::{Date, PixelWindow, QaiScreen, Sensor};
 use treesits_io::cube::{scan_tile, TileSelection};
-use treesits_io::extract::ExtractPlan;
+use treesits_io::extract::{ExtractPlan, ExtractSummary};
 use treesits_io::Location;
 
 /// Extract the per-pixel time series of one FORCE tile into Arrow IPC chunks.
@@ -59,6 +60,11 @@ struct Cli {
     /// Worker threads, each with its own GDAL datasets (default: the CPUs this process may use).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     threads: Option<u32>,
+    /// Files (datasets) all workers together keep open between chunks. A worker keeps the BOA and
+    /// QAI of the first max/2/threads acquisitions open and reopens the others for every chunk, so
+    /// open files (and their memory) do not grow with the number of dates.
+    #[arg(long, value_name = "N", default_value_t = treesits_io::cube::MAX_OPEN_DATASETS)]
+    max_open_files: usize,
     /// Benchmark baseline: read every BOA and QAI block of the tile with the same workers, write nothing.
     #[arg(long, hide = true)]
     bench_plain_read: bool,
@@ -108,7 +114,7 @@ fn plan(cli: &Cli) -> anyhow::Result<ExtractPlan> {
         None => None,
     };
     let chunk_rows = cli.chunk_rows.map_or(scan.block.1, |r| r as usize);
-    if chunk_rows % scan.block.1 != 0 && chunk_rows < scan.size.1 {
+    if !chunk_rows.is_multiple_of(scan.block.1) && chunk_rows < scan.size.1 {
         log::warn!(
             "--chunk-rows {chunk_rows} is not a multiple of the files' block height {}: blocks are read more than once",
             scan.block.1
@@ -122,7 +128,19 @@ fn plan(cli: &Cli) -> anyhow::Result<ExtractPlan> {
         screen,
         mask,
         chunk_rows,
+        max_open_datasets: cli.max_open_files,
     })
+}
+
+/// Bounds GDAL's block cache to what the chunks need, unless the user set `GDAL_CACHEMAX`.
+fn bound_gdal_cache(plan: &ExtractPlan, threads: usize) {
+    if std::env::var_os("GDAL_CACHEMAX").is_some() {
+        log::debug!("GDAL_CACHEMAX is set: leaving GDAL's block cache limit as it is");
+        return;
+    }
+    let bytes = plan.gdal_cache_bytes(threads);
+    log::debug!("GDAL block cache limit {} MiB", bytes >> 20);
+    treesits_io::extract::set_gdal_cache_max(bytes);
 }
 
 fn main() -> ExitCode {
@@ -138,6 +156,7 @@ fn main() -> ExitCode {
             .build_global()
             .context("starting threads")?;
         let plan = plan(&cli)?;
+        bound_gdal_cache(&plan, threads);
         let started = std::time::Instant::now();
         if cli.bench_plain_read {
             let values = plan.plain_read()?;
@@ -148,13 +167,40 @@ fn main() -> ExitCode {
             );
             return Ok(());
         }
+        let windows = plan.windows();
+        log::info!(
+            "{}: {} acquisitions, {} chunks of {} rows, {} x {} pixels, {threads} threads",
+            plan.scan.tile,
+            plan.scan.acquisitions.len(),
+            windows.len(),
+            plan.chunk_rows,
+            plan.scan.size.0,
+            plan.scan.size.1
+        );
+        let progress = Progress::new(
+            plan.scan.tile.to_string(),
+            windows.len() as u64,
+            "chunks",
+            Mode::detect(cli.log.quiet),
+        );
+        let on_chunk = |_: usize, w: &PixelWindow, s: &ExtractSummary| {
+            progress.set_message(format!(
+                "rows {}..{}: {} pixels, {} observations",
+                w.row,
+                w.row + w.rows,
+                s.pixels,
+                s.observations
+            ));
+            progress.inc(1);
+        };
         let summary = match &cli.out_dir {
-            Some(dir) => plan.write_dir(dir)?.1,
+            Some(dir) => plan.write_dir(dir, &on_chunk)?.1,
             None => {
                 let stdout = std::io::stdout().lock();
-                plan.write_stream(std::io::BufWriter::new(stdout), "stdout")?
+                plan.write_stream(std::io::BufWriter::new(stdout), "stdout", &on_chunk)?
             }
         };
+        progress.finish();
         log::info!(
             "{}: {} chunks, {} pixels ({} without valid observations), {} observations in {:.1} s",
             plan.scan.tile,

@@ -168,6 +168,19 @@ fn read_dir_chunks(dir: &Path) -> Vec<(String, ChunkMetadata, ChunkColumns)> {
 
 /// A mask of a checkerboard of 10-pixel squares, written like aoi-select writes masks.
 fn write_mask(cube: &Cube, path: &Path, size_override: Option<usize>, shift_x: f64) -> Vec<u8> {
+    write_mask_with(cube, path, size_override, shift_x, |r, c| {
+        u8::from((r / 10 + c / 10) % 2 == 0)
+    })
+}
+
+/// A mask with `value(row, col)` per pixel on the tile's grid (or a `size_override` one, shifted).
+fn write_mask_with(
+    cube: &Cube,
+    path: &Path,
+    size_override: Option<usize>,
+    shift_x: f64,
+    value: impl Fn(usize, usize) -> u8,
+) -> Vec<u8> {
     let ds = Dataset::open(
         std::fs::read_dir(&cube.tile_dir)
             .unwrap()
@@ -178,9 +191,7 @@ fn write_mask(cube: &Cube, path: &Path, size_override: Option<usize>, shift_x: f
     )
     .unwrap();
     let size = size_override.unwrap_or(cube.size);
-    let mask: Vec<u8> = (0..size * size)
-        .map(|px| u8::from(((px / size) / 10 + (px % size) / 10) % 2 == 0))
-        .collect();
+    let mask: Vec<u8> = (0..size * size).map(|px| value(px / size, px % size)).collect();
     let spec = GeoTiffSpec {
         cols: size,
         rows: size,
@@ -527,7 +538,186 @@ for dirpath, _, files in os.walk(root):
         assert_eq!((&x.0, &x.1, &x.2), (&y.0, &y.1, &y.2));
     }
     assert!(a.iter().map(|c| c.2.observations()).sum::<usize>() > 0);
+
+    // The cube's datacube-definition.prj is checked on S3 too: one that puts the tile elsewhere is
+    // refused, naming the S3 object, and nothing is written.
+    let prj = std::fs::read_to_string(cube.root.join("cube/datacube-definition.prj")).unwrap();
+    let mut def = treesits_core::CubeDefinition::parse(&prj).unwrap();
+    def.origin_map.0 += 1000.0;
+    let wrong = cube.root.join("wrong.prj");
+    std::fs::write(&wrong, def.to_prj(PrjForm::Tagged)).unwrap();
+    let put = r#"
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url="http://" + sys.argv[1], region_name="us-east-1",
+                  aws_access_key_id="test", aws_secret_access_key="test")
+s3.upload_file(sys.argv[2], "cube", "germany/datacube-definition.prj")
+"#;
+    let up = Command::new(python())
+        .arg("-c")
+        .arg(put)
+        .arg(&endpoint)
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let refused = cube.root.join("refused");
+    let r = Command::new(BIN)
+        .args(["--tile", &url, "--out-dir", s(&refused)])
+        .env("AWS_S3_ENDPOINT", &endpoint)
+        .env("AWS_VIRTUAL_HOSTING", "FALSE")
+        .env("AWS_HTTPS", "NO")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("s3://cube/germany/datacube-definition.prj") && err.contains("is not the corner"),
+        "{err}"
+    );
+    assert!(!refused.exists());
     drop(moto);
+}
+
+#[test]
+fn rerun_with_fewer_chunks_removes_only_that_tiles_stale_chunks() {
+    let cube = synth(ForceLayout::Force38, PrjForm::Tagged, 100, 8);
+    let tile = cube.tile_dir.file_name().unwrap().to_str().unwrap().to_string();
+    let out = cube.root.join("chunks");
+    ok(&run(&[
+        "--tile",
+        s(&cube.tile_dir),
+        "--out-dir",
+        s(&out),
+        "--chunk-rows",
+        "10",
+    ]));
+    let names = |dir: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&out).len(), 10);
+    // Files that are not this tile's chunks stay.
+    std::fs::write(out.join("X9999_Y9999_chunk0007.arrows"), b"other tile").unwrap();
+    std::fs::write(out.join("notes.txt"), b"mine").unwrap();
+
+    // A failed rerun changes nothing.
+    let r = run(&[
+        "--tile",
+        s(&cube.tile_dir),
+        "--out-dir",
+        s(&out),
+        "--chunk-rows",
+        "40",
+        "--start",
+        "2030-01-01",
+    ]);
+    assert_eq!(r.status.code(), Some(1));
+    assert_eq!(names(&out).len(), 12);
+
+    // Three chunks now, with files reopened per chunk (two open at most): chunks 3..9 of the first
+    // run go, and the values are exact.
+    ok(&run(&[
+        "--tile",
+        s(&cube.tile_dir),
+        "--out-dir",
+        s(&out),
+        "--chunk-rows",
+        "40",
+        "--max-open-files",
+        "2",
+        "--threads",
+        "2",
+    ]));
+    let mut want_names: Vec<String> = (0..3).map(|i| format!("{tile}_chunk{i:04}.arrows")).collect();
+    want_names.push("X9999_Y9999_chunk0007.arrows".into());
+    want_names.push("notes.txt".into());
+    want_names.sort();
+    assert_eq!(names(&out), want_names);
+    std::fs::remove_file(out.join("X9999_Y9999_chunk0007.arrows")).unwrap();
+    std::fs::remove_file(out.join("notes.txt")).unwrap();
+    let chunks = read_dir_chunks(&out);
+    assert!(chunks.iter().all(|c| c.1.chunk_count == 3));
+    let got = series_of(&chunks.into_iter().map(|c| c.2).collect::<Vec<_>>());
+    let (want, _) = expected(
+        &cube.tile_dir,
+        cube.size,
+        &QaiScreen::force_default(),
+        |_, _| true,
+        None,
+    );
+    assert_eq!(got, want);
+}
+
+#[test]
+fn chunks_outside_the_mask_are_written_empty() {
+    let cube = synth(ForceLayout::Force37, PrjForm::Lines, 100, 6);
+    let mask_path = cube.root.join("top.mask.tif");
+    // Rows 0..25 only, minus one column: chunks 0 and 1 (10 rows each) are full, chunk 2 half,
+    // chunks 3..9 empty.
+    let mask = write_mask_with(&cube, &mask_path, None, 0.0, |r, c| u8::from(r < 25 && c != 7));
+    let out = cube.root.join("chunks");
+    ok(&run(&[
+        "--tile",
+        s(&cube.tile_dir),
+        "--mask",
+        s(&mask_path),
+        "--out-dir",
+        s(&out),
+    ]));
+    let chunks = read_dir_chunks(&out);
+    assert_eq!(chunks.len(), 10);
+    let pixels: Vec<usize> = chunks.iter().map(|c| c.2.pixels()).collect();
+    assert_eq!(pixels, vec![990, 990, 495, 0, 0, 0, 0, 0, 0, 0]);
+    assert!(chunks[3..].iter().all(|c| c.2.offsets == vec![0]));
+    let got = series_of(&chunks.into_iter().map(|c| c.2).collect::<Vec<_>>());
+    let (want, _) = expected(
+        &cube.tile_dir,
+        cube.size,
+        &QaiScreen::force_default(),
+        |_, _| true,
+        Some(&mask),
+    );
+    assert_eq!(got, want);
+}
+
+#[test]
+fn progress_is_logged_without_a_terminal_and_quiet_silences_it() {
+    let cube = synth(ForceLayout::Force37, PrjForm::Lines, 60, 4);
+    let tile = cube.tile_dir.file_name().unwrap().to_str().unwrap().to_string();
+    let out = cube.root.join("chunks");
+    let r = run(&[
+        "--tile",
+        s(&cube.tile_dir),
+        "--out-dir",
+        s(&out),
+        "--chunk-rows",
+        "6",
+    ]);
+    ok(&r);
+    let err = String::from_utf8_lossy(&r.stderr);
+    // stderr is a pipe here: plain log lines, one per tenth of the 10 chunks, ending at 100%.
+    for i in 1..=10 {
+        let pct = i * 10;
+        let line = format!("{tile}: {i}/10 chunks ({pct}%), ");
+        assert_eq!(err.matches(&line).count(), 1, "'{line}' once in:\n{err}");
+    }
+    assert!(!err.contains('\r'), "no bar drawing without a terminal");
+    let r = run(&[
+        "--tile",
+        s(&cube.tile_dir),
+        "--out-dir",
+        s(&cube.root.join("quiet")),
+        "--quiet",
+    ]);
+    ok(&r);
+    assert_eq!(String::from_utf8_lossy(&r.stderr), "");
 }
 
 /// Runs cube-extract expecting failure: exit status 1, one line on stderr containing every `needle`,

@@ -4,6 +4,9 @@
 //! - `main` returns [`ExitCode`] through [`run`]: errors become one line on stderr, a broken pipe
 //!   (`tool | head`) is success.
 //! - [`default_threads`] respects cgroup CPU limits, so pods do not oversubscribe their nodes.
+//! - [`progress`]: a bar on a terminal, periodic log lines elsewhere.
+
+pub mod progress;
 
 use std::io::Write;
 use std::process::ExitCode;

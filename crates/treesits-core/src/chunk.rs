@@ -261,9 +261,16 @@ impl ChunkColumns {
         self.offsets[i] as usize..self.offsets[i + 1] as usize
     }
 
-    /// Builds the record batch for `schema` (from [`ChunkMetadata::schema`]).
+    /// Builds the record batch for `schema` (from [`ChunkMetadata::schema`]), copying the columns.
     pub fn to_record_batch(&self, schema: SchemaRef) -> Result<RecordBatch, ChunkError> {
-        let offsets = OffsetBuffer::new(ScalarBuffer::from(self.offsets.clone()));
+        self.clone().into_record_batch(schema)
+    }
+
+    /// Builds the record batch for `schema`, moving the columns into it without a copy (a chunk is
+    /// the largest allocation of a worker, so a copy would double its memory).
+    pub fn into_record_batch(self, schema: SchemaRef) -> Result<RecordBatch, ChunkError> {
+        let n_obs: Vec<u32> = self.offsets.windows(2).map(|w| (w[1] - w[0]) as u32).collect();
+        let offsets = OffsetBuffer::new(ScalarBuffer::from(self.offsets));
         let list = |t: DataType, values: ArrayRef| -> Result<ArrayRef, ArrowError> {
             let field = Arc::new(Field::new("item", t, false));
             Ok(Arc::new(ListArray::try_new(
@@ -273,16 +280,15 @@ impl ChunkColumns {
                 None,
             )?))
         };
-        let n_obs: Vec<u32> = self.offsets.windows(2).map(|w| (w[1] - w[0]) as u32).collect();
         let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(UInt32Array::from(self.row.clone())),
-            Arc::new(UInt32Array::from(self.col.clone())),
+            Arc::new(UInt32Array::from(self.row)),
+            Arc::new(UInt32Array::from(self.col)),
             Arc::new(UInt32Array::from(n_obs)),
-            list(DataType::Date32, Arc::new(Date32Array::from(self.date.clone())))?,
-            list(DataType::UInt8, Arc::new(UInt8Array::from(self.sensor.clone())))?,
+            list(DataType::Date32, Arc::new(Date32Array::from(self.date)))?,
+            list(DataType::UInt8, Arc::new(UInt8Array::from(self.sensor)))?,
         ];
-        for b in &self.bands {
-            columns.push(list(DataType::Int16, Arc::new(Int16Array::from(b.clone())))?);
+        for b in self.bands {
+            columns.push(list(DataType::Int16, Arc::new(Int16Array::from(b)))?);
         }
         Ok(RecordBatch::try_new(schema, columns)?)
     }
@@ -363,6 +369,13 @@ impl<W: Write> ChunkWriter<W> {
         Ok(())
     }
 
+    /// [`ChunkWriter::write`] without copying the columns first.
+    pub fn write_owned(&mut self, columns: ChunkColumns) -> Result<(), ChunkError> {
+        let batch = columns.into_record_batch(self.schema.clone())?;
+        self.inner.write(&batch)?;
+        Ok(())
+    }
+
     /// Writes the end-of-stream marker and returns the output.
     pub fn finish(mut self) -> Result<W, ChunkError> {
         self.inner.finish()?;
@@ -436,7 +449,8 @@ mod tests {
         };
         let mut w = ChunkWriter::new(Vec::new(), &m).unwrap();
         w.write(&c).unwrap();
-        w.write(&ChunkColumns {
+        w.write_owned(c.clone()).unwrap();
+        w.write_owned(ChunkColumns {
             offsets: vec![0],
             bands: vec![vec![], vec![]],
             ..Default::default()
@@ -445,9 +459,10 @@ mod tests {
         let bytes = w.finish().unwrap();
         let (m2, batches) = read_chunks(bytes.as_slice()).unwrap();
         assert_eq!(m2, m);
-        assert_eq!(batches.len(), 2);
+        assert_eq!(batches.len(), 3);
         assert_eq!(batches[0], c);
+        assert_eq!(batches[1], c, "moved columns give the same batch as copied ones");
         assert_eq!(batches[0].range(1), 2..2);
-        assert_eq!(batches[1].pixels(), 0);
+        assert_eq!(batches[2].pixels(), 0);
     }
 }

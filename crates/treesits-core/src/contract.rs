@@ -374,6 +374,44 @@ mod tests {
         assert!(e.contains("needs band 'BLUE'"), "{e}");
     }
 
+    /// The committed fixture models' contracts (copies of their ONNX metadata, written by
+    /// `models/treesits_models/train.py`) must parse here exactly as `predict` will parse them.
+    #[test]
+    fn fixture_contracts_parse() {
+        use crate::species::truth_classes;
+        let s2: Vec<String> = [
+            "BLUE", "GREEN", "RED", "REDEDGE1", "REDEDGE2", "REDEDGE3", "BROADNIR", "NIR", "SWIR1", "SWIR2",
+        ]
+        .map(String::from)
+        .to_vec();
+        let lstm =
+            ModelContract::from_json(include_str!("../../../models/fixtures/lstm.contract.json")).unwrap();
+        let transformer =
+            ModelContract::from_json(include_str!("../../../models/fixtures/transformer.contract.json"))
+                .unwrap();
+        for c in [&lstm, &transformer] {
+            assert_eq!(c.bands, s2);
+            assert_eq!(c.classes, truth_classes());
+            assert_eq!(c.scaling.scale, 1e-4);
+            assert_eq!(c.scaling.mean.len(), 10);
+            assert!(c.scaling.std.iter().all(|s| *s > 0.0));
+            assert_eq!(c.output.kind, OutputKind::Probabilities);
+            assert_eq!(c.sequence.long_series, LongSeries::Evenly);
+        }
+        assert_eq!(lstm.inputs.values, "values");
+        assert_eq!((lstm.inputs.doy.clone(), lstm.inputs.mask.clone()), (None, None));
+        assert_eq!(lstm.doy, DoyEncoding::None);
+        assert_eq!(lstm.sequence.padding, PaddingSide::Left);
+        assert_eq!(lstm.sequence.max_length, Some(64));
+        assert_eq!(transformer.inputs.doy.as_deref(), Some("doy"));
+        assert_eq!(transformer.inputs.mask.as_deref(), Some("mask"));
+        assert_eq!(transformer.doy, DoyEncoding::Sinusoidal { dim: 32 });
+        assert_eq!(transformer.sequence.padding, PaddingSide::Right);
+        assert_eq!(transformer.sequence.max_length, Some(128));
+        // both were normalised with the same training-set statistics
+        assert_eq!(lstm.scaling, transformer.scaling);
+    }
+
     #[test]
     fn long_series_are_thinned_as_documented() {
         let mut c = example();

@@ -253,27 +253,40 @@ pub fn scan_tile(location: &Location, sel: &TileSelection) -> Result<TileScan, C
     })
 }
 
-/// Reads `../datacube-definition.prj` of a local tile (either form) and checks it is consistent with
-/// the tile; S3 tiles rely on the files' own georeferencing.
+/// The location of the cube's `datacube-definition.prj`: the tile directory's parent.
+fn cube_definition_location(tile: &Location) -> Location {
+    const NAME: &str = "datacube-definition.prj";
+    match tile {
+        Location::Local(p) => Location::Local(p.parent().unwrap_or(Path::new("")).join(NAME)),
+        Location::S3 { bucket, key } => Location::S3 {
+            bucket: bucket.clone(),
+            key: match key.rsplit_once('/') {
+                Some((parent, _)) => format!("{parent}/{NAME}"),
+                None => NAME.to_string(),
+            },
+        },
+    }
+}
+
+/// Reads `../datacube-definition.prj` of a tile (either form; local or on S3, through GDAL's virtual
+/// file system) when there is one, for [`TileScan::check_cube_definition`].
 fn read_cube_definition(location: &Location) -> Result<Option<CubeDefinition>, CubeError> {
-    let Some(prj) = location
-        .as_local()
-        .and_then(Path::parent)
-        .map(|p| p.join("datacube-definition.prj"))
-        .filter(|p| p.exists())
-    else {
-        return Ok(None);
+    let prj = cube_definition_location(location);
+    let prj_error = |reason: String| CubeError::Prj {
+        path: prj.to_string(),
+        reason,
     };
-    let text = std::fs::read_to_string(&prj).map_err(|e| CubeError::Prj {
-        path: prj.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let text = match crate::vsi_text::read_to_string(&prj.gdal_path()) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            log::debug!("{prj} not found: relying on the files' own georeferencing");
+            return Ok(None);
+        }
+        Err(e) => return Err(prj_error(e.to_string())),
+    };
     CubeDefinition::parse(&text)
         .map(Some)
-        .map_err(|e| CubeError::Prj {
-            path: prj.display().to_string(),
-            reason: e.to_string(),
-        })
+        .map_err(|e| prj_error(e.to_string()))
 }
 
 impl TileScan {
@@ -287,8 +300,11 @@ impl TileScan {
             return Err(mismatch(
                 &self.acquisitions[0].boa,
                 format!(
-                    "origin ({x}, {y}) is not the corner ({}, {}) of tile {} in datacube-definition.prj",
-                    e.xmin, e.ymax, self.tile
+                    "origin ({x}, {y}) is not the corner ({}, {}) of tile {} in {}",
+                    e.xmin,
+                    e.ymax,
+                    self.tile,
+                    cube_definition_location(&self.location)
                 ),
             ));
         }
@@ -354,165 +370,292 @@ impl TileScan {
     }
 }
 
+/// How many datasets all workers together keep open between chunks by default (file descriptors and
+/// the TIFF directories GDAL holds per handle). Acquisitions beyond a worker's share are opened for
+/// each chunk and closed right after.
+pub const MAX_OPEN_DATASETS: usize = 512;
+
 /// Reads chunks of one tile. Not `Sync`: give each worker thread its own (`map_init`).
+///
+/// Per chunk it reads every QAI window once (screening), then the BOA bands of the acquisitions with
+/// any valid pixel once, each straight into a buffer it reuses, and scatters the values of valid pixels
+/// into their place in the output. Memory: the output, one band window and one bit per (acquisition,
+/// pixel).
 pub struct ChunkReader<'a> {
     scan: &'a TileScan,
     screen: &'a QaiScreen,
     mask: Option<(&'a Location, Option<Dataset>)>,
-    /// Opened on first use: (BOA, QAI) per acquisition.
-    datasets: Vec<Option<(Dataset, Dataset)>>,
+    /// Handles of the first `keep_open` acquisitions stay open across chunks: (BOA, QAI).
+    datasets: Vec<(Option<Dataset>, Option<Dataset>)>,
+    keep_open: usize,
+    qai: Vec<i16>,
+    band: Vec<i16>,
+    mask_values: Vec<u8>,
+    /// (output position, pixel index in the window) of one acquisition's valid pixels.
+    targets: Vec<(u32, u32)>,
 }
 
-fn read_window<T: gdal::raster::GdalType + Copy>(
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum File {
+    Boa,
+    Qai,
+}
+
+fn read_into<T: gdal::raster::GdalType + Copy>(
     ds: &Dataset,
     loc: &Location,
     band: usize,
     w: &PixelWindow,
-) -> Result<Vec<T>, CubeError> {
+    buf: &mut Vec<T>,
+    zero: T,
+) -> Result<(), CubeError> {
     let what = || format!("band {band}, rows {}..{}", w.row, w.row + w.rows);
-    let b = ds.rasterband(band).map_err(|source| CubeError::Read {
+    let err = |source| CubeError::Read {
         path: loc.to_string(),
         what: what(),
         source,
-    })?;
-    let buf = b
-        .read_as::<T>(
+    };
+    buf.resize(w.len(), zero);
+    ds.rasterband(band)
+        .map_err(err)?
+        .read_into_slice(
             (w.col as isize, w.row as isize),
             (w.cols, w.rows),
             (w.cols, w.rows),
+            buf,
             None,
         )
-        .map_err(|source| CubeError::Read {
-            path: loc.to_string(),
-            what: what(),
-            source,
-        })?;
-    Ok(buf.into_shape_and_vec().1)
+        .map_err(err)
+}
+
+/// Calls `f(i)` for every set bit `i` of `bits`, in ascending order.
+fn for_each_set(bits: &[u64], mut f: impl FnMut(usize)) {
+    for (wi, &word) in bits.iter().enumerate() {
+        let mut w = word;
+        while w != 0 {
+            f(wi * 64 + w.trailing_zeros() as usize);
+            w &= w - 1;
+        }
+    }
 }
 
 impl<'a> ChunkReader<'a> {
-    pub fn new(scan: &'a TileScan, screen: &'a QaiScreen, mask: Option<&'a Location>) -> ChunkReader<'a> {
+    /// A reader that keeps the datasets of at most `keep_open` acquisitions open between chunks (the
+    /// rest are opened per chunk); see [`MAX_OPEN_DATASETS`].
+    pub fn new(
+        scan: &'a TileScan,
+        screen: &'a QaiScreen,
+        mask: Option<&'a Location>,
+        keep_open: usize,
+    ) -> ChunkReader<'a> {
         ChunkReader {
             scan,
             screen,
             mask: mask.map(|m| (m, None)),
-            datasets: (0..scan.acquisitions.len()).map(|_| None).collect(),
+            datasets: (0..scan.acquisitions.len()).map(|_| (None, None)).collect(),
+            keep_open,
+            qai: Vec::new(),
+            band: Vec::new(),
+            mask_values: Vec::new(),
+            targets: Vec::new(),
         }
     }
 
-    fn files(&mut self, k: usize) -> Result<&(Dataset, Dataset), CubeError> {
-        if self.datasets[k].is_none() {
-            let acq = &self.scan.acquisitions[k];
-            self.datasets[k] = Some((open(&acq.boa)?, open(&acq.qai)?));
-        }
-        Ok(self.datasets[k].as_ref().expect("just opened"))
+    /// The number of acquisitions (two datasets each) each of `threads` workers may keep open when
+    /// all of them together may keep `max_open` datasets open.
+    pub fn keep_open_per_worker(max_open: usize, threads: usize) -> usize {
+        max_open / 2 / threads.max(1)
     }
 
-    /// Which pixels of the window to process (indices into the window, row-major).
-    fn selected(&mut self, w: &PixelWindow) -> Result<Vec<usize>, CubeError> {
+    /// Reads `band` of acquisition `k`'s BOA or QAI window into `buf`, opening the file if needed
+    /// and closing it again if it is not one of those kept open.
+    fn read_file(
+        &mut self,
+        k: usize,
+        file: File,
+        band: usize,
+        w: &PixelWindow,
+        into_band_buffer: bool,
+    ) -> Result<(), CubeError> {
+        let acq = &self.scan.acquisitions[k];
+        let loc = if file == File::Boa { &acq.boa } else { &acq.qai };
+        let slot = match file {
+            File::Boa => &mut self.datasets[k].0,
+            File::Qai => &mut self.datasets[k].1,
+        };
+        if slot.is_none() {
+            *slot = Some(open(loc)?);
+        }
+        let ds = slot.as_ref().expect("just opened");
+        let buf = if into_band_buffer {
+            &mut self.band
+        } else {
+            &mut self.qai
+        };
+        read_into(ds, loc, band, w, buf, 0)
+    }
+
+    /// Closes acquisition `k`'s `file` unless it is kept open.
+    fn release(&mut self, k: usize, file: File) {
+        if k >= self.keep_open {
+            match file {
+                File::Boa => self.datasets[k].0 = None,
+                File::Qai => self.datasets[k].1 = None,
+            }
+        }
+    }
+
+    /// Which pixels of the window to process (indices into the window, row-major); `None`: all.
+    fn selected(&mut self, w: &PixelWindow) -> Result<Option<Vec<u32>>, CubeError> {
         let Some((loc, ds)) = &mut self.mask else {
-            return Ok((0..w.len()).collect());
+            return Ok(None);
         };
         if ds.is_none() {
             *ds = Some(open(loc)?);
         }
         let ds = ds.as_ref().expect("just opened");
-        let mask: Vec<u8> = read_window(ds, loc, 1, w)?;
-        Ok(mask
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| **v == 1)
-            .map(|(i, _)| i)
-            .collect())
+        read_into(ds, loc, 1, w, &mut self.mask_values, 0)?;
+        Ok(Some(
+            self.mask_values
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| **v == 1)
+                .map(|(i, _)| i as u32)
+                .collect(),
+        ))
     }
 
     /// Reads one window: the selected pixels with their observations that pass the screen, in
-    /// (date, sensor) order. Memory: the output plus one acquisition's window.
+    /// (date, sensor) order (the acquisitions are sorted so, and each pixel's list is filled in
+    /// acquisition order, so nothing is sorted per pixel).
     pub fn read(&mut self, w: &PixelWindow) -> Result<ChunkColumns, CubeError> {
         let selected = self.selected(w)?;
-        let n_acq = self.scan.acquisitions.len();
-        // Pass 1: QAI only, to size every pixel's list. valid[k * n + i]: acquisition k, pixel i.
-        let n = selected.len();
-        let mut valid = vec![false; n_acq * n];
-        let mut counts = vec![0i32; n];
-        for k in 0..n_acq {
-            let qai_loc = self.scan.acquisitions[k].qai.clone();
-            let (_, qai) = self.files(k)?;
-            let q = read_window(qai, &qai_loc, 1, w)?;
-            for (i, &px) in selected.iter().enumerate() {
-                if !self.screen.rejects(q[px]) {
-                    valid[k * n + i] = true;
-                    counts[i] += 1;
-                }
-            }
-        }
-        let mut offsets = Vec::with_capacity(n + 1);
-        offsets.push(0i32);
-        for c in &counts {
-            offsets.push(offsets.last().expect("starts with 0") + c);
-        }
-        let total = *offsets.last().expect("starts with 0") as usize;
+        let n = selected.as_ref().map_or(w.len(), Vec::len);
+        let pixel = |i: usize| selected.as_ref().map_or(i, |s| s[i] as usize);
         let bands = self.scan.bands;
         let mut out = ChunkColumns {
-            row: selected.iter().map(|&px| (w.row + px / w.cols) as u32).collect(),
-            col: selected.iter().map(|&px| (w.col + px % w.cols) as u32).collect(),
-            offsets,
-            date: vec![0; total],
-            sensor: vec![0; total],
-            bands: vec![vec![0; total]; bands],
+            row: (0..n).map(|i| (w.row + pixel(i) / w.cols) as u32).collect(),
+            col: (0..n).map(|i| (w.col + pixel(i) % w.cols) as u32).collect(),
+            offsets: vec![0],
+            date: Vec::new(),
+            sensor: Vec::new(),
+            bands: vec![Vec::new(); bands],
         };
-        // Pass 2: BOA of the acquisitions with any valid pixel, scattered into place.
-        let mut cursor: Vec<usize> = out.offsets[..n].iter().map(|&o| o as usize).collect();
+        if n == 0 {
+            // Nothing of this window is in the mask: no file is read.
+            return Ok(out);
+        }
+        // Pass 1: QAI only, to size every pixel's list. Bit i of valid[k]: pixel i is valid on
+        // acquisition k.
+        let n_acq = self.scan.acquisitions.len();
+        let words = n.div_ceil(64);
+        let mut valid = vec![0u64; n_acq * words];
+        let mut counts = vec![0u32; n];
+        let mut used = vec![false; n_acq];
         for k in 0..n_acq {
-            let flags = &valid[k * n..(k + 1) * n];
-            if !flags.iter().any(|v| *v) {
-                continue;
+            self.read_file(k, File::Qai, 1, w, false)?;
+            self.release(k, File::Qai);
+            let bits = &mut valid[k * words..(k + 1) * words];
+            let q = &self.qai;
+            let screen = self.screen;
+            let mut any = 0u64;
+            for (i, c) in counts.iter_mut().enumerate() {
+                let ok = u64::from(!screen.rejects(q[pixel(i)]));
+                bits[i >> 6] |= ok << (i & 63);
+                *c += ok as u32;
+                any |= ok;
             }
-            let acq = self.scan.acquisitions[k].clone();
-            let (boa, _) = self.files(k)?;
-            let data = (1..=bands)
-                .map(|b| read_window(boa, &acq.boa, b, w))
-                .collect::<Result<Vec<_>, _>>()?;
-            let day = acq.date.days_since_epoch();
-            let code = acq.sensor.code();
-            for (i, &px) in selected.iter().enumerate() {
-                if flags[i] {
-                    let pos = cursor[i];
-                    out.date[pos] = day;
-                    out.sensor[pos] = code;
-                    for (b, d) in data.iter().enumerate() {
-                        out.bands[b][pos] = d[px];
-                    }
-                    cursor[i] += 1;
+            used[k] = any != 0;
+        }
+        let mut offsets = Vec::with_capacity(n + 1);
+        let mut total = 0i32;
+        offsets.push(0i32);
+        for c in &counts {
+            total += *c as i32;
+            offsets.push(total);
+        }
+        drop(counts);
+        let total = total as usize;
+        out.date = vec![0; total];
+        out.sensor = vec![0; total];
+        out.bands = vec![vec![0; total]; bands];
+        // Pass 2: the BOA bands of acquisitions with any valid pixel, each read once and its valid
+        // values scattered into place.
+        let mut cursor: Vec<u32> = offsets[..n].iter().map(|&o| o as u32).collect();
+        out.offsets = offsets;
+        for k in (0..n_acq).filter(|&k| used[k]) {
+            let mut targets = std::mem::take(&mut self.targets);
+            targets.clear();
+            for_each_set(&valid[k * words..(k + 1) * words], |i| {
+                targets.push((cursor[i], pixel(i) as u32));
+                cursor[i] += 1;
+            });
+            let acq = &self.scan.acquisitions[k];
+            let (day, code) = (acq.date.days_since_epoch(), acq.sensor.code());
+            for &(pos, _) in &targets {
+                out.date[pos as usize] = day;
+                out.sensor[pos as usize] = code;
+            }
+            for b in 0..bands {
+                self.read_file(k, File::Boa, b + 1, w, true)?;
+                let (src, dst) = (&self.band, &mut out.bands[b]);
+                for &(pos, px) in &targets {
+                    dst[pos as usize] = src[px as usize];
                 }
             }
+            self.release(k, File::Boa);
+            self.targets = targets;
         }
         Ok(out)
     }
-}
 
-impl ChunkReader<'_> {
-    /// Reads every band of every file for a window and returns how many values were read (the
-    /// baseline `cube-extract` is benchmarked against).
+    /// Reads every band of every file for a window, the same way [`ChunkReader::read`] reads them,
+    /// and returns how many values were read (the baseline `cube-extract` is benchmarked against).
     pub fn read_all_bands(&mut self, w: &PixelWindow) -> Result<u64, CubeError> {
         let mut n = 0u64;
         let mut checksum = 0i64;
         for k in 0..self.scan.acquisitions.len() {
-            let acq = self.scan.acquisitions[k].clone();
-            let bands = self.scan.bands;
-            let (boa, qai) = self.files(k)?;
-            for v in read_window::<i16>(qai, &acq.qai, 1, w)? {
-                checksum += i64::from(v);
-                n += 1;
+            self.read_file(k, File::Qai, 1, w, false)?;
+            self.release(k, File::Qai);
+            checksum += self.qai.iter().map(|&v| i64::from(v)).sum::<i64>();
+            n += self.qai.len() as u64;
+            for b in 1..=self.scan.bands {
+                self.read_file(k, File::Boa, b, w, true)?;
+                checksum += self.band.iter().map(|&v| i64::from(v)).sum::<i64>();
+                n += self.band.len() as u64;
             }
-            for b in 1..=bands {
-                for v in read_window::<i16>(boa, &acq.boa, b, w)? {
-                    checksum += i64::from(v);
-                    n += 1;
-                }
-            }
+            self.release(k, File::Boa);
         }
         log::trace!("rows {}..{}: checksum {checksum}", w.row, w.row + w.rows);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cube_definition_is_looked_for_beside_the_tile_locally_and_on_s3() {
+        let loc = |s: &str| cube_definition_location(&Location::parse(s).unwrap()).to_string();
+        assert_eq!(
+            loc("s3://cube/germany/X0058_Y0056"),
+            "s3://cube/germany/datacube-definition.prj"
+        );
+        assert_eq!(loc("s3://cube/X0058_Y0056/"), "s3://cube/datacube-definition.prj");
+        assert_eq!(
+            loc("/data/cube/X0058_Y0056"),
+            Path::new("/data/cube/datacube-definition.prj")
+                .display()
+                .to_string()
+        );
+        assert_eq!(loc("X0058_Y0056"), "datacube-definition.prj");
+    }
+
+    #[test]
+    fn set_bits_are_visited_in_order() {
+        let mut seen = Vec::new();
+        for_each_set(&[0b1001, 0, 1 << 63], |i| seen.push(i));
+        assert_eq!(seen, vec![0, 3, 191]);
     }
 }

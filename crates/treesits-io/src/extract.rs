@@ -1,13 +1,15 @@
 //! Extraction of a tile into time-series chunks, in parallel, one GDAL handle set per worker.
 //!
 //! With an output directory, every chunk is written under a temporary name and renamed into place only
-//! after all chunks succeeded, so a failed or killed run leaves no file that looks complete. On a
-//! stream (stdout), chunks are read in waves of one per worker and written in row order.
+//! after all chunks succeeded, so a failed or killed run leaves no file that looks complete; chunk files
+//! of the same tile left by an earlier run with more chunks are removed in the same step. On a stream
+//! (stdout), chunks are read in waves of one per worker and written in row order.
+//!
+//! Memory per worker is about one chunk's observations (moved, not copied, into the Arrow batch) plus
+//! its compressed form; GDAL's block cache is bounded by [`ExtractPlan::gdal_cache_bytes`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 
 use rayon::prelude::*;
 use treesits_core::chunk::{ChunkColumns, ChunkError, ChunkMetadata, ChunkWriter};
@@ -37,6 +39,9 @@ pub struct ExtractPlan {
     pub screen: QaiScreen,
     pub mask: Option<Location>,
     pub chunk_rows: usize,
+    /// Datasets all workers together keep open between chunks ([`crate::cube::MAX_OPEN_DATASETS`]
+    /// by default); acquisitions beyond each worker's share are reopened for every chunk.
+    pub max_open_datasets: usize,
 }
 
 /// Counts of what was written.
@@ -53,14 +58,46 @@ impl ExtractSummary {
     fn add(&mut self, c: &ChunkColumns) {
         self.chunks += 1;
         self.pixels += c.pixels();
-        self.empty_pixels += (0..c.pixels()).filter(|&i| c.range(i).is_empty()).count();
+        self.empty_pixels += c.offsets.windows(2).filter(|o| o[0] == o[1]).count();
         self.observations += c.observations();
+    }
+
+    fn merge(&mut self, s: &ExtractSummary) {
+        self.chunks += s.chunks;
+        self.pixels += s.pixels;
+        self.empty_pixels += s.empty_pixels;
+        self.observations += s.observations;
     }
 }
 
 /// File name of chunk `index` of a tile.
 pub fn chunk_file_name(tile: &str, index: usize) -> String {
     format!("{tile}_chunk{index:04}.arrows")
+}
+
+/// Whether `name` is a chunk file of `tile` that a run writing `count` chunks does not write (left by
+/// an earlier run with more chunks).
+pub fn is_stale_chunk(name: &str, tile: &str, count: usize) -> bool {
+    let index = name
+        .strip_prefix(tile)
+        .and_then(|n| n.strip_prefix("_chunk"))
+        .and_then(|n| n.strip_suffix(".arrows"));
+    match index {
+        Some(i) if i.len() >= 4 && i.bytes().all(|b| b.is_ascii_digit()) => i
+            .parse::<usize>()
+            .map_or(true, |i| i >= count || name != chunk_file_name(tile, i)),
+        _ => false,
+    }
+}
+
+/// Called once per finished chunk, from the worker that read it: (chunk index, window, counts).
+pub type OnChunk<'a> = &'a (dyn Fn(usize, &PixelWindow, &ExtractSummary) + Sync);
+
+/// Sets GDAL's block cache limit for this process (all threads share one cache).
+#[allow(unsafe_code)]
+pub fn set_gdal_cache_max(bytes: usize) {
+    // SAFETY: a plain setter of a process-wide limit; GDAL flushes blocks above it as needed.
+    unsafe { gdal_sys::GDALSetCacheMax64(bytes as i64) };
 }
 
 impl ExtractPlan {
@@ -98,69 +135,104 @@ impl ExtractPlan {
         }
     }
 
-    /// Writes one file per chunk into `dir` (created if needed); all or nothing.
-    pub fn write_dir(&self, dir: &Path) -> Result<(Vec<PathBuf>, ExtractSummary), ExtractError> {
-        std::fs::create_dir_all(dir).map_err(|source| ExtractError::Io {
-            path: dir.display().to_string(),
-            source,
-        })?;
+    /// A bound for GDAL's block cache that costs no re-decoding: every block is decoded once and
+    /// copied out at once, so each worker needs the blocks one band read of a chunk touches (twice,
+    /// for the QAI or mask read beside it), at least 16 MiB in all. GDAL's default (5 % of RAM) lets
+    /// the cache grow with the tile.
+    pub fn gdal_cache_bytes(&self, threads: usize) -> usize {
+        let (bw, bh) = (self.scan.block.0.max(1), self.scan.block.1.max(1));
+        let block_rows = self.chunk_rows.div_ceil(bh) + 1;
+        let blocks_across = self.scan.size.0.div_ceil(bw);
+        let per_worker = block_rows * blocks_across * bw * bh * 2 * 2;
+        (per_worker * threads.max(1)).max(16 << 20)
+    }
+
+    fn reader(&self, mask: bool) -> ChunkReader<'_> {
+        let keep_open =
+            ChunkReader::keep_open_per_worker(self.max_open_datasets, rayon::current_num_threads());
+        ChunkReader::new(
+            &self.scan,
+            &self.screen,
+            self.mask.as_ref().filter(|_| mask),
+            keep_open,
+        )
+    }
+
+    /// Writes one file per chunk into `dir` (created if needed); all or nothing. Chunk files of this
+    /// tile from an earlier run that this run does not write are removed when the new ones are moved
+    /// into place (after every chunk succeeded); other files in `dir` are left alone.
+    pub fn write_dir(
+        &self,
+        dir: &Path,
+        on_chunk: OnChunk<'_>,
+    ) -> Result<(Vec<PathBuf>, ExtractSummary), ExtractError> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| ExtractError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
         let windows = self.windows();
-        let progress = Progress::new(self, windows.len());
         let tile = self.scan.tile.to_string();
-        // Each worker keeps its reader (its own datasets) across the chunks it is given.
+        // Each worker keeps its reader (its own datasets and buffers) across the chunks it is given.
         let written = windows
             .par_iter()
             .enumerate()
             .map_init(
-                || ChunkReader::new(&self.scan, &self.screen, self.mask.as_ref()),
+                || self.reader(true),
                 |reader, (i, w)| -> Result<(AtomicPath, ExtractSummary), ExtractError> {
                     let columns = reader.read(w)?;
-                    let out = AtomicPath::new(dir.join(chunk_file_name(&tile, i)));
-                    let path = out.target().display().to_string();
-                    let file = std::fs::File::create(out.temp()).map_err(|source| ExtractError::Io {
-                        path: path.clone(),
-                        source,
-                    })?;
-                    let chunk = |source| ExtractError::Chunk {
-                        path: path.clone(),
-                        source,
-                    };
-                    let mut writer = ChunkWriter::new(std::io::BufWriter::new(file), &self.metadata(Some(i)))
-                        .map_err(chunk)?;
-                    writer.write(&columns).map_err(chunk)?;
-                    let mut buf = writer.finish().map_err(chunk)?;
-                    buf.flush().map_err(|source| ExtractError::Io {
-                        path: path.clone(),
-                        source,
-                    })?;
                     let mut s = ExtractSummary::default();
                     s.add(&columns);
-                    progress.done(w, &s);
+                    let out = AtomicPath::new(dir.join(chunk_file_name(&tile, i)));
+                    let file = std::fs::File::create(out.temp()).map_err(io(out.target()))?;
+                    let chunk = |source| ExtractError::Chunk {
+                        path: out.target().display().to_string(),
+                        source,
+                    };
+                    let buf = std::io::BufWriter::with_capacity(1 << 20, file);
+                    let mut writer = ChunkWriter::new(buf, &self.metadata(Some(i))).map_err(chunk)?;
+                    writer.write_owned(columns).map_err(chunk)?;
+                    writer
+                        .finish()
+                        .map_err(chunk)?
+                        .flush()
+                        .map_err(io(out.target()))?;
+                    on_chunk(i, w, &s);
                     Ok((out, s))
                 },
             )
             .collect::<Result<Vec<_>, _>>()?;
-        // Only now, with every chunk complete, do the files get their real names.
+        // Only now, with every chunk complete, do the files get their real names, and do the chunks
+        // of an earlier, longer run go.
+        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+            let entry = entry.map_err(io(dir))?;
+            let name = entry.file_name();
+            if name
+                .to_str()
+                .is_some_and(|n| is_stale_chunk(n, &tile, written.len()))
+            {
+                log::info!("{tile}: removing {} from an earlier run", entry.path().display());
+                std::fs::remove_file(entry.path()).map_err(io(&entry.path()))?;
+            }
+        }
         let mut paths = Vec::with_capacity(written.len());
         let mut total = ExtractSummary::default();
         for (out, s) in written {
-            let target = out.target().display().to_string();
-            paths.push(
-                out.commit()
-                    .map_err(|source| ExtractError::Io { path: target, source })?,
-            );
-            total.chunks += s.chunks;
-            total.pixels += s.pixels;
-            total.empty_pixels += s.empty_pixels;
-            total.observations += s.observations;
+            let target = out.target().to_path_buf();
+            paths.push(out.commit().map_err(io(&target))?);
+            total.merge(&s);
         }
         Ok((paths, total))
     }
 
     /// Writes every chunk, in row order, as one stream (one record batch per chunk).
-    pub fn write_stream<W: Write>(&self, out: W, name: &str) -> Result<ExtractSummary, ExtractError> {
+    pub fn write_stream<W: Write>(
+        &self,
+        out: W,
+        name: &str,
+        on_chunk: OnChunk<'_>,
+    ) -> Result<ExtractSummary, ExtractError> {
         let windows = self.windows();
-        let progress = Progress::new(self, windows.len());
         let chunk = |source| ExtractError::Chunk {
             path: name.to_string(),
             source,
@@ -168,23 +240,24 @@ impl ExtractPlan {
         let mut writer = ChunkWriter::new(out, &self.metadata(None)).map_err(chunk)?;
         let mut total = ExtractSummary::default();
         let wave = rayon::current_num_threads().max(1);
-        for group in windows.chunks(wave) {
+        for (g, group) in windows.chunks(wave).enumerate() {
             let columns = group
                 .par_iter()
+                .enumerate()
                 .map_init(
-                    || ChunkReader::new(&self.scan, &self.screen, self.mask.as_ref()),
-                    |reader, w| -> Result<ChunkColumns, ExtractError> {
+                    || self.reader(true),
+                    |reader, (j, w)| -> Result<ChunkColumns, ExtractError> {
                         let c = reader.read(w)?;
                         let mut s = ExtractSummary::default();
                         s.add(&c);
-                        progress.done(w, &s);
+                        on_chunk(g * wave + j, w, &s);
                         Ok(c)
                     },
                 )
                 .collect::<Result<Vec<_>, _>>()?;
-            for c in &columns {
-                writer.write(c).map_err(chunk)?;
-                total.add(c);
+            for c in columns {
+                total.add(&c);
+                writer.write_owned(c).map_err(chunk)?;
             }
         }
         let mut out = writer.finish().map_err(chunk)?;
@@ -194,71 +267,42 @@ impl ExtractPlan {
         })?;
         Ok(total)
     }
-}
 
-/// Periodic progress lines on stderr (about ten per tile, and at least every few seconds).
-struct Progress {
-    tile: String,
-    total: usize,
-    done: AtomicUsize,
-    started: Instant,
-    last_log_ms: AtomicUsize,
-}
-
-impl Progress {
-    fn new(plan: &ExtractPlan, total: usize) -> Progress {
-        log::info!(
-            "{}: {} acquisitions, {} chunks of {} rows, {} x {} pixels",
-            plan.scan.tile,
-            plan.scan.acquisitions.len(),
-            total,
-            plan.chunk_rows,
-            plan.scan.size.0,
-            plan.scan.size.1
-        );
-        Progress {
-            tile: plan.scan.tile.to_string(),
-            total,
-            done: AtomicUsize::new(0),
-            started: Instant::now(),
-            last_log_ms: AtomicUsize::new(0),
-        }
-    }
-
-    fn done(&self, w: &PixelWindow, s: &ExtractSummary) {
-        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
-        let ms = self.started.elapsed().as_millis() as usize;
-        let step = self.total.div_ceil(10).max(1);
-        let last = self.last_log_ms.load(Ordering::Relaxed);
-        if done == self.total || done % step == 0 || ms.saturating_sub(last) > 5000 {
-            self.last_log_ms.store(ms, Ordering::Relaxed);
-            log::info!(
-                "{}: chunk {done}/{} done (rows {}..{}: {} pixels, {} observations), {:.1} s",
-                self.tile,
-                self.total,
-                w.row,
-                w.row + w.rows,
-                s.pixels,
-                s.observations,
-                ms as f64 / 1000.0
-            );
-        }
-    }
-}
-
-impl ExtractPlan {
-    /// Benchmark baseline: reads every BOA and QAI block of the same windows with the same workers,
-    /// doing nothing with the values but a checksum. Returns the number of values read.
+    /// Benchmark baseline: reads every BOA and QAI block of the same windows with the same workers
+    /// and the same reads (reused buffers, same handles), doing nothing with the values but a
+    /// checksum. Returns the number of values read.
     pub fn plain_read(&self) -> Result<u64, ExtractError> {
-        let windows = self.windows();
-        let scan = &self.scan;
-        let counts = windows
+        let counts = self
+            .windows()
             .par_iter()
-            .map_init(
-                || ChunkReader::new(scan, &self.screen, None),
-                |reader, w| reader.read_all_bands(w),
-            )
+            .map_init(|| self.reader(false), |reader, w| reader.read_all_bands(w))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(counts.iter().sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_chunks_are_this_tiles_chunks_beyond_the_new_count() {
+        let t = "X0058_Y0056";
+        assert!(!is_stale_chunk("X0058_Y0056_chunk0009.arrows", t, 10));
+        assert!(is_stale_chunk("X0058_Y0056_chunk0010.arrows", t, 10));
+        assert!(is_stale_chunk("X0058_Y0056_chunk12345.arrows", t, 10));
+        assert!(!is_stale_chunk("X0058_Y0056_chunk0000.arrows", t, 1));
+        assert!(
+            is_stale_chunk("X0058_Y0056_chunk00003.arrows", t, 10),
+            "not a name we write"
+        );
+        assert!(is_stale_chunk("X0058_Y0056_chunk0000.arrows", t, 0));
+        // Other tiles, temporary files, other names: never.
+        assert!(!is_stale_chunk("X0058_Y0057_chunk0010.arrows", t, 10));
+        assert!(!is_stale_chunk(".X0058_Y0056_chunk0010.partial-7.arrows", t, 10));
+        assert!(!is_stale_chunk("X0058_Y0056_chunk10.arrows", t, 10));
+        assert!(!is_stale_chunk("X0058_Y0056_chunk0010.arrows.bak", t, 10));
+        assert!(!is_stale_chunk("X0058_Y0056_chunkabcd.arrows", t, 10));
+        assert!(!is_stale_chunk("notes.txt", t, 0));
     }
 }
