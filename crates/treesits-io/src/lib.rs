@@ -6,6 +6,7 @@
 //! - [`mosaic`]: map products from prediction chunks ([`vrt`] mosaics, [`cog`]s, the [`quicklook`]).
 
 pub mod aoi;
+pub mod assess;
 pub mod bitmap_font;
 pub mod cog;
 pub mod cube;
