@@ -263,6 +263,21 @@ class ModuleContractTest(unittest.TestCase):
         print(f"\nworkflow contract test: overall accuracy {accuracy:.3f} on {total} pixels", file=sys.stderr)
         self.assertGreaterEqual(accuracy, 0.90)
 
+        # The same world through scripts/demo (the README's demo, a shell pipeline of the binaries) gives
+        # the same map, pixel for pixel.
+        demo = self.work / "demo"
+        subprocess.run([sys.executable, str(REPO / "scripts/demo"), "--out", str(demo),
+                        "--tiles", str(p["synth_tiles"]), "--size", str(p["synth_size"]),
+                        "--dates", str(p["synth_dates"]), "--seed", str(p["synth_seed"]),
+                        "--model", str(p["model"]), "--sample-per-class", "0"],
+                       check=True, capture_output=True, text=True)
+        for row in rows:
+            tile = row["tile_id"]
+            np.testing.assert_array_equal(read_byte_raster(m / "map" / f"{tile}_class.tif"),
+                                          read_byte_raster(demo / "map" / f"{tile}_class.tif"), err_msg=tile)
+        np.testing.assert_array_equal(read_byte_raster(m / "map" / "mosaic_class.tif"),
+                                      read_byte_raster(demo / "map" / "mosaic_class.tif"))
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
