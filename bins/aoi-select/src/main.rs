@@ -135,11 +135,7 @@ fn main() -> ExitCode {
     });
     treesits_cli::run("aoi-select", || {
         let start = std::time::Instant::now();
-        let threads = cli.threads.unwrap_or_else(treesits_cli::default_threads);
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build_global()
-            .context("starting threads")?;
+        treesits_cli::start_thread_pool(cli.threads)?;
         let plan = plan(&cli)?;
         log::info!(
             "AOI: {} features, {} polygons; cube tiles {}x{} px at {} m",

@@ -148,13 +148,7 @@ fn main() -> ExitCode {
     treesits_cli::init_logging(&cli.log);
     treesits_io::cube::log_gdal_messages();
     treesits_cli::run("cube-extract", || {
-        let threads = cli
-            .threads
-            .map_or_else(treesits_cli::default_threads, |t| t as usize);
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build_global()
-            .context("starting threads")?;
+        let threads = treesits_cli::start_thread_pool(cli.threads.map(|t| t as usize))?;
         let plan = plan(&cli)?;
         bound_gdal_cache(&plan, threads);
         let started = std::time::Instant::now();

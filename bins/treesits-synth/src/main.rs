@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
 use treesits_core::grid::PrjForm;
 use treesits_core::Sensor;
@@ -76,11 +75,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     treesits_cli::init_logging(&cli.log);
     treesits_cli::run("treesits-synth", || {
-        let threads = cli.threads.unwrap_or_else(treesits_cli::default_threads);
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build_global()
-            .context("starting threads")?;
+        treesits_cli::start_thread_pool(cli.threads)?;
         let cfg = SynthConfig {
             out: cli.out.clone(),
             seed: cli.seed,

@@ -56,6 +56,17 @@ pub fn init_logging(args: &LogArgs) {
 }
 
 /// The number of CPUs this process may use: the cgroup quota when there is one, else the machine's.
+/// Starts rayon's global thread pool with `requested` threads (default: [`default_threads`]) and
+/// returns how many it has. Every tool calls this once, before any parallel work.
+pub fn start_thread_pool(requested: Option<usize>) -> anyhow::Result<usize> {
+    let threads = requested.unwrap_or_else(default_threads);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .map_err(|e| anyhow::anyhow!("starting {threads} threads: {e}"))?;
+    Ok(threads)
+}
+
 pub fn default_threads() -> usize {
     let machine = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     cgroup_cpus().map_or(machine, |c| c.min(machine)).max(1)
