@@ -355,11 +355,20 @@ pub struct ChunkWriter<W: Write> {
     inner: StreamWriter<W>,
 }
 
+/// The Arrow IPC stream writer of every treesits stream (time-series and prediction chunks): the schema
+/// first, then zstd-compressed batches.
+pub(crate) fn zstd_stream_writer<W: Write>(
+    out: W,
+    schema: &SchemaRef,
+) -> Result<StreamWriter<W>, ChunkError> {
+    let options = IpcWriteOptions::default().try_with_compression(Some(CompressionType::ZSTD))?;
+    Ok(StreamWriter::try_new_with_options(out, schema, options)?)
+}
+
 impl<W: Write> ChunkWriter<W> {
     pub fn new(out: W, meta: &ChunkMetadata) -> Result<ChunkWriter<W>, ChunkError> {
         let schema = Arc::new(meta.schema());
-        let options = IpcWriteOptions::default().try_with_compression(Some(CompressionType::ZSTD))?;
-        let inner = StreamWriter::try_new_with_options(out, &schema, options)?;
+        let inner = zstd_stream_writer(out, &schema)?;
         Ok(ChunkWriter { schema, inner })
     }
 

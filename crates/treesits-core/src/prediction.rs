@@ -21,8 +21,7 @@ use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, FixedSizeListArray, RecordBatch, UInt16Array, UInt32Array, UInt8Array};
 use arrow_ipc::reader::StreamReader;
-use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
-use arrow_ipc::CompressionType;
+use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use crate::chunk::{self, ChunkError, ChunkMetadata};
@@ -319,8 +318,7 @@ pub struct PredictionWriter<W: Write> {
 impl<W: Write> PredictionWriter<W> {
     pub fn new(out: W, meta: &PredictionMetadata) -> Result<PredictionWriter<W>, ChunkError> {
         let schema = Arc::new(meta.schema());
-        let options = IpcWriteOptions::default().try_with_compression(Some(CompressionType::ZSTD))?;
-        let inner = StreamWriter::try_new_with_options(out, &schema, options)?;
+        let inner = chunk::zstd_stream_writer(out, &schema)?;
         Ok(PredictionWriter { schema, inner })
     }
 
