@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use gdal::raster::Buffer;
 use gdal::Dataset;
@@ -11,6 +11,7 @@ use treesits_core::grid::PrjForm;
 use treesits_core::{Date, Level2Name, Product, QaiScreen, Sensor};
 use treesits_io::geotiff::ForceLayout;
 use treesits_io::{GeoTiffSpec, TiffLayout};
+use treesits_testkit::moto::{python, Moto};
 use treesits_testkit::SynthConfig;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cube-extract");
@@ -388,16 +389,6 @@ fn stdout_stream_holds_the_same_chunks_as_the_files() {
     assert!(String::from_utf8_lossy(&r.stderr).contains("chunk"));
 }
 
-fn python() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    assert!(
-        p.exists(),
-        "{} is missing: create the workspace venv (scripts/setup) with pyarrow and moto",
-        p.display()
-    );
-    p
-}
-
 #[test]
 fn pyarrow_reads_a_chunk_without_our_code() {
     let cube = synth(ForceLayout::Force37, PrjForm::Lines, 100, 8);
@@ -448,77 +439,18 @@ print(" ".join(str(v) for v in t.column("NIR")[i].as_py()))
     assert_eq!(lines[4], values.join(" "));
 }
 
-/// A moto S3 server on a free local port, stopped when dropped.
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_moto() -> Moto {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(python())
-        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let moto = Moto { child, port };
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return moto;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("moto server did not start on port {port}");
-}
-
 #[test]
 fn s3_tile_through_vsis3_gives_the_same_chunks_as_local() {
     let cube = synth(ForceLayout::Force38, PrjForm::Tagged, 100, 8);
     let tile = cube.tile_dir.file_name().unwrap().to_str().unwrap().to_string();
-    let moto = start_moto();
-    let endpoint = format!("127.0.0.1:{}", moto.port);
-    let upload = r#"
-import os, sys, boto3
-s3 = boto3.client("s3", endpoint_url="http://" + sys.argv[1], region_name="us-east-1",
-                  aws_access_key_id="test", aws_secret_access_key="test")
-s3.create_bucket(Bucket="cube")
-root = sys.argv[2]
-for dirpath, _, files in os.walk(root):
-    for f in files:
-        p = os.path.join(dirpath, f)
-        s3.upload_file(p, "cube", "germany/" + os.path.relpath(p, root))
-"#;
-    let up = Command::new(python())
-        .arg("-c")
-        .arg(upload)
-        .arg(&endpoint)
-        .arg(cube.root.join("cube"))
-        .output()
-        .unwrap();
-    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let moto = Moto::start();
+    moto.upload_dir(&cube.root.join("cube"), "cube", "germany");
 
     let remote = cube.root.join("remote");
     let url = format!("s3://cube/germany/{tile}");
     let r = Command::new(BIN)
         .args(["--tile", &url, "--out-dir", s(&remote), "--chunk-rows", "40"])
-        .env("AWS_S3_ENDPOINT", &endpoint)
-        .env("AWS_VIRTUAL_HOSTING", "FALSE")
-        .env("AWS_HTTPS", "NO")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
+        .envs(moto.gdal_env())
         .output()
         .unwrap();
     ok(&r);
@@ -546,29 +478,11 @@ for dirpath, _, files in os.walk(root):
     def.origin_map.0 += 1000.0;
     let wrong = cube.root.join("wrong.prj");
     std::fs::write(&wrong, def.to_prj(PrjForm::Tagged)).unwrap();
-    let put = r#"
-import sys, boto3
-s3 = boto3.client("s3", endpoint_url="http://" + sys.argv[1], region_name="us-east-1",
-                  aws_access_key_id="test", aws_secret_access_key="test")
-s3.upload_file(sys.argv[2], "cube", "germany/datacube-definition.prj")
-"#;
-    let up = Command::new(python())
-        .arg("-c")
-        .arg(put)
-        .arg(&endpoint)
-        .arg(&wrong)
-        .output()
-        .unwrap();
-    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    moto.put(&wrong, "cube", "germany/datacube-definition.prj");
     let refused = cube.root.join("refused");
     let r = Command::new(BIN)
         .args(["--tile", &url, "--out-dir", s(&refused)])
-        .env("AWS_S3_ENDPOINT", &endpoint)
-        .env("AWS_VIRTUAL_HOSTING", "FALSE")
-        .env("AWS_HTTPS", "NO")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
+        .envs(moto.gdal_env())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&r.stderr);

@@ -17,6 +17,8 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit status for command-line usage errors (clap's own).
 pub const EXIT_USAGE: u8 = 2;
+/// Exit status of a check that found nothing to do (`cube-inventory check`: no tile changed).
+pub const EXIT_UNCHANGED: u8 = 3;
 
 /// Logging options every tool takes.
 #[derive(Debug, Clone, clap::Args)]
@@ -88,8 +90,13 @@ fn parse_cpu_max(text: &str) -> Option<usize> {
 /// Runs a tool's body, turning its error into one line on stderr and an exit status.
 /// A broken pipe on stdout counts as success, as it does for `grep | head`.
 pub fn run(tool: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    run_status(tool, || body().map(|()| EXIT_OK))
+}
+
+/// [`run`] for a body that chooses its own success status (such as [`EXIT_UNCHANGED`]).
+pub fn run_status(tool: &str, body: impl FnOnce() -> anyhow::Result<u8>) -> ExitCode {
     match body() {
-        Ok(()) => ExitCode::from(EXIT_OK),
+        Ok(status) => ExitCode::from(status),
         Err(e) if is_broken_pipe(&e) => ExitCode::from(EXIT_OK),
         Err(e) => {
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();

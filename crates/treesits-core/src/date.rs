@@ -91,6 +91,15 @@ impl Date {
         Date::from_days_since_epoch(self.days_since_epoch() + days)
     }
 
+    /// The same day `months` calendar months earlier, clamped to the end of a shorter month
+    /// (2024-03-31 minus one month is 2024-02-29).
+    pub fn sub_months(self, months: u32) -> Date {
+        let total = self.year * 12 + i32::from(self.month) - 1 - months as i32;
+        let (year, month) = (total.div_euclid(12), (total.rem_euclid(12) + 1) as u8);
+        let day = self.day.min(days_in_month(year, month));
+        Date { year, month, day }
+    }
+
     /// Parses the compact `YYYYMMDD` form used in FORCE file names.
     pub fn parse_compact(s: &str) -> Result<Date, DateError> {
         let err = |reason| DateError {
@@ -157,6 +166,17 @@ impl<'de> serde::Deserialize<'de> for Date {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn months_back_clamp_to_the_month_end() {
+        let d = |y, m, dd| Date::new(y, m, dd).unwrap();
+        assert_eq!(d(2026, 5, 31).sub_months(12), d(2025, 5, 31));
+        assert_eq!(d(2024, 3, 31).sub_months(1), d(2024, 2, 29));
+        assert_eq!(d(2023, 3, 31).sub_months(1), d(2023, 2, 28));
+        assert_eq!(d(2026, 1, 15).sub_months(1), d(2025, 12, 15));
+        assert_eq!(d(2026, 1, 15).sub_months(25), d(2023, 12, 15));
+        assert_eq!(d(2026, 1, 15).sub_months(0), d(2026, 1, 15));
+    }
 
     #[test]
     fn epoch_days_round_trip_known_values() {

@@ -267,9 +267,95 @@ impl fmt::Display for Level2Name {
     }
 }
 
+/// The BOA and QAI files of one acquisition (date, sensor) found in a tile directory; either may be
+/// missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Level2Pair {
+    pub date: Date,
+    pub sensor: Sensor,
+    pub boa: Option<Level2Name>,
+    pub qai: Option<Level2Name>,
+}
+
+/// Pairs the BOA and QAI names among a tile directory's file names, for the given sensors, sorted by
+/// (date, sensor code): the order of a pixel's observations. Names that are not Level-2 names, other
+/// products and other sensors are skipped (returned second, for logging).
+pub fn pair_level2_files<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    sensors: &[Sensor],
+) -> (Vec<Level2Pair>, Vec<&'a str>) {
+    let mut found: std::collections::BTreeMap<(Date, u8), Level2Pair> = Default::default();
+    let mut skipped = Vec::new();
+    for name in names {
+        let Ok(l2) = Level2Name::parse(name) else {
+            if name.ends_with(".tif") {
+                skipped.push(name);
+            }
+            continue;
+        };
+        if !sensors.contains(&l2.sensor) {
+            continue;
+        }
+        let slot = found.entry((l2.date, l2.sensor.code())).or_insert(Level2Pair {
+            date: l2.date,
+            sensor: l2.sensor,
+            boa: None,
+            qai: None,
+        });
+        match l2.product {
+            Product::Boa => slot.boa = Some(l2),
+            Product::Qai => slot.qai = Some(l2),
+            _ => {}
+        }
+    }
+    (
+        found
+            .into_values()
+            .filter(|p| p.boa.is_some() || p.qai.is_some())
+            .collect(),
+        skipped,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pairs_boa_and_qai_by_date_and_sensor_in_observation_order() {
+        let names = [
+            "20210702_LEVEL2_SEN2B_QAI.tif",
+            "20210615_LEVEL2_SEN2B_BOA.tif",
+            "20210615_LEVEL2_SEN2A_QAI.tif",
+            "20210615_LEVEL2_SEN2A_BOA.tif",
+            "20210615_LEVEL2_SEN2B_QAI.tif",
+            "20210615_LEVEL2_SEN2A_CLD.tif",
+            "20210620_LEVEL2_LND08_BOA.tif",
+            "notes.txt",
+            "mosaic.tif",
+        ];
+        let (pairs, skipped) = pair_level2_files(names, &[Sensor::Sen2a, Sensor::Sen2b]);
+        let got: Vec<(String, &str, bool, bool)> = pairs
+            .iter()
+            .map(|p| {
+                (
+                    p.date.compact(),
+                    p.sensor.name(),
+                    p.boa.is_some(),
+                    p.qai.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("20210615".to_string(), "SEN2A", true, true),
+                ("20210615".to_string(), "SEN2B", true, true),
+                ("20210702".to_string(), "SEN2B", false, true),
+            ]
+        );
+        assert_eq!(skipped, ["mosaic.tif"]);
+    }
 
     #[test]
     fn parses_and_formats_names() {

@@ -89,24 +89,6 @@ pub enum AoiError {
     Write { what: String, reason: String },
 }
 
-/// The message of the last GDAL error on this thread, if one happened since the last call; resets it.
-#[allow(unsafe_code)]
-fn take_last_gdal_error() -> Option<String> {
-    // SAFETY: these read and reset GDAL's thread-local error state; the message pointer is valid and
-    // NUL-terminated until the next GDAL call on this thread, and is copied before that.
-    unsafe {
-        if gdal_sys::CPLGetLastErrorType() == gdal_sys::CPLErr::CE_None {
-            return None;
-        }
-        let msg = std::ffi::CStr::from_ptr(gdal_sys::CPLGetLastErrorMsg())
-            .to_string_lossy()
-            .trim()
-            .to_string();
-        gdal_sys::CPLErrorReset();
-        Some(msg)
-    }
-}
-
 fn gdal_reason(e: gdal::errors::GdalError) -> String {
     e.to_string()
 }
@@ -202,7 +184,8 @@ impl Aoi {
             reason: if !path.starts_with("/vsi") && !Path::new(path).exists() {
                 "no such file".into()
             } else {
-                take_last_gdal_error().unwrap_or_else(|| "not a vector format OGR recognises".into())
+                crate::vsi_text::take_last_gdal_error()
+                    .unwrap_or_else(|| "not a vector format OGR recognises".into())
             },
         })?;
         let names: Vec<String> = ds.layers().map(|l| l.name()).collect();
@@ -252,7 +235,7 @@ impl Aoi {
 
         // Drivers that hand the filter to a database (GeoPackage: SQLite) report a bad one only
         // while reading; the error is what tells "invalid filter" from "selects nothing".
-        take_last_gdal_error();
+        crate::vsi_text::take_last_gdal_error();
         let mut features = 0;
         let mut polygons = Vec::new();
         let mut extent: Option<Extent> = None;
@@ -283,7 +266,7 @@ impl Aoi {
             }
         }
         if features == 0 {
-            if let Some(reason) = take_last_gdal_error() {
+            if let Some(reason) = crate::vsi_text::take_last_gdal_error() {
                 return Err(match &source.filter {
                     Some(filter) => AoiError::BadFilter {
                         path: path.clone(),

@@ -5,13 +5,13 @@
 //! type. [`ChunkReader`] then turns a band of tile rows into [`ChunkColumns`]; each worker thread owns
 //! one reader and so its own dataset handles (GDAL datasets are not `Sync`).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use gdal::raster::GdalDataType;
 use gdal::Dataset;
 use treesits_core::chunk::ChunkColumns;
-use treesits_core::{CubeDefinition, Date, Level2Name, PixelWindow, Product, QaiScreen, Sensor, TileId};
+use treesits_core::level2::pair_level2_files;
+use treesits_core::{CubeDefinition, Date, PixelWindow, Product, QaiScreen, Sensor, TileId};
 
 use crate::Location;
 
@@ -19,11 +19,8 @@ use crate::Location;
 pub enum CubeError {
     #[error("{0}: not a FORCE tile directory (expected a name like X0058_Y0056)")]
     NotATile(String),
-    #[error("cannot list {path}")]
-    List {
-        path: String,
-        source: gdal::errors::GdalError,
-    },
+    #[error(transparent)]
+    List(#[from] crate::listing::ListError),
     #[error("{0}: no BOA files for the selected sensors and dates")]
     Empty(String),
     #[error("{boa}: BOA file has no QAI file ({qai} is missing)")]
@@ -108,41 +105,23 @@ fn same_geotransform(a: &[f64; 6], b: &[f64; 6]) -> bool {
         .all(|(x, y)| (x - y).abs() <= 1e-6 * x.abs().max(1.0))
 }
 
-/// Lists, pairs and checks the files of one tile.
-pub fn scan_tile(location: &Location, sel: &TileSelection) -> Result<TileScan, CubeError> {
-    let name = location.file_name().unwrap_or_default().to_string();
-    let tile: TileId = name
-        .parse()
-        .map_err(|_| CubeError::NotATile(location.to_string()))?;
-    let dir = location.gdal_path();
-    let entries = gdal::vsi::read_dir(Path::new(&dir), false).map_err(|source| CubeError::List {
-        path: location.to_string(),
-        source,
-    })?;
-    // (date, sensor code) → (BOA, QAI) file names.
-    let mut found: BTreeMap<(Date, u8), (Option<Level2Name>, Option<Level2Name>)> = BTreeMap::new();
-    for entry in entries {
-        let file = entry.to_string_lossy().into_owned();
-        if !file.ends_with(".tif") {
-            continue;
-        }
-        let Ok(l2) = Level2Name::parse(&file) else {
-            log::debug!("{tile}: skipping {file} (not a Level-2 file name)");
-            continue;
-        };
-        if !sel.sensors.contains(&l2.sensor) || l2.date < sel.start || l2.date > sel.end {
-            continue;
-        }
-        let slot = found.entry((l2.date, l2.sensor.code())).or_default();
-        match l2.product {
-            Product::Boa => slot.0 = Some(l2),
-            Product::Qai => slot.1 = Some(l2),
-            _ => {}
-        }
+/// The acquisitions among a tile directory's files that `sel` selects, in observation order
+/// (date, sensor code). A selected BOA without its QAI is an error; a QAI without its BOA is skipped.
+pub fn select_acquisitions(
+    location: &Location,
+    files: &[crate::listing::FileEntry],
+    sel: &TileSelection,
+) -> Result<Vec<AcquisitionFiles>, CubeError> {
+    let (pairs, skipped) = pair_level2_files(files.iter().map(|f| f.name.as_str()), &sel.sensors);
+    for name in skipped {
+        log::debug!("{location}: skipping {name} (not a Level-2 file name)");
     }
     let mut acquisitions = Vec::new();
-    for (boa, qai) in found.into_values() {
-        match (boa, qai) {
+    for pair in pairs {
+        if pair.date < sel.start || pair.date > sel.end {
+            continue;
+        }
+        match (pair.boa, pair.qai) {
             (Some(boa), Some(qai)) => acquisitions.push(AcquisitionFiles {
                 date: boa.date,
                 sensor: boa.sensor,
@@ -155,10 +134,21 @@ pub fn scan_tile(location: &Location, sel: &TileSelection) -> Result<TileScan, C
                     qai: boa.with_product(Product::Qai).to_string(),
                 })
             }
-            (None, Some(qai)) => log::warn!("{tile}: ignoring {qai}: no BOA file for it"),
+            (None, Some(qai)) => log::warn!("{location}: ignoring {qai}: no BOA file for it"),
             (None, None) => {}
         }
     }
+    Ok(acquisitions)
+}
+
+/// Lists, pairs and checks the files of one tile.
+pub fn scan_tile(location: &Location, sel: &TileSelection) -> Result<TileScan, CubeError> {
+    let name = location.file_name().unwrap_or_default().to_string();
+    let tile: TileId = name
+        .parse()
+        .map_err(|_| CubeError::NotATile(location.to_string()))?;
+    let files = crate::listing::list_files(location)?;
+    let acquisitions = select_acquisitions(location, &files, sel)?;
     if acquisitions.is_empty() {
         return Err(CubeError::Empty(location.to_string()));
     }

@@ -12,6 +12,8 @@ pub mod cog;
 pub mod cube;
 pub mod extract;
 pub mod geotiff;
+pub mod inventory;
+pub mod listing;
 pub mod location;
 pub mod mosaic;
 pub mod quicklook;

@@ -53,6 +53,22 @@ impl Location {
         }
     }
 
+    /// A location beside this one (`dir/a.csv` → `dir/name`); `name` may itself be absolute.
+    pub fn sibling(&self, name: &str) -> Location {
+        match self {
+            Location::Local(p) => {
+                Location::Local(p.parent().map_or_else(|| PathBuf::from(name), |d| d.join(name)))
+            }
+            Location::S3 { bucket, key } => Location::S3 {
+                bucket: bucket.clone(),
+                key: match key.rsplit_once('/') {
+                    Some((dir, _)) => format!("{dir}/{name}"),
+                    None => name.to_string(),
+                },
+            },
+        }
+    }
+
     /// The last path component.
     pub fn file_name(&self) -> Option<&str> {
         match self {
@@ -103,6 +119,13 @@ mod tests {
             "/vsis3/cube/a.tif"
         );
         assert!(Location::parse("s3:///key").is_err());
+        assert_eq!(
+            Location::parse("s3://b/run/selection/tiles.csv")
+                .unwrap()
+                .sibling("X1_Y2.mask.tif")
+                .gdal_path(),
+            "/vsis3/b/run/selection/X1_Y2.mask.tif"
+        );
     }
 
     #[test]
@@ -110,5 +133,9 @@ mod tests {
         let l = Location::parse("data/cube").unwrap();
         assert_eq!(l.gdal_path(), "data/cube");
         assert_eq!(l.join("x").as_local(), Some(Path::new("data/cube/x")));
+        let csv = Location::parse("sel/tiles.csv").unwrap();
+        assert_eq!(csv.sibling("m.tif").as_local(), Some(Path::new("sel/m.tif")));
+        let bare = Location::parse("tiles.csv").unwrap();
+        assert_eq!(bare.sibling("m.tif").as_local(), Some(Path::new("m.tif")));
     }
 }

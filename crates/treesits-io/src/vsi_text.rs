@@ -1,7 +1,7 @@
 //! Small text files (a cube's `datacube-definition.prj`) read through GDAL's virtual file systems,
 //! so `/vsis3/…` works with the same credentials and endpoint settings as every raster read.
 
-// The gdal crate has no safe call to read a file's bytes; this is the one FFI use, kept small.
+// The gdal crate has no safe call to read a file's bytes or GDAL's last error message.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -10,17 +10,43 @@ use std::io;
 /// Files larger than this are not text inputs of ours.
 const MAX_BYTES: usize = 16 << 20;
 
-/// Reads a whole UTF-8 file from any GDAL path (local, `/vsis3/`, `/vsimem/`, …).
-pub fn read_to_string(path: &str) -> io::Result<String> {
+/// The message of the last GDAL error on this thread, if one happened since the last call; resets it.
+pub(crate) fn take_last_gdal_error() -> Option<String> {
+    // SAFETY: these read and reset GDAL's thread-local error state; the message pointer is valid and
+    // NUL-terminated until the next GDAL call on this thread, and is copied before that.
+    unsafe {
+        if gdal_sys::CPLGetLastErrorType() == gdal_sys::CPLErr::CE_None {
+            return None;
+        }
+        let msg = std::ffi::CStr::from_ptr(gdal_sys::CPLGetLastErrorMsg())
+            .to_string_lossy()
+            .trim()
+            .to_string();
+        gdal_sys::CPLErrorReset();
+        Some(msg)
+    }
+}
+
+/// Reads a whole file of at most `max_bytes` from any GDAL path (local, `/vsis3/`, `/vsimem/`, …).
+/// A file that does not exist is [`io::ErrorKind::NotFound`]; a file that exists but cannot be read
+/// (S3 access denied, a network error) is another kind, with GDAL's message.
+pub fn read_bytes(path: &str, max_bytes: usize) -> io::Result<Vec<u8>> {
     let c_path =
         CString::new(path).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    take_last_gdal_error();
     // SAFETY: both strings are valid NUL-terminated C strings that outlive the call.
     let fp = unsafe { gdal_sys::VSIFOpenL(c_path.as_ptr(), c"rb".as_ptr()) };
     if fp.is_null() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{path}: no such file or not readable"),
-        ));
+        let gdal = take_last_gdal_error().unwrap_or_default();
+        let missing = gdal.is_empty() || gdal.contains("404") || gdal.contains("No such file");
+        return Err(if missing {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{path}: no such file or not readable"),
+            )
+        } else {
+            io::Error::other(format!("{path}: {gdal}"))
+        });
     }
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 << 10];
@@ -28,18 +54,24 @@ pub fn read_to_string(path: &str) -> io::Result<String> {
         // SAFETY: `buf` is valid for `buf.len()` bytes of writes, `fp` is an open handle.
         let n = unsafe { gdal_sys::VSIFReadL(buf.as_mut_ptr().cast(), 1, buf.len(), fp) };
         out.extend_from_slice(&buf[..n.min(buf.len())]);
-        if n < buf.len() || out.len() > MAX_BYTES {
+        if n < buf.len() || out.len() > max_bytes {
             break;
         }
     }
     // SAFETY: `fp` is open and not used after this.
     unsafe { gdal_sys::VSIFCloseL(fp) };
-    if out.len() > MAX_BYTES {
+    if out.len() > max_bytes {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("{path}: larger than {MAX_BYTES} bytes"),
+            format!("{path}: larger than {max_bytes} bytes"),
         ));
     }
+    Ok(out)
+}
+
+/// Reads a whole UTF-8 file from any GDAL path (local, `/vsis3/`, `/vsimem/`, …).
+pub fn read_to_string(path: &str) -> io::Result<String> {
+    let out = read_bytes(path, MAX_BYTES)?;
     String::from_utf8(out)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{path}: not UTF-8 text")))
 }

@@ -8,6 +8,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod generate;
+pub mod moto;
 pub mod noise;
 pub mod predictions;
 pub mod scene;

@@ -1,0 +1,666 @@
+//! `cube-inventory` run as a program on synthetic cubes: what it records, what `check` reports
+//! after an acquisition is added, removed or replaced, rolling windows, masks, recipes, S3, errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use treesits_core::grid::PrjForm;
+use treesits_core::Sensor;
+use treesits_io::geotiff::ForceLayout;
+use treesits_testkit::moto::Moto;
+use treesits_testkit::SynthConfig;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cube-inventory");
+
+struct Cube {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    cube: PathBuf,
+    tiles: Vec<String>,
+}
+
+fn synth(tiles: usize, dates: usize) -> Cube {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SynthConfig {
+        out: dir.path().join("synth"),
+        seed: 11,
+        tiles,
+        tile_pixels: 30,
+        dates,
+        year: 2021,
+        sensors: vec![Sensor::Sen2a, Sensor::Sen2b],
+        layout: ForceLayout::Force38,
+        prj_form: PrjForm::Tagged,
+        resolution: 10.0,
+        force: false,
+    };
+    let m = treesits_testkit::generate(&cfg).unwrap();
+    let root = dir.path().join("synth");
+    Cube {
+        cube: root.join("cube"),
+        root,
+        tiles: {
+            let mut ids: Vec<String> = m.tiles.iter().map(|t| t.tile_id.to_string()).collect();
+            ids.sort();
+            ids
+        },
+        _dir: dir,
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn status(out: &Output) -> i32 {
+    out.status.code().unwrap()
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The Level-2 files of one tile directory: (name, size), sorted.
+fn files_of(dir: &Path) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .filter(|(n, _)| n.ends_with(".tif"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The acquisition files of the newest date of a tile, moved into `aside` (so they can come back).
+fn set_aside_newest(tile_dir: &Path, aside: &Path) -> String {
+    let newest = files_of(tile_dir)
+        .iter()
+        .map(|(n, _)| n[..8].to_string())
+        .max()
+        .unwrap();
+    std::fs::create_dir_all(aside).unwrap();
+    for (name, _) in files_of(tile_dir) {
+        if name.starts_with(&newest) {
+            std::fs::rename(tile_dir.join(&name), aside.join(&name)).unwrap();
+        }
+    }
+    newest
+}
+
+fn bring_back(tile_dir: &Path, aside: &Path) {
+    for e in std::fs::read_dir(aside).unwrap() {
+        let e = e.unwrap();
+        std::fs::rename(e.path(), tile_dir.join(e.file_name())).unwrap();
+    }
+}
+
+/// "YYYYMMDD" → "YYYY-MM-DD".
+fn iso(compact: &str) -> String {
+    format!("{}-{}-{}", &compact[..4], &compact[4..6], &compact[6..8])
+}
+
+fn sensor_of(tile_dir: &Path, compact: &str) -> String {
+    files_of(tile_dir)
+        .iter()
+        .find(|(n, _)| n.starts_with(compact))
+        .map(|(n, _)| n.split('_').nth(2).unwrap().to_string())
+        .unwrap()
+}
+
+#[test]
+fn scan_records_every_selected_file_with_its_size() {
+    let c = synth(2, 6);
+    let inv = c.root.join("inventory.json");
+    let plan = c.root.join("plan.csv");
+    let r = run(&["scan", "--cube", s(&c.cube), "--out", s(&inv), "--plan", s(&plan)]);
+    assert_eq!(status(&r), 0, "{}", stderr(&r));
+    assert_eq!(stdout(&r), "");
+    let v = json(&inv);
+    assert_eq!(v["format"], "treesits-inventory");
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["software"]["treesits"], env!("CARGO_PKG_VERSION"));
+    let tiles = v["tiles"].as_array().unwrap();
+    let ids: Vec<&str> = tiles.iter().map(|t| t["tile_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, c.tiles.iter().map(String::as_str).collect::<Vec<_>>());
+    for t in tiles {
+        let dir = c.cube.join(t["tile_id"].as_str().unwrap());
+        let mut recorded: Vec<(String, u64)> = Vec::new();
+        let mut last = String::new();
+        for a in t["acquisitions"].as_array().unwrap() {
+            for p in ["boa", "qai"] {
+                recorded.push((
+                    a[p]["name"].as_str().unwrap().to_string(),
+                    a[p]["size"].as_u64().unwrap(),
+                ));
+            }
+            // In observation order, and named by its date and sensor.
+            let key = format!(
+                "{} {}",
+                a["date"].as_str().unwrap(),
+                a["sensor"].as_str().unwrap()
+            );
+            assert!(key > last, "{key} after {last}");
+            let boa = a["boa"]["name"].as_str().unwrap();
+            assert_eq!(iso(&boa[..8]), a["date"].as_str().unwrap());
+            assert!(boa.contains(a["sensor"].as_str().unwrap()));
+            last = key;
+        }
+        recorded.sort();
+        assert_eq!(recorded, files_of(&dir));
+        assert_eq!(t["acquisitions"].as_array().unwrap().len(), 6);
+        assert_eq!(t["fingerprint"].as_str().unwrap().len(), 64);
+    }
+    let plan_text = std::fs::read_to_string(&plan).unwrap();
+    let lines: Vec<&str> = plan_text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "tile_id,status,fingerprint,product_key,acquisitions,first_date,last_date,reason"
+    );
+    assert_eq!(lines.len(), 3);
+    let f: Vec<&str> = lines[1].split(',').collect();
+    assert_eq!(f.len(), 8);
+    assert_eq!((f[0], f[1], f[4]), (c.tiles[0].as_str(), "new", "6"));
+    assert_eq!(f[2], tiles[0]["fingerprint"].as_str().unwrap());
+    assert_eq!(f[5], tiles[0]["acquisitions"][0]["date"].as_str().unwrap());
+    assert_eq!(f[6], tiles[0]["acquisitions"][5]["date"].as_str().unwrap());
+
+    // The same cube gives the same fingerprints; stdout carries the same JSON with --out -.
+    let r = run(&["scan", "--cube", s(&c.cube), "--out", "-"]);
+    assert_eq!(status(&r), 0, "{}", stderr(&r));
+    let again: Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(again["tiles"], v["tiles"]);
+}
+
+#[test]
+fn check_reports_exactly_the_tile_that_received_an_acquisition() {
+    let c = synth(3, 8);
+    let target = c.cube.join(&c.tiles[1]);
+    let aside = c.root.join("aside");
+    let newest = set_aside_newest(&target, &aside);
+    let inv = c.root.join("inventory.json");
+    let r = run(&["scan", "--cube", s(&c.cube), "--out", s(&inv)]);
+    assert_eq!(status(&r), 0, "{}", stderr(&r));
+
+    // Nothing changed: status 3, nothing on stdout, the plan says unchanged everywhere.
+    let plan = c.root.join("plan.csv");
+    let r = run(&[
+        "check",
+        "--cube",
+        s(&c.cube),
+        "--previous",
+        s(&inv),
+        "--plan",
+        s(&plan),
+    ]);
+    assert_eq!(status(&r), 3, "{}", stderr(&r));
+    assert_eq!(stdout(&r), "");
+    let text = std::fs::read_to_string(&plan).unwrap();
+    assert_eq!(
+        text.lines().filter(|l| l.contains(",unchanged,")).count(),
+        3,
+        "{text}"
+    );
+
+    // One acquisition lands in one tile: that tile, and only it, is reported.
+    bring_back(&target, &aside);
+    let sensor = sensor_of(&target, &newest);
+    let new_inv = c.root.join("new.json");
+    let r = run(&[
+        "check",
+        "--cube",
+        s(&c.cube),
+        "--previous",
+        s(&inv),
+        "--out",
+        s(&new_inv),
+        "--plan",
+        s(&plan),
+    ]);
+    assert_eq!(status(&r), 0, "{}", stderr(&r));
+    assert_eq!(
+        stdout(&r),
+        format!("{}\tchanged\tadded {} {sensor}\n", c.tiles[1], iso(&newest))
+    );
+    let text = std::fs::read_to_string(&plan).unwrap();
+    let statuses: Vec<(&str, &str)> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0], f[1])
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (c.tiles[0].as_str(), "unchanged"),
+            (c.tiles[1].as_str(), "changed"),
+            (c.tiles[2].as_str(), "unchanged"),
+        ]
+    );
+    // The new inventory holds the added acquisition; against it nothing has changed.
+    let v = json(&new_inv);
+    assert_eq!(v["tiles"][1]["acquisitions"].as_array().unwrap().len(), 8);
+    let r = run(&["check", "--cube", s(&c.cube), "--previous", s(&new_inv)]);
+    assert_eq!(status(&r), 3, "{}", stderr(&r));
+}
+
+#[test]
+fn removed_and_replaced_files_are_detected() {
+    let c = synth(2, 6);
+    let inv = c.root.join("inventory.json");
+    assert_eq!(status(&run(&["scan", "--cube", s(&c.cube), "--out", s(&inv)])), 0);
+    let t0 = c.cube.join(&c.tiles[0]);
+    let t1 = c.cube.join(&c.tiles[1]);
+    let files0 = files_of(&t0);
+    let files1 = files_of(&t1);
+
+    // Tile 0 loses one acquisition (BOA and QAI); tile 1 gets one QAI replaced by another file of the
+    // same size (only the modification time differs).
+    let (gone, _) = &files0[0];
+    let gone_date = gone[..8].to_string();
+    for (name, _) in &files0 {
+        if name.starts_with(&gone_date) {
+            std::fs::remove_file(t0.join(name)).unwrap();
+        }
+    }
+    let (qai, _) = files1
+        .iter()
+        .rev()
+        .find(|(n, _)| n.ends_with("_QAI.tif"))
+        .unwrap();
+    let path = t1.join(qai);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+
+    let r = run(&["check", "--cube", s(&c.cube), "--previous", s(&inv)]);
+    assert_eq!(status(&r), 0, "{}", stderr(&r));
+    let gone_sensor = gone.split('_').nth(2).unwrap();
+    let qai_sensor = qai.split('_').nth(2).unwrap();
+    assert_eq!(
+        stdout(&r),
+        format!(
+            "{}\tchanged\tremoved {} {gone_sensor}\n{}\tchanged\treplaced {} {qai_sensor}\n",
+            c.tiles[0],
+            iso(&gone_date),
+            c.tiles[1],
+            iso(&qai[..8]),
+        )
+    );
+
+    // A BOA whose QAI disappeared is an error naming the file, as in cube-extract.
+    std::fs::remove_file(&path).unwrap();
+    let r = run(&["check", "--cube", s(&c.cube), "--previous", s(&inv)]);
+    assert_eq!(status(&r), 1);
+    let boa = qai.replace("_QAI", "_BOA");
+    assert!(
+        stderr(&r).contains(&format!(
+            "{}: BOA file has no QAI file ({qai} is missing)",
+            t1.join(&boa).display()
+        )),
+        "{}",
+        stderr(&r)
+    );
+}
+
+#[test]
+fn a_new_acquisition_pushes_old_ones_out_of_a_rolling_window_on_every_tile() {
+    let c = synth(2, 6);
+    let (t0, t1) = (c.cube.join(&c.tiles[0]), c.cube.join(&c.tiles[1]));
+    let dates: Vec<String> = {
+        let mut d: Vec<String> = files_of(&t0).iter().map(|(n, _)| n[..8].to_string()).collect();
+        d.dedup();
+        d
+    };
+    let day = |compact: &str| iso(compact).parse::<treesits_core::Date>().unwrap();
+    let (first, newest) = (day(&dates[0]), day(dates.last().unwrap()));
+    // A window exactly as long as first..newest minus one day: with the newest date as anchor the
+    // first date falls out; with the one before it stays in.
+    let span = format!("{}D", newest.days_since_epoch() - first.days_since_epoch());
+    let aside0 = c.root.join("aside0");
+    let aside1 = c.root.join("aside1");
+    set_aside_newest(&t0, &aside0);
+    set_aside_newest(&t1, &aside1);
+    let inv = c.root.join("inventory.json");
+    let r = run(&["scan", "--cube", s(&c.cube), "--window", &span, "--out", s(&inv)]);
+    assert_eq!(status(&r), 0, "{}", stderr(&r));
+    let v = json(&inv);
+    assert_eq!(v["selection"]["window"], span.as_str());
+    assert_eq!(v["window_end"], day(&dates[dates.len() - 2]).to_string());
+    assert_eq!(v["tiles"][1]["acquisitions"][0]["date"], first.to_string());
+
+    // Only tile 0 receives the newest acquisition, but the window moves for both.
+    bring_back(&t0, &aside0);
+    let r = run(&["check", "--cube", s(&c.cube), "--previous", s(&inv)]);
+    assert_eq!(status(&r), 0, "{}", stderr(&r));
+    let s0 = sensor_of(&t0, &dates[0]);
+    let sn = sensor_of(&t0, dates.last().unwrap());
+    assert_eq!(
+        stdout(&r),
+        format!(
+            "{}\tchanged\tadded {newest} {sn}; removed {first} {s0}\n{}\tchanged\tremoved {first} {s0}\n",
+            c.tiles[0], c.tiles[1]
+        )
+    );
+    // --as-of pins the window: the previous window again, so only the added date... is outside it.
+    let r = run(&[
+        "check",
+        "--cube",
+        s(&c.cube),
+        "--previous",
+        s(&inv),
+        "--window",
+        &span,
+        "--as-of",
+        &day(&dates[dates.len() - 2]).to_string(),
+    ]);
+    assert_eq!(status(&r), 3, "{}\n{}", stdout(&r), stderr(&r));
+}
+
+#[test]
+fn masks_from_tiles_csv_and_the_recipe_are_part_of_the_inputs() {
+    let c = synth(2, 4);
+    // A tiles.csv as aoi-select writes it, with a mask file per tile.
+    let sel = c.root.join("selection");
+    std::fs::create_dir_all(&sel).unwrap();
+    let mut csv = String::from("tile_id,tile_x,tile_y,xmin,ymin,xmax,ymax,pixels,mask\n");
+    for t in &c.tiles {
+        let id: treesits_core::TileId = t.parse().unwrap();
+        csv.push_str(&format!("{t},{},{},0,0,1,1,1,{t}.mask.tif\n", id.x, id.y));
+        std::fs::write(sel.join(format!("{t}.mask.tif")), format!("mask of {t}")).unwrap();
+    }
+    std::fs::write(sel.join("tiles.csv"), csv).unwrap();
+    let model = c.root.join("model.onnx");
+    std::fs::write(&model, b"model one").unwrap();
+    let inv = c.root.join("inventory.json");
+    let tiles = sel.join("tiles.csv");
+    let base = ["--cube", s(&c.cube), "--tiles", s(&tiles)];
+    let recipe = ["--model", s(&model), "--param", "screen=cloud"];
+    let r = run(&[&["scan"], &base[..], &recipe[..], &["--out", s(&inv)]].concat());
+    assert_eq!(status(&r), 0, "{}", stderr(&r));
+    let v = json(&inv);
+    assert_eq!(v["tiles"][0]["mask"], format!("{}.mask.tif", c.tiles[0]));
+    assert_eq!(
+        v["tiles"][0]["mask_sha256"],
+        treesits_core::inventory::sha256_hex(format!("mask of {}", c.tiles[0]).as_bytes())
+    );
+    assert_eq!(
+        v["recipe"]["model_sha256"],
+        treesits_core::inventory::sha256_hex(b"model one")
+    );
+    assert_eq!(v["recipe"]["screen"], "cloud");
+    let check = |extra: &[&str]| run(&[&["check", "--previous", s(&inv)], &base[..], extra].concat());
+    assert_eq!(status(&check(&recipe)), 3);
+    // Without --model/--param the check keeps the recorded recipe.
+    assert_eq!(status(&check(&[])), 3);
+
+    // A new mask for tile 1.
+    std::fs::write(sel.join(format!("{}.mask.tif", c.tiles[1])), b"another mask").unwrap();
+    let r = check(&recipe);
+    assert_eq!(status(&r), 0);
+    assert_eq!(stdout(&r), format!("{}\tchanged\tmask changed\n", c.tiles[1]));
+    std::fs::write(
+        sel.join(format!("{}.mask.tif", c.tiles[1])),
+        format!("mask of {}", c.tiles[1]),
+    )
+    .unwrap();
+
+    // A new model or another parameter value changes every tile.
+    std::fs::write(&model, b"model two").unwrap();
+    let r = check(&recipe);
+    assert_eq!(status(&r), 0);
+    assert_eq!(
+        stdout(&r),
+        format!(
+            "{}\tchanged\trecipe changed: model_sha256\n{}\tchanged\trecipe changed: model_sha256\n",
+            c.tiles[0], c.tiles[1]
+        )
+    );
+    std::fs::write(&model, b"model one").unwrap();
+    let r = check(&["--model", s(&model), "--param", "screen=none"]);
+    assert_eq!(stdout(&r).lines().count(), 2);
+    assert!(stdout(&r).contains("recipe changed: screen"));
+}
+
+#[test]
+fn reuse_requires_the_products_of_unchanged_tiles() {
+    let c = synth(2, 4);
+    let inv = c.root.join("inventory.json");
+    let plan = c.root.join("plan.csv");
+    assert_eq!(
+        status(&run(&[
+            "scan",
+            "--cube",
+            s(&c.cube),
+            "--out",
+            s(&inv),
+            "--plan",
+            s(&plan)
+        ])),
+        0
+    );
+    let keys: Vec<(String, String)> = std::fs::read_to_string(&plan)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_string(), f[3].to_string())
+        })
+        .collect();
+    // Products of tile 0 published under its key; none for tile 1.
+    let published = c.root.join("predictions");
+    let dir0 = published.join(&keys[0].0).join(&keys[0].1);
+    std::fs::create_dir_all(&dir0).unwrap();
+    std::fs::write(dir0.join("x.pred.arrows"), b"p").unwrap();
+    let r = run(&[
+        "check",
+        "--cube",
+        s(&c.cube),
+        "--previous",
+        s(&inv),
+        "--reuse",
+        s(&published),
+        "--plan",
+        s(&plan),
+    ]);
+    assert_eq!(status(&r), 0, "{}", stderr(&r));
+    assert_eq!(
+        stdout(&r),
+        format!("{}\tchanged\tno products to reuse\n", c.tiles[1])
+    );
+    let text = std::fs::read_to_string(&plan).unwrap();
+    assert!(text.contains(&format!("{},unchanged,", c.tiles[0])), "{text}");
+    assert!(text.contains(&format!("{},changed,", c.tiles[1])), "{text}");
+}
+
+#[test]
+fn missing_previous_means_every_tile_is_new_and_bad_inputs_are_errors() {
+    let c = synth(2, 4);
+    let r = run(&[
+        "check",
+        "--cube",
+        s(&c.cube),
+        "--previous",
+        s(&c.root.join("none.json")),
+    ]);
+    assert_eq!(status(&r), 0, "{}", stderr(&r));
+    assert_eq!(
+        stdout(&r),
+        format!(
+            "{}\tnew\tnot in the previous inventory\n{}\tnew\tnot in the previous inventory\n",
+            c.tiles[0], c.tiles[1]
+        )
+    );
+    assert!(stderr(&r).contains("every tile counts as new"), "{}", stderr(&r));
+
+    let not_inventory = c.root.join("manifest.json");
+    let bad_tile_dir = c.root.join("nowhere");
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (
+            vec!["check", "--cube", s(&c.cube), "--previous", s(&not_inventory)],
+            format!(
+                "cube-inventory: error: --previous {}: not a treesits inventory",
+                not_inventory.display()
+            ),
+        ),
+        (
+            vec!["scan", "--cube", s(&c.cube), "--tile", "X1_Y2_Z"],
+            "cube-inventory: error: --tile X1_Y2_Z: not a tile id like X0058_Y0056".into(),
+        ),
+        (
+            vec!["scan", "--cube", s(&bad_tile_dir), "--tile", &c.tiles[0]],
+            format!(
+                "cube-inventory: error: cannot list {}: no such directory",
+                bad_tile_dir.join(&c.tiles[0]).display()
+            ),
+        ),
+        (
+            vec![
+                "scan",
+                "--cube",
+                s(&c.cube),
+                "--start",
+                "2021-06-01",
+                "--end",
+                "2021-05-01",
+            ],
+            "cube-inventory: error: empty date range: --start 2021-06-01 is after --end 2021-05-01".into(),
+        ),
+        (
+            vec!["scan", "--cube", s(&c.cube), "--sensors", "SEN2A,XYZ"],
+            "cube-inventory: error: --sensors".into(),
+        ),
+    ];
+    for (args, want) in cases {
+        let r = run(&args);
+        assert_eq!(status(&r), 1, "{args:?}: {}", stderr(&r));
+        assert!(
+            stderr(&r).starts_with(&want),
+            "{args:?}:\n{}\nwant: {want}",
+            stderr(&r)
+        );
+        assert_eq!(stderr(&r).lines().count(), 1, "{}", stderr(&r));
+    }
+    // Usage errors are clap's (status 2).
+    let r = run(&["scan", "--cube", s(&c.cube), "--window", "12Y"]);
+    assert_eq!(status(&r), 2);
+    assert!(stderr(&r).contains("365D or 12M"), "{}", stderr(&r));
+    // Nothing is written when the scan fails.
+    let out = c.root.join("out.json");
+    let r = run(&[
+        "scan",
+        "--cube",
+        s(&bad_tile_dir),
+        "--tile",
+        &c.tiles[0],
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(status(&r), 1);
+    assert!(!out.exists());
+}
+
+#[test]
+fn s3_cube_is_checked_through_listings() {
+    let c = synth(2, 5);
+    let moto = Moto::start();
+    let t1 = c.cube.join(&c.tiles[1]);
+    let aside = c.root.join("aside");
+    let newest = set_aside_newest(&t1, &aside);
+    moto.upload_dir(&c.cube, "cube", "germany");
+    let env = moto.gdal_env();
+    let s3 = |args: &[&str]| Command::new(BIN).args(args).envs(env.clone()).output().unwrap();
+    let inv = c.root.join("inventory.json");
+    let r = s3(&["scan", "--cube", "s3://cube/germany", "--out", s(&inv)]);
+    assert_eq!(status(&r), 0, "{}", stderr(&r));
+    let v = json(&inv);
+    for (i, t) in c.tiles.iter().enumerate() {
+        let mut recorded: Vec<(String, u64)> = v["tiles"][i]["acquisitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|a| {
+                ["boa", "qai"].map(|p| {
+                    (
+                        a[p]["name"].as_str().unwrap().to_string(),
+                        a[p]["size"].as_u64().unwrap(),
+                    )
+                })
+            })
+            .collect();
+        recorded.sort();
+        assert_eq!(recorded, files_of(&c.cube.join(t)), "{t}");
+        assert!(v["tiles"][i]["acquisitions"][0]["boa"]["mtime"].as_i64().unwrap() > 1_600_000_000);
+    }
+    // The inventory itself may live on S3 too.
+    moto.put(&inv, "cube", "maps/inventory.json");
+    let r = s3(&[
+        "check",
+        "--cube",
+        "s3://cube/germany",
+        "--previous",
+        "s3://cube/maps/inventory.json",
+    ]);
+    assert_eq!(status(&r), 3, "{}", stderr(&r));
+
+    // One acquisition uploaded to tile 1; one object of tile 0 deleted.
+    let sensor = sensor_of(&aside, &newest);
+    for e in std::fs::read_dir(&aside).unwrap() {
+        let e = e.unwrap();
+        let key = format!("germany/{}/{}", c.tiles[1], e.file_name().to_string_lossy());
+        moto.put(&e.path(), "cube", &key);
+    }
+    let gone = &files_of(&c.cube.join(&c.tiles[0]))[0].0;
+    moto.delete("cube", &format!("germany/{}/{}", c.tiles[0], gone));
+    let gone_qai = gone.replace("_BOA", "_QAI");
+    let r = s3(&[
+        "check",
+        "--cube",
+        "s3://cube/germany",
+        "--previous",
+        "s3://cube/maps/inventory.json",
+    ]);
+    // The BOA went and its QAI stayed: the acquisition is no longer there (a QAI alone is skipped).
+    assert_eq!(status(&r), 0, "{}", stderr(&r));
+    assert!(gone.ends_with("_BOA.tif") && gone_qai != *gone);
+    assert_eq!(
+        stdout(&r),
+        format!(
+            "{}\tchanged\tremoved {} {}\n{}\tchanged\tadded {} {sensor}\n",
+            c.tiles[0],
+            iso(&gone[..8]),
+            gone.split('_').nth(2).unwrap(),
+            c.tiles[1],
+            iso(&newest)
+        )
+    );
+    drop(moto);
+}

@@ -1,0 +1,150 @@
+//! Making a tile inventory from a cube: one listing per tile directory (in parallel), the same file
+//! selection as `cube-extract` ([`crate::cube::select_acquisitions`]), the masks hashed.
+
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+
+use treesits_core::inventory::{
+    now_rfc3339, sha256_hex, FileStamp, Inventory, InventoryAcquisition, Selection, TileInventory,
+    INVENTORY_FORMAT, INVENTORY_VERSION,
+};
+use treesits_core::level2::pair_level2_files;
+use treesits_core::{Date, Sensor};
+
+use crate::cube::{select_acquisitions, CubeError, TileSelection};
+use crate::listing::{list_files, FileEntry, ListError};
+use crate::Location;
+
+/// Masks larger than this are not aoi-select masks (a 3000 x 3000 px mask is a few hundred kB).
+const MAX_MASK_BYTES: usize = 512 << 20;
+
+/// A tile to inventory, with its mask (none: every pixel).
+#[derive(Debug, Clone)]
+pub struct TileInput {
+    pub tile_id: String,
+    /// The mask's name as recorded (as `tiles.csv` gives it).
+    pub mask_name: Option<String>,
+    /// Where the mask is read from.
+    pub mask: Option<Location>,
+}
+
+/// Why an inventory could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryScanError {
+    #[error(transparent)]
+    List(#[from] ListError),
+    #[error(transparent)]
+    Cube(#[from] CubeError),
+    #[error("cannot read the mask {path}: {reason}")]
+    Mask { path: String, reason: String },
+    #[error("--sensors: {0}")]
+    Sensors(String),
+}
+
+/// Lists every tile and records what the selection takes from it. `recipe` and `software` are
+/// recorded as given.
+pub fn scan_inventory(
+    cube: &Location,
+    cube_as_given: &str,
+    tiles: &[TileInput],
+    selection: &Selection,
+    recipe: BTreeMap<String, String>,
+    software: BTreeMap<String, String>,
+) -> Result<Inventory, InventoryScanError> {
+    let sensors = Sensor::parse_list(&selection.sensors.join(","))
+        .map_err(|e| InventoryScanError::Sensors(e.to_string()))?;
+    // One listing per tile directory, all at once.
+    let listings: Vec<(Location, Vec<FileEntry>)> = tiles
+        .par_iter()
+        .map(|t| {
+            let dir = cube.join(&t.tile_id);
+            list_files(&dir).map(|files| (dir, files))
+        })
+        .collect::<Result<_, _>>()?;
+    // The newest selected acquisition of all tiles anchors a rolling window.
+    let newest: Option<Date> = listings
+        .iter()
+        .flat_map(|(_, files)| {
+            pair_level2_files(files.iter().map(|f| f.name.as_str()), &sensors)
+                .0
+                .into_iter()
+                .filter(|p| p.boa.is_some())
+                .map(|p| p.date)
+        })
+        .max();
+    let (start, end) = selection.resolve(newest);
+    let tile_selection = TileSelection {
+        start: start.unwrap_or(Date::new(1, 1, 1).expect("a date")),
+        end: end.unwrap_or(Date::new(9999, 12, 31).expect("a date")),
+        sensors,
+    };
+    let records: Vec<TileInventory> = tiles
+        .par_iter()
+        .zip(&listings)
+        .map(|(t, (dir, files))| tile_record(t, dir, files, &tile_selection))
+        .collect::<Result<_, _>>()?;
+    let mut records = records;
+    records.sort_by(|a, b| a.tile_id.cmp(&b.tile_id));
+    Ok(Inventory {
+        format: INVENTORY_FORMAT.into(),
+        version: INVENTORY_VERSION,
+        created: now_rfc3339(),
+        software,
+        cube: cube_as_given.to_string(),
+        selection: selection.clone(),
+        window_start: start,
+        window_end: end,
+        recipe,
+        tiles: records,
+    })
+}
+
+fn tile_record(
+    t: &TileInput,
+    dir: &Location,
+    files: &[FileEntry],
+    sel: &TileSelection,
+) -> Result<TileInventory, InventoryScanError> {
+    let stamp = |loc: &Location| -> FileStamp {
+        let name = loc.file_name().unwrap_or_default();
+        let entry = files
+            .binary_search_by(|f| f.name.as_str().cmp(name))
+            .map(|i| &files[i])
+            .expect("selected files come from the listing");
+        FileStamp {
+            name: entry.name.clone(),
+            size: entry.size,
+            mtime: entry.mtime,
+        }
+    };
+    let acquisitions: Vec<InventoryAcquisition> = select_acquisitions(dir, files, sel)?
+        .iter()
+        .map(|a| InventoryAcquisition {
+            date: a.date,
+            sensor: a.sensor.name().to_string(),
+            boa: stamp(&a.boa),
+            qai: stamp(&a.qai),
+        })
+        .collect();
+    if acquisitions.is_empty() {
+        log::warn!("{dir}: no acquisitions of the selected sensors in the window");
+    }
+    let mask_sha256 = match &t.mask {
+        None => None,
+        Some(mask) => {
+            let bytes = crate::vsi_text::read_bytes(&mask.gdal_path(), MAX_MASK_BYTES).map_err(|e| {
+                InventoryScanError::Mask {
+                    path: mask.to_string(),
+                    reason: e.to_string(),
+                }
+            })?;
+            Some(sha256_hex(&bytes))
+        }
+    };
+    Ok(TileInventory::new(
+        t.tile_id.clone(),
+        t.mask_name.clone(),
+        mask_sha256,
+        acquisitions,
+    ))
+}
