@@ -60,13 +60,16 @@ struct Common {
     #[arg(long, value_name = "DIR|S3URL")]
     cube: String,
     /// The tiles and masks to inventory: a tiles.csv written by aoi-select (masks are read relative
-    /// to it). Default (scan): every tile directory of the cube; (check): the previous inventory's.
+    /// to it). Default (scan): every tile directory of the cube; (check): the previous inventory's
+    /// tiles, with the masks it recorded.
     #[arg(long, value_name = "FILE", conflicts_with = "tile")]
     tiles: Option<String>,
     /// Tiles to inventory by id, comma-separated (no masks).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     tile: Vec<String>,
-    /// Sensors, comma-separated. Default: SEN2A,SEN2B,SEN2C (check: the previous inventory's).
+    /// Sensors, comma-separated (default: SEN2A,SEN2B,SEN2C). check: without any of --sensors,
+    /// --start, --end and --window the previous inventory's sensors and window are used; with any
+    /// of them, these flags define both.
     #[arg(long, value_name = "LIST")]
     sensors: Option<String>,
     /// Fixed window: first acquisition date (inclusive), YYYY-MM-DD.
@@ -138,6 +141,7 @@ fn tile_inputs(
                 tile_id: r.tile_id.to_string(),
                 mask: Some(csv_loc.sibling(&r.mask)),
                 mask_name: Some(r.mask),
+                mask_sha256: None,
             })
             .collect());
     }
@@ -157,22 +161,21 @@ fn tile_inputs(
                 tile_id,
                 mask: None,
                 mask_name: None,
+                mask_sha256: None,
             })
             .collect());
     }
     if let Some(prev) = previous {
-        if prev.tiles.iter().any(|t| t.mask.is_some()) {
-            bail!(
-                "the previous inventory's tiles have masks: give --tiles with the tiles.csv they came from"
-            );
-        }
+        // The previous tiles, with their masks as recorded (not read again: a new AOI is a new
+        // run, not a cube update).
         return Ok(prev
             .tiles
             .iter()
             .map(|t| TileInput {
                 tile_id: t.tile_id.clone(),
                 mask: None,
-                mask_name: None,
+                mask_name: t.mask.clone(),
+                mask_sha256: t.mask_sha256.clone(),
             })
             .collect());
     }
@@ -183,40 +186,37 @@ fn tile_inputs(
             tile_id: id.to_string(),
             mask: None,
             mask_name: None,
+            mask_sha256: None,
         })
         .collect())
 }
 
-/// The selection from the flags, falling back on the previous inventory's.
+/// The selection: from the flags when any of --sensors, --start, --end, --window is given (the
+/// rest take their defaults), else the previous inventory's.
 fn selection(common: &Common, previous: Option<&Inventory>) -> anyhow::Result<Selection> {
-    let sensors = match (&common.sensors, previous) {
-        (Some(s), _) => s.clone(),
-        (None, Some(p)) => p.selection.sensors.join(","),
-        (None, None) => "SEN2A,SEN2B,SEN2C".into(),
-    };
-    let sensors: Vec<String> = Sensor::parse_list(&sensors)
+    let given =
+        common.sensors.is_some() || common.start.is_some() || common.end.is_some() || common.window.is_some();
+    if let (false, Some(p)) = (given, previous) {
+        return Ok(p.selection.clone());
+    }
+    let sensors = common.sensors.as_deref().unwrap_or("SEN2A,SEN2B,SEN2C");
+    let sensors: Vec<String> = Sensor::parse_list(sensors)
         .context("--sensors")?
         .iter()
         .map(|s| s.name().to_string())
         .collect();
-    let given = common.start.is_some() || common.end.is_some() || common.window.is_some();
-    let mut sel = match (given, previous) {
-        (false, Some(p)) => p.selection.clone(),
-        _ => Selection {
-            sensors: Vec::new(),
-            start: common.start,
-            end: common.end,
-            window: common.window,
-            as_of: common.as_of,
-        },
-    };
-    sel.sensors = sensors;
-    if let (Some(s), Some(e)) = (sel.start, sel.end) {
+    if let (Some(s), Some(e)) = (common.start, common.end) {
         if s > e {
             bail!("empty date range: --start {s} is after --end {e}");
         }
     }
-    Ok(sel)
+    Ok(Selection {
+        sensors,
+        start: common.start,
+        end: common.end,
+        window: common.window,
+        as_of: common.as_of,
+    })
 }
 
 /// The recipe: the model's SHA-256 and the --param values, or the previous one when none is given.

@@ -420,6 +420,20 @@ fn masks_from_tiles_csv_and_the_recipe_are_part_of_the_inputs() {
     assert_eq!(status(&check(&recipe)), 3);
     // Without --model/--param the check keeps the recorded recipe.
     assert_eq!(status(&check(&[])), 3);
+    // Without --tiles it checks the recorded tiles with their recorded masks (as a CronJob does).
+    let r = run(&[
+        "check",
+        "--cube",
+        s(&c.cube),
+        "--previous",
+        s(&inv),
+        "--out",
+        s(&c.root.join("again.json")),
+    ]);
+    assert_eq!(status(&r), 3, "{}", stderr(&r));
+    let again = json(&c.root.join("again.json"));
+    assert_eq!(again["tiles"], v["tiles"]);
+    assert_eq!(again["recipe"], v["recipe"]);
 
     // A new mask for tile 1.
     std::fs::write(sel.join(format!("{}.mask.tif", c.tiles[1])), b"another mask").unwrap();

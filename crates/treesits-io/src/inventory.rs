@@ -26,6 +26,8 @@ pub struct TileInput {
     pub mask_name: Option<String>,
     /// Where the mask is read from.
     pub mask: Option<Location>,
+    /// The mask's SHA-256 when it is not read (carried over from a previous inventory).
+    pub mask_sha256: Option<String>,
 }
 
 /// Why an inventory could not be made.
@@ -130,7 +132,7 @@ fn tile_record(
         log::warn!("{dir}: no acquisitions of the selected sensors in the window");
     }
     let mask_sha256 = match &t.mask {
-        None => None,
+        None => t.mask_sha256.clone(),
         Some(mask) => {
             let bytes = crate::vsi_text::read_bytes(&mask.gdal_path(), MAX_MASK_BYTES).map_err(|e| {
                 InventoryScanError::Mask {
