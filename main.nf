@@ -26,6 +26,9 @@ workflow {
         error "treesits: --model is required (an ONNX model carrying its contract; see docs/model-contract.md)"
     }
     model = file(params.model, checkIfExists: true)
+    if (params.window && (params.start || params.end)) {
+        error "treesits: --window is a rolling window; it cannot be combined with --start/--end (a fixed window)"
+    }
 
     if (params.cube) {
         if (!params.aoi) {

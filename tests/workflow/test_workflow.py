@@ -148,6 +148,12 @@ class SchemaTest(unittest.TestCase):
             self.assertTrue(set(params) <= set(self.params), f"{f}: unknown params {set(params) - set(self.params)}")
 
 
+def read_csv(path: Path) -> list:
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    return [dict(zip(header, line.split(","))) for line in lines[1:]]
+
+
 class ModuleContractTest(unittest.TestCase):
     """The pipeline's tasks, chained as workflows/treesits.nf chains them, on a synthetic cube."""
 
@@ -156,15 +162,16 @@ class ModuleContractTest(unittest.TestCase):
         cls.work = Path(tempfile.mkdtemp(prefix="treesits-nf-"))
         cls.configs = ["conf/test.config"]
         cls.params = render({"params_only": True, "configs": cls.configs})
+        cls.runs = 0
 
     @classmethod
     def tearDownClass(cls):
         if not os.environ.get("KEEP_WORK"):
             shutil.rmtree(cls.work, ignore_errors=True)
 
-    def render_module(self, name: str, process: str, jobs: list, cpus: int = 2) -> list:
+    def render_module(self, name: str, process: str, jobs: list, cpus: int = 2, params: dict = None) -> list:
         return render({"module": f"modules/local/{name}", "process": process, "configs": self.configs,
-                       "task": {"cpus": cpus}, "jobs": jobs})
+                       "task": {"cpus": cpus}, "jobs": jobs, "params": params or {}})
 
     def task_dir(self, name: str) -> Path:
         d = self.work / name
@@ -175,82 +182,152 @@ class ModuleContractTest(unittest.TestCase):
         out = subprocess.run([tool, "--version"], check=True, capture_output=True, text=True).stdout.strip()
         return out.split(" ", 1)[1]
 
-    def test_chained_modules_make_the_map(self):
+    def synth(self) -> Path:
+        """SYNTH, once per test: the synthetic world's directory."""
         p = self.params
-        # SYNTH
-        synth = self.task_dir("synth")
+        synth = self.task_dir(f"synth-{self.id().rsplit('.', 1)[1]}")
         [cmd] = self.render_module("synth", "SYNTH", [{"meta": {"id": "synthetic"}}])
         self.assertIn(f"--tiles {p['synth_tiles']} --size {p['synth_size']}", cmd)
         run_task(synth, cmd)
         manifest = json.loads((synth / "synth/manifest.json").read_text())
         self.assertEqual(len(manifest["tiles"]), p["synth_tiles"])
         self.assertEqual(versions_of(synth, "SYNTH", "treesits-synth"), self.tool_version("treesits-synth"))
-        cube = (synth / "synth/cube").resolve()
+        return synth / "synth"
+
+    def run_pipeline(self, world: Path, cube: Path, outdir: Path, incremental: bool) -> dict:
+        """One run of workflows/treesits.nf, task by task, publishing into outdir as modules.config
+        does. Returns the plan, the tiles' metas, the tiles extracted, and the mosaic task dir (None
+        when the workflow's gate stops it)."""
+        p = self.params | {"incremental": incremental, "outdir": str(outdir)}
+        ModuleContractTest.runs += 1
+        run = self.work / f"run{self.runs}"
 
         # AOI_SELECT: the AOI and the land-cover masks staged as aoi/* and masks/*
-        aoi_task = self.task_dir("aoi_select")
-        landcover = sorted((synth / "synth/landcover").glob("*.tif"))
-        stage(aoi_task, {"aoi/aoi_laea.gpkg": synth / "synth/aoi_laea.gpkg",
+        aoi_task = self.task_dir(f"run{self.runs}/aoi_select")
+        landcover = sorted((world / "landcover").glob("*.tif"))
+        stage(aoi_task, {"aoi/aoi_laea.gpkg": world / "aoi_laea.gpkg",
                          **{f"masks/{f.name}": f for f in landcover}})
         [cmd] = self.render_module("aoi_select", "AOI_SELECT", [{
             "meta": {"id": "aoi"}, "aoi": "aoi/aoi_laea.gpkg", "masks": [f"masks/{f.name}" for f in landcover],
-            "cube": str(cube), "mask_values": p["forest_mask_values"]}])
+            "cube": str(cube), "mask_values": p["forest_mask_values"]}], params=p)
         self.assertIn("--mask-values 10", cmd)
         run_task(aoi_task, cmd)
-        rows = [dict(zip(*[line.split(",") for line in (aoi_task / "selection/tiles.csv").read_text().splitlines()][0:1],
-                         line.split(","))) for line in (aoi_task / "selection/tiles.csv").read_text().splitlines()[1:]]
+        rows = read_csv(aoi_task / "selection/tiles.csv")
         self.assertGreaterEqual(len(rows), 1)
         self.assertEqual(versions_of(aoi_task, "AOI_SELECT", "aoi-select"), self.tool_version("aoi-select"))
 
-        # CUBE_EXTRACT: one task per tile, meta.id = tile id, the tile's mask staged as mask/*
+        # CUBE_INVENTORY: tiles.csv and masks staged as selection/*; previous and reuse as the
+        # workflow sets them.
+        inv_task = self.task_dir(f"run{self.runs}/cube_inventory")
+        model = Path(p["model"])
+        stage(inv_task, {"selection/tiles.csv": aoi_task / "selection/tiles.csv",
+                         **{f"selection/{r['mask']}": aoi_task / "selection" / r["mask"] for r in rows},
+                         f"model/{model.name}": model})
+        previous = f"{outdir}/inventory.json" if incremental else ""
+        reuse = f"{outdir}/predictions" if incremental else ""
+        [cmd] = self.render_module("cube_inventory", "CUBE_INVENTORY", [{
+            "meta": {"id": "aoi"}, "tiles_csv": "selection/tiles.csv",
+            "masks": [f"selection/{r['mask']}" for r in rows], "cube": str(cube),
+            "model": f"model/{model.name}", "previous": previous, "reuse": reuse}], params=p)
+        self.assertIn(f"--param 'screen={p['screen']}'", cmd)
+        run_task(inv_task, cmd)
+        self.assertEqual(versions_of(inv_task, "CUBE_INVENTORY", "cube-inventory"), self.tool_version("cube-inventory"))
+        plan = {r["tile_id"]: r for r in read_csv(inv_task / "plan.csv")}
+
+        # The workflow's join and branch: meta from tiles.csv and the plan.
+        metas = {}
+        for r in rows:
+            t = plan[r["tile_id"]]
+            metas[r["tile_id"]] = {"id": r["tile_id"], "tile": r["tile_id"], "pixels": int(r["pixels"]),
+                                   "fingerprint": t["fingerprint"], "product_key": t["product_key"],
+                                   "start": t["first_date"], "end": t["last_date"]}
+        todo = sorted(t for t in metas if not (incremental and plan[t]["status"] == "unchanged"))
+        reused = sorted(t for t in metas if incremental and plan[t]["status"] == "unchanged")
+
+        # CUBE_EXTRACT: one task per tile to process, the tile's mask staged as mask/*
+        mask_of = {r["tile_id"]: r["mask"] for r in rows}
         jobs, dirs = [], []
-        for row in sorted(rows, key=lambda r: r["tile_id"]):
-            d = self.task_dir(f"cube_extract/{row['tile_id']}")
-            stage(d, {f"mask/{row['mask']}": aoi_task / "selection" / row["mask"]})
-            jobs.append({"meta": {"id": row["tile_id"], "tile": row["tile_id"]}, "mask": f"mask/{row['mask']}",
-                         "cube": str(cube)})
+        for tile in todo:
+            d = self.task_dir(f"run{self.runs}/cube_extract/{tile}")
+            stage(d, {f"mask/{mask_of[tile]}": aoi_task / "selection" / mask_of[tile]})
+            jobs.append({"meta": metas[tile], "mask": f"mask/{mask_of[tile]}", "cube": str(cube)})
             dirs.append(d)
-        for d, cmd in zip(dirs, self.render_module("cube_extract", "CUBE_EXTRACT", jobs)):
+        commands = self.render_module("cube_extract", "CUBE_EXTRACT", jobs, params=p) if jobs else []
+        for d, cmd, job in zip(dirs, commands, jobs):
             self.assertIn(f"--screen {p['screen']}", cmd)
+            self.assertIn(f"--start {job['meta']['start']} --end {job['meta']['end']}", cmd)
             run_task(d, cmd)
         chunks = {d.name: sorted((d / "chunks").glob("*.arrows")) for d in dirs}
         for tile, files in chunks.items():
             self.assertTrue(files, tile)
             self.assertTrue(all(f.name.startswith(tile + "_chunk") for f in files), files)
 
-        # PREDICT: groups of chunks_per_task chunks, as the workflow collates them
-        model = Path(p["model"])
+        # PREDICT: groups of chunks_per_task chunks, as the workflow collates them; published per tile
+        # under its product key.
         jobs, dirs = [], []
         for tile, files in sorted(chunks.items()):
             n = p["chunks_per_task"]
             for g in range(0, len(files), n):
-                d = self.task_dir(f"predict/{tile}_g{g // n}")
+                d = self.task_dir(f"run{self.runs}/predict/{tile}_g{g // n}")
                 stage(d, {f"in/{f.name}": f for f in files[g:g + n]} | {f"model/{model.name}": model})
-                jobs.append({"meta": {"id": f"{tile}_g{g // n}", "tile": tile, "group": g // n},
+                jobs.append({"meta": metas[tile] | {"id": f"{tile}_g{g // n}", "group": g // n},
                              "chunks": [f"in/{f.name}" for f in files[g:g + n]], "model": f"model/{model.name}"})
                 dirs.append(d)
-        for d, cmd in zip(dirs, self.render_module("predict", "PREDICT", jobs)):
+        for d, cmd, job in zip(dirs, self.render_module("predict", "PREDICT", jobs, params=p) if jobs else [], jobs):
             run_task(d, cmd)
+            published = outdir / "predictions" / job["meta"]["tile"] / job["meta"]["product_key"]
+            published.mkdir(parents=True, exist_ok=True)
+            for f in (d / "pred").glob("*.pred.arrows"):
+                shutil.copy(f, published / f.name)
         predictions = sorted(f for d in dirs for f in (d / "pred").glob("*.pred.arrows"))
         self.assertEqual([f.name for f in predictions],
                          sorted(f.name.replace(".arrows", ".pred.arrows") for fs in chunks.values() for f in fs))
+        for tile in reused:
+            predictions += sorted((outdir / "predictions" / tile / metas[tile]["product_key"]).glob("*.pred.arrows"))
+        predictions.sort(key=lambda f: f.name)
 
-        # MOSAIC: every prediction staged as in/*, clipped to the AOI (test profile: clip = true)
-        m = self.task_dir("mosaic")
-        stage(m, {f"in/{f.name}": f for f in predictions} | {"clip/aoi_laea.gpkg": synth / "synth/aoi_laea.gpkg"})
+        # MOSAIC, when any tile changed (always without --incremental): every prediction staged as
+        # in/*, clipped to the AOI (test profile: clip = true); map and inventory published.
+        result = {"plan": plan, "metas": metas, "extracted": todo, "reused": reused, "mosaic": None}
+        if incremental and all(t["status"] == "unchanged" for t in plan.values()):
+            return result
+        m = self.task_dir(f"run{self.runs}/mosaic")
+        stage(m, {f"in/{f.name}": f for f in predictions} | {"clip/aoi_laea.gpkg": world / "aoi_laea.gpkg",
+                                                               "inventory/inventory.json": inv_task / "inventory.json"})
         [cmd] = self.render_module("mosaic", "MOSAIC", [{
             "meta": {"id": "mosaic"}, "predictions": [f"in/{f.name}" for f in predictions],
-            "clip": "clip/aoi_laea.gpkg" if p["clip"] else []}])
+            "clip": "clip/aoi_laea.gpkg" if p["clip"] else [], "inventory": "inventory/inventory.json"}], params=p)
         run_task(m, cmd)
         for name in ["mosaic_class.vrt", "mosaic_class.tif", "quicklook.png"]:
             self.assertTrue((m / "map" / name).is_file(), name)
+        shutil.copytree(m / "map", outdir / "map", dirs_exist_ok=True)
+        shutil.copy(m / "inventory.json", outdir / "inventory.json")
+        result["mosaic"] = m
+        result["rows"] = rows
+        result["aoi_task"] = aoi_task
+        return result
+
+    def test_chained_modules_make_the_map(self):
+        p = self.params
+        world = self.synth()
+        out = self.work / "results"
+        r = self.run_pipeline(world, (world / "cube").resolve(), out, incremental=False)
+        m, rows, aoi_task = r["mosaic"], r["rows"], r["aoi_task"]
+        self.assertEqual(sorted(r["plan"]), sorted(row["tile_id"] for row in rows))
+        self.assertTrue(all(t["status"] == "new" for t in r["plan"].values()))
+        # The published inventory is the map's record: every tile's acquisitions, model and versions.
+        inventory = json.loads((out / "inventory.json").read_text())
+        self.assertEqual([t["tile_id"] for t in inventory["tiles"]], sorted(row["tile_id"] for row in rows))
+        self.assertEqual(inventory["software"]["treesits"], self.tool_version("cube-inventory"))
+        self.assertEqual(len(inventory["recipe"]["model_sha256"]), 64)
+        self.assertEqual(len(inventory["tiles"][0]["acquisitions"]), p["synth_dates"])
 
         # The map against the synthetic truth, tile by tile, on the pixels aoi-select chose.
         right = total = 0
         for row in rows:
             tile = row["tile_id"]
             cls = read_byte_raster(m / "map" / f"{tile}_class.tif")
-            truth = read_byte_raster(synth / "synth/truth" / f"{tile}_truth.tif")
+            truth = read_byte_raster(world / "truth" / f"{tile}_truth.tif")
             mask = read_byte_raster(aoi_task / "selection" / row["mask"]) == 1
             predicted = mask & (cls != 255)
             self.assertEqual(int(mask.sum()), int(row["pixels"]))
@@ -277,6 +354,63 @@ class ModuleContractTest(unittest.TestCase):
                                           read_byte_raster(demo / "map" / f"{tile}_class.tif"), err_msg=tile)
         np.testing.assert_array_equal(read_byte_raster(m / "map" / "mosaic_class.tif"),
                                       read_byte_raster(demo / "map" / "mosaic_class.tif"))
+
+    def test_incremental_runs_redo_exactly_the_tile_that_changed(self):
+        world = self.synth()
+        cube = (self.work / "growing-cube").resolve()
+        shutil.copytree(world / "cube", cube)
+        tiles = sorted(d.name for d in cube.iterdir() if d.is_dir())
+        self.assertGreaterEqual(len(tiles), 2)
+        target = cube / tiles[1]
+        newest = max(f.name[:8] for f in target.glob("*_BOA.tif"))
+        aside = self.work / "aside"
+        aside.mkdir()
+        for f in target.glob(f"{newest}_*"):
+            f.rename(aside / f.name)
+        out = self.work / "continuous"
+
+        # First incremental run: no inventory yet, so every tile is new.
+        first = self.run_pipeline(world, cube, out, incremental=True)
+        self.assertEqual(first["extracted"], tiles)
+        self.assertIsNotNone(first["mosaic"])
+        map_time = (out / "map" / "mosaic_class.tif").stat().st_mtime_ns
+
+        # Nothing changed: no tile is extracted or predicted, no mosaic is made, the map stays.
+        idle = self.run_pipeline(world, cube, out, incremental=True)
+        self.assertEqual({t["status"] for t in idle["plan"].values()}, {"unchanged"})
+        self.assertEqual(idle["extracted"], [])
+        self.assertIsNone(idle["mosaic"])
+        self.assertEqual((out / "map" / "mosaic_class.tif").stat().st_mtime_ns, map_time)
+
+        # One acquisition lands in one tile: exactly that tile is redone; its meta (and so its
+        # Nextflow task hashes) changes, the others' does not.
+        for f in aside.iterdir():
+            f.rename(target / f.name)
+        grown = self.run_pipeline(world, cube, out, incremental=True)
+        self.assertEqual(grown["extracted"], [tiles[1]])
+        self.assertEqual(grown["reused"], [t for t in tiles if t != tiles[1]])
+        self.assertTrue(grown["plan"][tiles[1]]["reason"].startswith(f"added {newest[:4]}-{newest[4:6]}-{newest[6:]}"))
+        self.assertEqual(grown["metas"][tiles[1]]["end"], f"{newest[:4]}-{newest[4:6]}-{newest[6:]}")
+        for t in tiles:
+            same = first["metas"][t] == grown["metas"][t]
+            self.assertEqual(same, t != tiles[1], t)
+        published = json.loads((out / "inventory.json").read_text())
+        self.assertEqual(published["tiles"][1]["acquisitions"][-1]["boa"]["name"][:8], newest)
+
+        # The refreshed map equals a from-scratch run on the grown cube.
+        scratch_out = self.work / "scratch"
+        scratch = self.run_pipeline(world, cube, scratch_out, incremental=False)
+        for name in ["mosaic_class.tif"] + [f"{t}_class.tif" for t in tiles] + [f"{t}_prob.tif" for t in tiles]:
+            a, b = out / "map" / name, scratch_out / "map" / name
+            if name.endswith("_prob.tif"):
+                self.assertEqual(subprocess.run(["cmp", str(a), str(b)]).returncode, 0, name)
+            else:
+                np.testing.assert_array_equal(read_byte_raster(a), read_byte_raster(b), err_msg=name)
+        # The grown tile really differs from the first map (the new date entered the model).
+        first_pred = sorted((out / "predictions" / tiles[1] / first["metas"][tiles[1]]["product_key"]).glob("*"))
+        grown_pred = sorted((out / "predictions" / tiles[1] / grown["metas"][tiles[1]]["product_key"]).glob("*"))
+        self.assertEqual([f.name for f in first_pred], [f.name for f in grown_pred])
+        self.assertNotEqual([f.read_bytes() for f in first_pred], [f.read_bytes() for f in grown_pred])
 
 
 if __name__ == "__main__":

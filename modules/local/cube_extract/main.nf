@@ -12,12 +12,16 @@ process CUBE_EXTRACT {
 
     script:
     def args = task.ext.args ?: ''
+    // The tile's first and last acquisition in the window (from CUBE_INVENTORY's plan): the task
+    // changes exactly when the tile's inputs do, not whenever a rolling window moves.
+    def window = [ meta.start ? "--start ${meta.start}" : '', meta.end ? "--end ${meta.end}" : '' ].findAll { it }.join(' ')
     """
     cube-extract \\
         --tile '${cube}/${meta.id}' \\
         --mask '${mask}' \\
         --out-dir chunks \\
         --threads ${task.cpus} \\
+        ${window} \\
         ${args}
 
     cat <<-END_VERSIONS > versions.yml

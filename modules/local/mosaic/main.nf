@@ -5,9 +5,11 @@ process MOSAIC {
     input:
     tuple val(meta), path(predictions, stageAs: 'in/*')
     path clip, stageAs: 'clip/*'
+    path inventory, stageAs: 'inventory/*'
 
     output:
     tuple val(meta), path('map/*'), emit: map
+    path 'inventory.json'         , emit: inventory
     path 'versions.yml'           , emit: versions
 
     script:
@@ -19,6 +21,7 @@ process MOSAIC {
         --out-dir map \\
         ${clip_arg} \\
         ${args}
+    cp '${inventory}' inventory.json
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
@@ -29,7 +32,7 @@ process MOSAIC {
     stub:
     """
     mkdir -p map
-    touch map/mosaic_class.tif map/mosaic_class.vrt map/quicklook.png
+    touch map/mosaic_class.tif map/mosaic_class.vrt map/quicklook.png inventory.json
     printf '"%s":\\n    mosaic: stub\\n' "${task.process}" > versions.yml
     """
 }
