@@ -11,6 +11,7 @@ Run: .venv/bin/python -m pytest tests/kubernetes   (scripts/test does)
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -367,3 +368,44 @@ def test_the_emulation_catches_a_main_container_that_ignores_the_check(tmp_path)
     (init,), main = emulated.run_job()
     assert init.returncode == 0 and main.returncode == 0
     assert len(emulated.calls("nextflow")) == 1
+
+
+# ---------------------------------------------------------------- shellcheck
+
+
+def shellcheck(path):
+    binary = shutil.which("shellcheck") or str(ROOT / ".venv/bin/shellcheck")
+    return subprocess.run([binary, "--shell=bash", "--severity=style", str(path)], capture_output=True, text=True)
+
+
+def container_scripts(objects):
+    """(name, script) for every `bash -c` script and every script file a container runs from the ConfigMap."""
+    data = one(objects, "ConfigMap")["data"]
+    for o in objects:
+        for spec in kustomize_lite.pod_specs(o):
+            for c in kustomize_lite.containers(spec):
+                argv = c.get("command", []) + c.get("args", [])
+                name = f"{o['metadata']['name']}/{c['name']}"
+                if argv[:1] == ["bash"] and argv[-2:-1] == ["-c"]:
+                    yield name, argv[-1]
+                elif argv[:1] == ["bash"] and argv[1].startswith("/config/"):
+                    yield name, data[argv[1].removeprefix("/config/")]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=[o.name for o in OVERLAYS])
+def test_container_scripts_pass_shellcheck(overlay, tmp_path):
+    scripts = list(container_scripts(kustomize_lite.build(overlay)))
+    assert len(scripts) == (2 if overlay in CONTINUOUS else 1), [n for n, _ in scripts]
+    for name, script in scripts:
+        path = tmp_path / name.replace("/", "-")
+        # The options a container passes (bash -euo pipefail -c) as the script's own first line.
+        path.write_text("#!/usr/bin/env bash\nset -euo pipefail\n" + script)
+        result = shellcheck(path)
+        assert result.returncode == 0, f"{name}:\n{result.stdout}{result.stderr}"
+
+
+def test_shellcheck_catches_a_bad_script(tmp_path):
+    bad = tmp_path / "bad.sh"
+    bad.write_text("#!/usr/bin/env bash\nrc=$(cat $1)\ncd $rc\n")
+    result = shellcheck(bad)
+    assert result.returncode != 0 and "SC2086" in result.stdout
