@@ -162,6 +162,21 @@ def test_final_stage_runs_under_nextflow_and_any_uid(dockerfile):
             assert re.search(rf"\b{package}\b", installs), f"{package} not installed in the runtime stage"
 
 
+def test_gdal_tools_lists_agree():
+    # One list of tools, written in four places: both stages' TOOLS, the image description, and the loop
+    # of scripts/container-check that builds and runs them.
+    dockerfile = CONTAINERS / "gdal-tools" / "Dockerfile"
+    declared = [arg.partition("=")[2].strip('"').split() for k, arg in instructions(dockerfile)
+                if k == "ARG" and arg.startswith("TOOLS=")]
+    assert len(declared) == 2 and declared[0] == declared[1], declared
+    tools = declared[0]
+    assert {"aoi-select", "cube-extract", "cube-inventory", "mosaic"} <= set(tools)
+    description = re.search(r'org\.opencontainers\.image\.description="([^"]*)"', dockerfile.read_text()).group(1)
+    assert re.findall(r"[a-z]+(?:-[a-z]+)+|assess|mosaic", description.split("(")[0]) == tools, description
+    check = (ROOT / "scripts/container-check").read_text()
+    assert re.search(r"^for t in (.*); do\n  \[ -d \"bins/\$t\" \]", check, re.M).group(1).split() == tools
+
+
 def test_predict_images_point_ort_at_the_wheel_library():
     for image in ("predict-cpu", "predict-cuda"):
         final = stages(CONTAINERS / image / "Dockerfile")[-1][1]

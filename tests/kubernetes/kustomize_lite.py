@@ -4,11 +4,14 @@ apt repository). When kubectl is installed, tests/kubernetes/test_manifests.py a
 with `kubectl kustomize` and requires the same objects, so this file cannot drift from kustomize silently.
 
 Supported (anything else is refused with an error naming the field):
-  resources (YAML files, directories with a kustomization), namespace, labels (pairs, includeSelectors,
-  includeTemplates), images (name, newName, newTag, digest), patches (JSON 6902 ops add/replace/remove,
-  inline or from a file, selected by target kind/name/namespace), configMapGenerator (files, envs,
-  literals; behavior create/merge/replace; the name suffix hash as kustomize computes it, and the
-  references to it from pod specs), generatorOptions.disableNameSuffixHash.
+  resources (YAML files, directories with a kustomization), components (directories with a
+  `kind: Component` kustomization, run on what the including kustomization has accumulated: after its
+  resources and generators, before its transformers, as kustomize 5 does), namespace, labels
+  (pairs, includeTemplates), images (name, newName, newTag, digest), patches (JSON 6902 ops
+  add/replace/remove, inline or from a file, selected by target kind/name/namespace; of strategic merge
+  patches only `$patch: delete` of a whole object), configMapGenerator (files, envs, literals; behavior
+  create/merge/replace; the name suffix hash as kustomize computes it, and the references to it from pod
+  specs), generatorOptions.disableNameSuffixHash.
 
 Usage: python tests/kubernetes/kustomize_lite.py kubernetes/overlays/eolab   # YAML on stdout
 """
@@ -22,9 +25,10 @@ from pathlib import Path
 import yaml
 
 SUPPORTED_FIELDS = {
-    "apiVersion", "kind", "resources", "namespace", "labels", "images", "patches",
+    "apiVersion", "kind", "resources", "components", "namespace", "labels", "images", "patches",
     "configMapGenerator", "generatorOptions",
 }
+KINDS = {"Kustomization": "kustomize.config.k8s.io/v1beta1", "Component": "kustomize.config.k8s.io/v1alpha1"}
 CLUSTER_SCOPED = {
     "Namespace", "PersistentVolume", "ClusterRole", "ClusterRoleBinding", "StorageClass",
     "CustomResourceDefinition", "PriorityClass", "Node", "RuntimeClass", "IngressClass",
@@ -37,7 +41,9 @@ class KustomizeError(Exception):
     pass
 
 
-def load_kustomization(directory: Path) -> dict:
+def load_kustomization(directory: Path, kind: str = "Kustomization") -> dict:
+    """The kustomization in directory, which must be of `kind` (a Component only where components are
+    listed, a Kustomization everywhere else, as kustomize requires)."""
     for name in ("kustomization.yaml", "kustomization.yml", "Kustomization"):
         path = directory / name
         if path.is_file():
@@ -45,6 +51,11 @@ def load_kustomization(directory: Path) -> dict:
             unknown = set(k) - SUPPORTED_FIELDS
             if unknown:
                 raise KustomizeError(f"{path}: fields not supported by kustomize_lite: {sorted(unknown)}")
+            found = k.get("kind", "Kustomization")
+            if found != kind:
+                raise KustomizeError(f"{path}: kind {found!r} where a {kind} is expected")
+            if k.get("apiVersion", KINDS[kind]) != KINDS[kind]:
+                raise KustomizeError(f"{path}: apiVersion of a {kind} is {KINDS[kind]}, not {k['apiVersion']!r}")
             return k
     raise KustomizeError(f"{directory}: no kustomization.yaml")
 
@@ -189,7 +200,27 @@ def build(directory, _top=True):
     directory = Path(directory)
     k = load_kustomization(directory)
     objects, generated = [], []
+    accumulate(directory, k, objects, generated)
 
+    if not _top:
+        return objects, generated
+
+    if not (k.get("generatorOptions") or {}).get("disableNameSuffixHash"):
+        renames = {}
+        for cm in generated:
+            old = cm["metadata"]["name"]
+            cm["metadata"]["name"] = renames[old] = f"{old}-{configmap_hash(cm)}"
+        for obj in objects:
+            for spec in pod_specs(obj):
+                rename_configmap_refs(spec, renames)
+    return objects
+
+
+def accumulate(directory: Path, k: dict, objects: list, generated: list):
+    """Add the kustomization k's resources to objects (generated: the generated ConfigMaps among them),
+    run its generators, then its components, then its transformers over all of objects. A component runs
+    on the including kustomization's lists, so its patches and merges reach everything accumulated so far
+    (kustomize's order: a component's generator merge wins over its includer's)."""
     for entry in k.get("resources") or []:
         path = directory / entry
         if path.is_dir():
@@ -207,6 +238,7 @@ def build(directory, _top=True):
             if existing:
                 raise KustomizeError(f"{directory}: ConfigMap {gen['name']} already exists: use behavior merge or replace")
             generated.append(cm)
+            objects.append(cm)
         elif behavior in ("merge", "replace"):
             if not existing:
                 raise KustomizeError(f"{directory}: ConfigMap {gen['name']} to {behavior} not found in the resources")
@@ -216,25 +248,40 @@ def build(directory, _top=True):
                 existing[0]["data"] = cm["data"]
         else:
             raise KustomizeError(f"{directory}: configMapGenerator behavior {behavior!r}")
-    new_generated = [g for g in generated if all(g is not o for o in objects)]
-    everything = objects + new_generated
+
+    for entry in k.get("components") or []:
+        path = directory / entry
+        if not path.is_dir():
+            raise KustomizeError(f"{directory}: component {entry}: not a directory with a kustomization")
+        accumulate(path, load_kustomization(path, "Component"), objects, generated)
 
     for patch in k.get("patches") or []:
         if "path" in patch:
             ops = yaml.safe_load((directory / patch["path"]).read_text())
         else:
             ops = yaml.safe_load(patch["patch"])
-        if not isinstance(ops, list):
-            raise KustomizeError(f"{directory}: only JSON 6902 patches (a list of ops) are supported")
-        hits = [o for o in everything if matches(o, patch.get("target") or {})]
+        target = patch.get("target") or {}
+        if isinstance(ops, dict):
+            # A strategic merge patch: only the deletion of whole objects, selected by the target.
+            if ops.get("$patch") != "delete" or set(ops) - {"$patch", "apiVersion", "kind", "metadata"}:
+                raise KustomizeError(f"{directory}: of strategic merge patches only `$patch: delete` is supported")
+            if not target:
+                raise KustomizeError(f"{directory}: a `$patch: delete` needs a target (kind and name)")
+        elif not isinstance(ops, list):
+            raise KustomizeError(f"{directory}: a patch must be JSON 6902 ops or a `$patch: delete`")
+        hits = [o for o in objects if matches(o, target)]
         if not hits:
             raise KustomizeError(f"{directory}: patch target {patch.get('target')} matches nothing")
         for obj in hits:
-            apply_json6902(obj, ops, f"{directory}: patch on {obj['kind']}/{obj['metadata']['name']}")
+            if isinstance(ops, dict):
+                objects[:] = [o for o in objects if o is not obj]
+                generated[:] = [g for g in generated if g is not obj]
+            else:
+                apply_json6902(obj, ops, f"{directory}: patch on {obj['kind']}/{obj['metadata']['name']}")
 
     namespace = k.get("namespace")
     if namespace:
-        for obj in everything:
+        for obj in objects:
             if obj.get("kind") not in CLUSTER_SCOPED:
                 obj.setdefault("metadata", {})["namespace"] = namespace
 
@@ -242,29 +289,28 @@ def build(directory, _top=True):
         unknown = set(rule) - {"pairs", "includeSelectors", "includeTemplates"}
         if unknown or rule.get("includeSelectors"):
             raise KustomizeError(f"{directory}: labels options not supported: {sorted(unknown) or 'includeSelectors'}")
-        for obj in everything:
+        for obj in objects:
             obj.setdefault("metadata", {}).setdefault("labels", {}).update(rule["pairs"])
-            if rule.get("includeTemplates") and obj.get("kind") in TEMPLATE_KINDS:
-                template = obj["spec"].setdefault("template", {})
-                template.setdefault("metadata", {}).setdefault("labels", {}).update(rule["pairs"])
+            if rule.get("includeTemplates"):
+                for template in pod_templates(obj):
+                    template.setdefault("metadata", {}).setdefault("labels", {}).update(rule["pairs"])
 
-    for obj in everything:
+    for obj in objects:
         for spec in pod_specs(obj):
             for c in containers(spec):
                 set_image(c, k.get("images") or [])
 
-    if not _top:
-        return everything, generated
 
-    if not (k.get("generatorOptions") or {}).get("disableNameSuffixHash"):
-        renames = {}
-        for cm in generated:
-            old = cm["metadata"]["name"]
-            cm["metadata"]["name"] = renames[old] = f"{old}-{configmap_hash(cm)}"
-        for obj in everything:
-            for spec in pod_specs(obj):
-                rename_configmap_refs(spec, renames)
-    return everything
+def pod_templates(obj: dict):
+    """The templates whose labels kustomize's `labels: includeTemplates` sets (its templateLabels field
+    specs): spec.template of the workloads; a CronJob's job template and the pod template inside it."""
+    kind = obj.get("kind")
+    if kind in TEMPLATE_KINDS:
+        yield obj["spec"].setdefault("template", {})
+    elif kind == "CronJob":
+        job_template = obj["spec"].setdefault("jobTemplate", {})
+        yield job_template
+        yield job_template.setdefault("spec", {}).setdefault("template", {})
 
 
 def rename_configmap_refs(spec: dict, renames: dict):

@@ -52,6 +52,19 @@ def one(objects, kind, name=None):
     return found[0]
 
 
+def head_job(objects):
+    """The spec of the Job that runs Nextflow: the one-shot Job, or the job template of the CronJob of
+    continuous mode (components/continuous replaces the one with the other)."""
+    jobs, cronjobs = by_kind(objects, "Job"), by_kind(objects, "CronJob")
+    assert len(jobs) + len(cronjobs) == 1, f"expected one head Job or CronJob, found {len(jobs)} + {len(cronjobs)}"
+    return jobs[0]["spec"] if jobs else cronjobs[0]["spec"]["jobTemplate"]["spec"]
+
+
+def head_name(objects):
+    (obj,) = by_kind(objects, "Job") + by_kind(objects, "CronJob")
+    return f"{obj['kind']}/{obj['metadata']['name']}"
+
+
 def pod_specs(objects):
     for o in objects:
         for spec in kustomize_lite.pod_specs(o):
@@ -143,6 +156,81 @@ def test_renderer_merges_generators_and_updates_references(tmp_path):
     assert pod["spec"]["priority"] == 5
 
 
+def write_component_example(tmp_path):
+    """A base with a Job and a generated ConfigMap, and an overlay whose component deletes the Job, adds a
+    CronJob that refers to the ConfigMap, and merges keys into it; the overlay merges one of them too."""
+    base, component, overlay = tmp_path / "base", tmp_path / "component", tmp_path / "overlay"
+    for d in (base, component, overlay):
+        d.mkdir()
+    pod = {"spec": {"restartPolicy": "Never", "containers": [
+        {"name": "c", "image": "app", "envFrom": [{"configMapRef": {"name": "cfg"}}]}]}}
+    (base / "job.yaml").write_text(yaml.safe_dump(
+        {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "once"}, "spec": {"template": pod}}))
+    (base / "kustomization.yaml").write_text(
+        "namespace: ns\nresources: [job.yaml]\nconfigMapGenerator:\n- name: cfg\n  literals: [a=1, b=2]\n"
+    )
+    (component / "cronjob.yaml").write_text(yaml.safe_dump(
+        {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "often"},
+         "spec": {"schedule": "0 * * * *", "jobTemplate": {"spec": {"template": pod}}}}))
+    (component / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\nnamespace: ns\n"
+        "labels:\n- pairs: {team: maps}\n  includeTemplates: true\nresources: [cronjob.yaml]\n"
+        "configMapGenerator:\n- name: cfg\n  behavior: merge\n  literals: [b=3, c=4]\n"
+        "patches:\n- target: {kind: Job, name: once}\n  patch: |-\n    $patch: delete\n"
+        "    apiVersion: batch/v1\n    kind: Job\n    metadata: {name: once}\n"
+    )
+    (overlay / "kustomization.yaml").write_text(
+        "resources: [../base]\ncomponents: [../component]\n"
+        "configMapGenerator:\n- name: cfg\n  behavior: merge\n  literals: [c=5]\n"
+        "images:\n- {name: app, newName: registry.example.org/app, newTag: '1.0'}\n"
+    )
+    return overlay
+
+
+def test_renderer_applies_components_after_resources(tmp_path):
+    objects = render(write_component_example(tmp_path))
+    assert not by_kind(objects, "Job")
+    cm, cron = one(objects, "ConfigMap"), one(objects, "CronJob")
+    # kustomize runs a kustomization's generators before its components: base, overlay, component.
+    assert cm["data"] == {"a": "1", "b": "3", "c": "4"}
+    assert cron["metadata"]["namespace"] == "ns"
+    assert cron["metadata"]["labels"] == {"team": "maps"}
+    assert cron["spec"]["jobTemplate"]["metadata"]["labels"] == {"team": "maps"}
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]
+    assert pod["metadata"]["labels"] == {"team": "maps"}
+    assert pod["spec"]["containers"][0]["image"] == "registry.example.org/app:1.0"
+    assert pod["spec"]["containers"][0]["envFrom"][0]["configMapRef"]["name"] == cm["metadata"]["name"]
+    assert cm["metadata"]["name"].startswith("cfg-")
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed: kustomize_lite alone renders")
+def test_renderer_components_match_kubectl_kustomize(tmp_path):
+    overlay = write_component_example(tmp_path)
+    out = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, check=True).stdout
+    assert canonical(render(overlay)) == canonical([d for d in yaml.safe_load_all(out) if d])
+
+
+def test_renderer_refuses_components_and_patches_it_does_not_implement(tmp_path):
+    overlay = write_component_example(tmp_path)
+    component = tmp_path / "component" / "kustomization.yaml"
+    text = component.read_text()
+    # A component listed under resources, or a kustomization under components: kustomize refuses both.
+    (overlay / "kustomization.yaml").write_text("resources: [../base, ../component]\n")
+    with pytest.raises(kustomize_lite.KustomizeError, match="kind 'Component' where a Kustomization"):
+        render(overlay)
+    (overlay / "kustomization.yaml").write_text("components: [../base]\n")
+    with pytest.raises(kustomize_lite.KustomizeError, match="kind 'Kustomization' where a Component"):
+        render(overlay)
+    (overlay / "kustomization.yaml").write_text("resources: [../base]\ncomponents: [../component]\n")
+    # Strategic merge patches other than a whole-object delete are not implemented.
+    component.write_text(text.replace("$patch: delete", "spec: {backoffLimit: 1}"))
+    with pytest.raises(kustomize_lite.KustomizeError, match="only `\\$patch: delete`"):
+        render(overlay)
+    component.write_text(text.replace("target: {kind: Job, name: once}", "target: {kind: Job, name: twice}"))
+    with pytest.raises(kustomize_lite.KustomizeError, match="matches nothing"):
+        render(overlay)
+
+
 def test_renderer_refuses_what_it_does_not_implement(tmp_path):
     (tmp_path / "kustomization.yaml").write_text("helmCharts: []\n")
     with pytest.raises(kustomize_lite.KustomizeError, match="helmCharts"):
@@ -171,12 +259,12 @@ def test_role_grants_exactly_what_nextflow_needs(target):
 @pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
 def test_rolebinding_ties_the_submitter_account_to_the_role(target):
     objects = render(target)
-    binding, account, job = one(objects, "RoleBinding"), one(objects, "ServiceAccount"), one(objects, "Job")
+    binding, account, job = one(objects, "RoleBinding"), one(objects, "ServiceAccount"), head_job(objects)
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                   "name": one(objects, "Role")["metadata"]["name"]}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
                                     "namespace": NAMESPACE}]
-    assert job["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    assert job["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
 
 
 # ---------------------------------------------------------------- pod security
@@ -184,8 +272,10 @@ def test_rolebinding_ties_the_submitter_account_to_the_role(target):
 
 @pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
 def test_pods_are_unprivileged_non_root_and_have_requests(target):
-    specs = list(pod_specs(render(target)))
-    assert {name for name, _ in specs} == {"Job/treesits-run", "Pod/treesits-staging"}
+    objects = render(target)
+    specs = list(pod_specs(objects))
+    assert {name for name, _ in specs} == {head_name(objects), "Pod/treesits-staging"}
+    assert head_name(objects) in ("Job/treesits-run", "CronJob/treesits-continuous")
     for name, spec in specs:
         sc = spec.get("securityContext", {})
         assert sc.get("runAsNonRoot") is True, name
@@ -217,10 +307,10 @@ def test_namespace_enforces_pod_security_baseline():
 @pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
 def test_head_job_never_retries_and_runs_the_bundled_pipeline(target):
     objects = render(target)
-    job = one(objects, "Job")
-    spec = job["spec"]
+    spec = head_job(objects)
     assert spec["backoffLimit"] == 0
-    assert spec["ttlSecondsAfterFinished"] > 0
+    if by_kind(objects, "Job"):  # a CronJob's history limits remove its finished Jobs instead
+        assert spec["ttlSecondsAfterFinished"] > 0
     template = spec["template"]
     assert template["metadata"]["annotations"]["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false"
     assert template["spec"]["restartPolicy"] == "Never"
@@ -246,11 +336,15 @@ def test_head_job_never_retries_and_runs_the_bundled_pipeline(target):
 def test_s3_credentials_are_secret_references_only(target):
     objects = render(target)
     assert not by_kind(objects, "Secret")
-    env = one(objects, "Job")["spec"]["template"]["spec"]["containers"][0]["env"]
-    aws = {e["name"]: e for e in env if e["name"].startswith("AWS_")}
-    assert set(aws) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
-    for e in aws.values():
-        assert "value" not in e and e["valueFrom"]["secretKeyRef"]["name"] == "treesits-s3"
+    pod = head_job(objects)["template"]["spec"]
+    for c in kustomize_lite.containers(pod):
+        aws = {e["name"]: e for e in c.get("env") or [] if e["name"].startswith("AWS_")}
+        if c in pod["containers"]:  # Nextflow needs them; an init container may
+            assert set(aws) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}, c["name"]
+        assert set(aws) <= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}, c["name"]
+        for e in aws.values():
+            assert "value" not in e and e["valueFrom"]["secretKeyRef"]["name"] == "treesits-s3"
+            assert e["valueFrom"]["secretKeyRef"]["key"] == e["name"]
 
 
 def test_no_credentials_anywhere_in_the_repository_manifests():
