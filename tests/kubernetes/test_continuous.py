@@ -349,6 +349,49 @@ def test_check_reads_outdir_as_yaml_writes_it(line, previous, tmp_path):
     assert call["argv"][call["argv"].index("--previous") + 1] == emulated.rewrite(previous, check)
 
 
+def test_the_real_check_starts_nextflow_only_after_an_acquisition_lands(tmp_path):
+    """The check container with the real cube-inventory (target/release) on a cube of empty Level-2
+    files (it reads listings only) and a map published at a local outdir."""
+    binary = ROOT / "target/release/cube-inventory"
+    assert binary.exists(), f"{binary} is missing: cargo build --release -p cube-inventory"
+    outdir = tmp_path / "maps"
+    outdir.mkdir()
+
+    def edit(text):
+        return re.sub(r"^outdir:.*$", f"outdir: {outdir}", text, flags=re.M)
+
+    objects, pod, emulated = emulate(CONTINUOUS[0], tmp_path, status=0, edit_params=edit)
+    # The real program instead of the stub (the stubs directory is first on the pod's PATH).
+    (emulated.stubs / "cube-inventory").unlink()
+    (emulated.stubs / "cube-inventory").symlink_to(binary)
+    (check,) = pod["initContainers"]
+    cube = emulated.host_path(check, params_of(objects)["cube"])
+    cube.mkdir(parents=True, exist_ok=True)
+    for tile in ["X0058_Y0056", "X0059_Y0056"]:
+        (cube / tile).mkdir()
+        for date, sensor in [("20250601", "SEN2A"), ("20250606", "SEN2B")]:
+            for product in ["BOA", "QAI"]:
+                (cube / tile / f"{date}_LEVEL2_{sensor}_{product}.tif").touch()
+    made = subprocess.run([str(binary), "scan", "--cube", str(cube), "--out", str(outdir / "inventory.json")],
+                          capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+
+    (init,), main = emulated.run_job()
+    assert init.returncode == 0, init.stderr
+    assert "no tile changed" in init.stdout
+    assert main.returncode == 0 and emulated.calls("nextflow") == []
+
+    for product in ["BOA", "QAI"]:
+        (cube / "X0059_Y0056" / f"20250611_LEVEL2_SEN2A_{product}.tif").touch()
+    (init,), main = emulated.run_job()
+    assert init.returncode == 0, init.stderr
+    assert "X0059_Y0056\tchanged\tadded 2025-06-11 SEN2A" in init.stdout
+    assert "X0058_Y0056" not in init.stdout
+    assert main.returncode == 0, main.stderr
+    (call,) = emulated.calls("nextflow")
+    assert "--incremental" in call["argv"]
+
+
 def test_check_without_outdir_fails_before_asking(tmp_path):
     _, _, emulated = emulate(CONTINUOUS[0], tmp_path, status=0,
                              edit_params=lambda t: re.sub(r"^outdir:.*\n", "", t, flags=re.M))

@@ -118,11 +118,20 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Reads a small file through GDAL's virtual file systems (local or s3://).
+/// Inventories of hundreds of tiles with hundreds of acquisitions each run to tens of megabytes.
+const MAX_TEXT_BYTES: usize = 1 << 30;
+
+/// Reads a text file through GDAL's virtual file systems (local or s3://).
 fn read_text(what: &str, path: &str) -> std::io::Result<String> {
     let loc = Location::parse(path).map_err(std::io::Error::other)?;
-    treesits_io::vsi_text::read_to_string(&loc.gdal_path())
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{what} {path}: {e}")))
+    let bytes = treesits_io::vsi_text::read_bytes(&loc.gdal_path(), MAX_TEXT_BYTES)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{what}: {e}")))?;
+    String::from_utf8(bytes).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{what} {path}: not UTF-8 text"),
+        )
+    })
 }
 
 /// The tiles to inventory, from --tiles, --tile, the previous inventory or the cube.
