@@ -58,10 +58,10 @@ workflow TREESITS {
         .flatMap()
         .branch { meta, mask, status ->
             reuse:   params.incremental && status == 'unchanged'
-            process: true
+            todo:    true
         }
 
-    CUBE_EXTRACT ( ch_tiles.process.map { meta, mask, status -> [ meta, mask ] }, cube )
+    CUBE_EXTRACT ( ch_tiles.todo.map { meta, mask, status -> [ meta, mask ] }, cube )
     ch_versions = ch_versions.mix(CUBE_EXTRACT.out.versions)
 
     // Groups of params.chunks_per_task chunks per tile, in chunk order: one predict task each.
