@@ -14,7 +14,6 @@
 //! The schema metadata ([`ChunkMetadata`]) makes a chunk self-describing. The format is documented
 //! for users in `docs/formats.md` ("Time-series chunks"); bump [`FORMAT_VERSION`] on any change.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::Arc;
 
@@ -25,6 +24,8 @@ use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow_ipc::CompressionType;
+/// The schema's key/value metadata (arrow's own map type, cheap to clone).
+pub use arrow_schema::Metadata;
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 
 use crate::{Date, PixelWindow, Sensor, TileId};
@@ -95,7 +96,7 @@ fn meta_err(s: impl Into<String>) -> ChunkError {
 
 impl ChunkMetadata {
     /// The metadata as schema key/value pairs.
-    pub fn to_map(&self) -> HashMap<String, String> {
+    pub fn to_map(&self) -> Metadata {
         let g = &self.geotransform;
         let w = &self.window;
         let pairs = [
@@ -132,11 +133,11 @@ impl ChunkMetadata {
             (keys::DATE_END, self.date_end.to_string()),
             (keys::QAI_SCREEN, self.qai_screen.clone()),
         ];
-        pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+        pairs.into_iter().collect()
     }
 
     /// Reads the metadata back, refusing other formats and versions.
-    pub fn from_map(m: &HashMap<String, String>) -> Result<ChunkMetadata, ChunkError> {
+    pub fn from_map(m: &Metadata) -> Result<ChunkMetadata, ChunkError> {
         let get = |k: &str| {
             m.get(k)
                 .map(String::as_str)
@@ -436,7 +437,7 @@ mod tests {
         let m = meta();
         assert_eq!(ChunkMetadata::from_map(&m.to_map()).unwrap(), m);
         let mut bad = m.to_map();
-        bad.insert(keys::VERSION.into(), "99".into());
+        bad.insert(keys::VERSION, "99");
         let e = ChunkMetadata::from_map(&bad).unwrap_err().to_string();
         assert!(e.contains("format version 99"), "{e}");
         let mut all = m.clone();
