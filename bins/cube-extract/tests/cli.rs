@@ -388,6 +388,47 @@ fn stdout_stream_holds_the_same_chunks_as_the_files() {
     assert!(String::from_utf8_lossy(&r.stderr).contains("chunk"));
 }
 
+#[test]
+fn zstd_level_changes_the_file_sizes_not_the_chunks() {
+    let cube = synth(ForceLayout::Force37, PrjForm::Tagged, 100, 8);
+    let extract = |level: &str| {
+        let dir = cube.root.join(format!("chunks{level}"));
+        let args = [
+            "--tile",
+            s(&cube.tile_dir),
+            "--out-dir",
+            s(&dir),
+            "--zstd-level",
+            level,
+        ];
+        ok(&run(&args));
+        let bytes: u64 = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        (read_dir_chunks(&dir), bytes)
+    };
+    let (default, _) = extract("1");
+    let (fast, fast_bytes) = extract("-5");
+    let (small, small_bytes) = extract("19");
+    assert!(small_bytes < fast_bytes, "{small_bytes} vs {fast_bytes}");
+    assert_eq!(fast, default);
+    assert_eq!(small, default);
+    // Out of zstd's range: a usage error, nothing written.
+    let dir = cube.root.join("chunks-bad");
+    let r = run(&[
+        "--tile",
+        s(&cube.tile_dir),
+        "--out-dir",
+        s(&dir),
+        "--zstd-level",
+        "23",
+    ]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("23 is not in -131072..=22"));
+    assert!(!dir.exists());
+}
+
 fn python() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
     assert!(

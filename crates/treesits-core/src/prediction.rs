@@ -315,9 +315,10 @@ pub struct PredictionWriter<W: Write> {
 }
 
 impl<W: Write> PredictionWriter<W> {
+    /// A writer compressing at [`chunk::DEFAULT_ZSTD_LEVEL`].
     pub fn new(out: W, meta: &PredictionMetadata) -> Result<PredictionWriter<W>, ChunkError> {
         let schema = Arc::new(meta.schema());
-        let inner = chunk::zstd_stream_writer(out, &schema)?;
+        let inner = chunk::zstd_stream_writer(out, &schema, chunk::DEFAULT_ZSTD_LEVEL)?;
         Ok(PredictionWriter { schema, inner })
     }
 

@@ -42,6 +42,8 @@ pub struct ExtractPlan {
     /// Datasets all workers together keep open between chunks ([`crate::cube::MAX_OPEN_DATASETS`]
     /// by default); acquisitions beyond each worker's share are reopened for every chunk.
     pub max_open_datasets: usize,
+    /// zstd level of the chunks ([`treesits_core::chunk::ZSTD_LEVELS`]).
+    pub zstd_level: i32,
 }
 
 /// Counts of what was written.
@@ -190,7 +192,9 @@ impl ExtractPlan {
                         source,
                     };
                     let buf = std::io::BufWriter::with_capacity(1 << 20, file);
-                    let mut writer = ChunkWriter::new(buf, &self.metadata(Some(i))).map_err(chunk)?;
+                    let mut writer =
+                        ChunkWriter::with_zstd_level(buf, &self.metadata(Some(i)), self.zstd_level)
+                            .map_err(chunk)?;
                     writer.write_owned(columns).map_err(chunk)?;
                     writer
                         .finish()
@@ -237,7 +241,8 @@ impl ExtractPlan {
             path: name.to_string(),
             source,
         };
-        let mut writer = ChunkWriter::new(out, &self.metadata(None)).map_err(chunk)?;
+        let mut writer =
+            ChunkWriter::with_zstd_level(out, &self.metadata(None), self.zstd_level).map_err(chunk)?;
         let mut total = ExtractSummary::default();
         let wave = rayon::current_num_threads().max(1);
         for (g, group) in windows.chunks(wave).enumerate() {
