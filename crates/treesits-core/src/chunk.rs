@@ -17,10 +17,12 @@
 use std::io::{Read, Write};
 use std::sync::Arc;
 
+use arrow_array::types::{Date32Type, Int16Type, UInt32Type, UInt8Type};
 use arrow_array::{
-    Array, ArrayRef, Date32Array, Int16Array, ListArray, RecordBatch, UInt32Array, UInt8Array,
+    Array, ArrayRef, ArrowPrimitiveType, Date32Array, Int16Array, ListArray, PrimitiveArray, RecordBatch,
+    UInt32Array, UInt8Array,
 };
-use arrow_buffer::{OffsetBuffer, ScalarBuffer};
+use arrow_buffer::{ArrowNativeType, Buffer, OffsetBuffer, ScalarBuffer};
 use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow_ipc::CompressionType;
@@ -294,6 +296,60 @@ impl ChunkColumns {
         Ok(RecordBatch::try_new(schema, columns)?)
     }
 
+    /// Takes apart a batch built by [`ChunkColumns::into_record_batch`] once it has been written,
+    /// returning its vectors emptied but with their capacity, so the next chunk reuses memory that
+    /// is already paged in instead of allocating (and page-faulting) afresh. A buffer that is still
+    /// shared elsewhere comes back as a new, empty vector.
+    pub fn recycle(batch: RecordBatch) -> ChunkColumns {
+        fn take<T: ArrowNativeType>(buffer: Buffer) -> Vec<T> {
+            buffer.into_vec::<T>().map_or_else(
+                |_| Vec::new(),
+                |mut v| {
+                    v.clear();
+                    v
+                },
+            )
+        }
+        fn primitive<P: ArrowPrimitiveType>(a: ArrayRef) -> Vec<P::Native> {
+            let Some(p) = a.as_any().downcast_ref::<PrimitiveArray<P>>().cloned() else {
+                return Vec::new();
+            };
+            drop(a);
+            take(p.into_parts().1.into_inner())
+        }
+        let (_, columns, _) = batch.into_parts();
+        let mut columns = columns.into_iter();
+        let mut next = || columns.next();
+        let row = next().map_or_else(Vec::new, primitive::<UInt32Type>);
+        let col = next().map_or_else(Vec::new, primitive::<UInt32Type>);
+        drop(next()); // n_obs is derived from the offsets
+                      // The list columns share one offsets buffer: it is unique once every list is taken apart.
+        let mut offsets = Vec::new();
+        let mut list = |a: Option<ArrayRef>| -> Option<ArrayRef> {
+            let l = a?.as_any().downcast_ref::<ListArray>().cloned()?;
+            let (_, o, values, _) = l.into_parts();
+            offsets.push(o);
+            Some(values)
+        };
+        let date = list(next()).map_or_else(Vec::new, primitive::<Date32Type>);
+        let sensor = list(next()).map_or_else(Vec::new, primitive::<UInt8Type>);
+        let mut bands = Vec::new();
+        while let Some(values) = list(next()) {
+            bands.push(primitive::<Int16Type>(values));
+        }
+        let last = offsets.pop();
+        drop(offsets);
+        let offsets = last.map_or_else(Vec::new, |o| take(o.into_inner().into_inner()));
+        ChunkColumns {
+            row,
+            col,
+            offsets,
+            date,
+            sensor,
+            bands,
+        }
+    }
+
     /// Reads a record batch of a chunk back into columns.
     pub fn from_record_batch(batch: &RecordBatch) -> Result<ChunkColumns, ChunkError> {
         fn col<'a, T: 'static>(b: &'a RecordBatch, i: usize, name: &str) -> Result<&'a T, ChunkError> {
@@ -411,6 +467,14 @@ impl<W: Write> ChunkWriter<W> {
         Ok(())
     }
 
+    /// [`ChunkWriter::write_owned`], then the columns' vectors back, emptied, for the next chunk
+    /// ([`ChunkColumns::recycle`]).
+    pub fn write_recycling(&mut self, columns: ChunkColumns) -> Result<ChunkColumns, ChunkError> {
+        let batch = columns.into_record_batch(self.schema.clone())?;
+        self.inner.write(&batch)?;
+        Ok(ChunkColumns::recycle(batch))
+    }
+
     /// Writes the end-of-stream marker and returns the output.
     pub fn finish(mut self) -> Result<W, ChunkError> {
         self.inner.finish()?;
@@ -499,6 +563,47 @@ mod tests {
         assert_eq!(batches[1], c, "moved columns give the same batch as copied ones");
         assert_eq!(batches[0].range(1), 2..2);
         assert_eq!(batches[2].pixels(), 0);
+    }
+
+    #[test]
+    fn written_columns_come_back_empty_with_their_memory() {
+        let c = ChunkColumns {
+            row: vec![300, 300, 301],
+            col: vec![0, 1, 7],
+            offsets: vec![0, 2, 2, 3],
+            date: vec![18_700, 18_710, 18_700],
+            sensor: vec![0, 1, 0],
+            bands: vec![vec![100, 200, 300], vec![-1, -2, -3]],
+        };
+        let given = c.clone();
+        let ptr = (
+            given.date.as_ptr(),
+            given.bands[1].as_ptr(),
+            given.offsets.as_ptr(),
+        );
+        let mut w = ChunkWriter::new(Vec::new(), &meta()).unwrap();
+        let back = w.write_recycling(given).unwrap();
+        assert_eq!(
+            (back.date.as_ptr(), back.bands[1].as_ptr(), back.offsets.as_ptr()),
+            ptr
+        );
+        let caps = |c: &ChunkColumns| {
+            let mut v = vec![c.row.capacity(), c.col.capacity(), c.offsets.capacity()];
+            v.extend([c.date.capacity(), c.sensor.capacity()]);
+            v.extend(c.bands.iter().map(Vec::capacity));
+            v
+        };
+        assert_eq!(caps(&back), vec![3, 3, 4, 3, 3, 3, 3]);
+        assert_eq!(back.pixels() + back.observations() + back.offsets.len(), 0);
+        assert!(back.bands.iter().all(Vec::is_empty));
+        // A batch whose buffers are still shared gives fresh vectors and leaves the batch intact.
+        let batch = c.to_record_batch(Arc::new(meta().schema())).unwrap();
+        let kept = batch.clone();
+        let fresh = ChunkColumns::recycle(batch);
+        assert_eq!(fresh.date.capacity(), 0);
+        assert_eq!(ChunkColumns::from_record_batch(&kept).unwrap(), c);
+        let bytes = w.finish().unwrap();
+        assert_eq!(read_chunks(bytes.as_slice()).unwrap().1, vec![c]);
     }
 
     #[test]

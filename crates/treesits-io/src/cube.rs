@@ -393,6 +393,10 @@ pub struct ChunkReader<'a> {
     mask_values: Vec<u8>,
     /// (output position, pixel index in the window) of one acquisition's valid pixels.
     targets: Vec<(u32, u32)>,
+    /// One bit per (acquisition, pixel): valid after screening.
+    valid: Vec<u64>,
+    /// Per pixel: its valid observations, then the next output position.
+    cursor: Vec<u32>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -458,6 +462,8 @@ impl<'a> ChunkReader<'a> {
             band: Vec::new(),
             mask_values: Vec::new(),
             targets: Vec::new(),
+            valid: Vec::new(),
+            cursor: Vec::new(),
         }
     }
 
@@ -529,28 +535,42 @@ impl<'a> ChunkReader<'a> {
     /// (date, sensor) order (the acquisitions are sorted so, and each pixel's list is filled in
     /// acquisition order, so nothing is sorted per pixel).
     pub fn read(&mut self, w: &PixelWindow) -> Result<ChunkColumns, CubeError> {
+        self.read_reusing(w, ChunkColumns::default())
+    }
+
+    /// [`ChunkReader::read`] into the vectors of `spare` (their contents are dropped, their memory
+    /// reused), typically the columns of the previous chunk back from
+    /// [`treesits_core::chunk::ChunkWriter::write_recycling`]: memory that is already paged in.
+    pub fn read_reusing(&mut self, w: &PixelWindow, spare: ChunkColumns) -> Result<ChunkColumns, CubeError> {
         let selected = self.selected(w)?;
         let n = selected.as_ref().map_or(w.len(), Vec::len);
         let pixel = |i: usize| selected.as_ref().map_or(i, |s| s[i] as usize);
         let bands = self.scan.bands;
-        let mut out = ChunkColumns {
-            row: (0..n).map(|i| (w.row + pixel(i) / w.cols) as u32).collect(),
-            col: (0..n).map(|i| (w.col + pixel(i) % w.cols) as u32).collect(),
-            offsets: vec![0],
-            date: Vec::new(),
-            sensor: Vec::new(),
-            bands: vec![Vec::new(); bands],
-        };
+        let mut out = spare;
+        out.row.clear();
+        out.row.extend((0..n).map(|i| (w.row + pixel(i) / w.cols) as u32));
+        out.col.clear();
+        out.col.extend((0..n).map(|i| (w.col + pixel(i) % w.cols) as u32));
+        out.offsets.clear();
+        out.offsets.push(0);
+        out.date.clear();
+        out.sensor.clear();
+        out.bands.resize_with(bands, Vec::new);
+        out.bands.iter_mut().for_each(Vec::clear);
         if n == 0 {
             // Nothing of this window is in the mask: no file is read.
             return Ok(out);
         }
         // Pass 1: QAI only, to size every pixel's list. Bit i of valid[k]: pixel i is valid on
-        // acquisition k.
+        // acquisition k. `cursor` counts each pixel's valid observations for now.
         let n_acq = self.scan.acquisitions.len();
         let words = n.div_ceil(64);
-        let mut valid = vec![0u64; n_acq * words];
-        let mut counts = vec![0u32; n];
+        let mut valid = std::mem::take(&mut self.valid);
+        valid.clear();
+        valid.resize(n_acq * words, 0);
+        let mut cursor = std::mem::take(&mut self.cursor);
+        cursor.clear();
+        cursor.resize(n, 0);
         let mut used = vec![false; n_acq];
         for k in 0..n_acq {
             self.read_file(k, File::Qai, 1, w, false)?;
@@ -559,7 +579,7 @@ impl<'a> ChunkReader<'a> {
             let q = &self.qai;
             let screen = self.screen;
             let mut any = 0u64;
-            for (i, c) in counts.iter_mut().enumerate() {
+            for (i, c) in cursor.iter_mut().enumerate() {
                 let ok = u64::from(!screen.rejects(q[pixel(i)]));
                 bits[i >> 6] |= ok << (i & 63);
                 *c += ok as u32;
@@ -567,22 +587,22 @@ impl<'a> ChunkReader<'a> {
             }
             used[k] = any != 0;
         }
-        let mut offsets = Vec::with_capacity(n + 1);
-        let mut total = 0i32;
-        offsets.push(0i32);
-        for c in &counts {
-            total += *c as i32;
-            offsets.push(total);
+        // Offsets from the counts; the cursors then start at each pixel's first position.
+        let mut total = 0u32;
+        for c in cursor.iter_mut() {
+            let count = *c;
+            *c = total;
+            total += count;
+            out.offsets.push(total as i32);
         }
-        drop(counts);
         let total = total as usize;
-        out.date = vec![0; total];
-        out.sensor = vec![0; total];
-        out.bands = vec![vec![0; total]; bands];
+        out.date.resize(total, 0);
+        out.sensor.resize(total, 0);
+        for b in &mut out.bands {
+            b.resize(total, 0);
+        }
         // Pass 2: the BOA bands of acquisitions with any valid pixel, each read once and its valid
         // values scattered into place.
-        let mut cursor: Vec<u32> = offsets[..n].iter().map(|&o| o as u32).collect();
-        out.offsets = offsets;
         for k in (0..n_acq).filter(|&k| used[k]) {
             let mut targets = std::mem::take(&mut self.targets);
             targets.clear();
@@ -606,6 +626,8 @@ impl<'a> ChunkReader<'a> {
             self.release(k, File::Boa);
             self.targets = targets;
         }
+        self.valid = valid;
+        self.cursor = cursor;
         Ok(out)
     }
 

@@ -92,6 +92,27 @@ pub fn is_stale_chunk(name: &str, tile: &str, count: usize) -> bool {
     }
 }
 
+/// Columns of written chunks, emptied, waiting to be filled by the next chunk a worker reads: their
+/// memory is already paged in, so a chunk costs no fresh allocation (and no page faults) after the
+/// first wave. Holds at most one set per chunk in flight.
+#[derive(Default)]
+struct ColumnPool(std::sync::Mutex<Vec<ChunkColumns>>);
+
+impl ColumnPool {
+    fn take(&self) -> ChunkColumns {
+        self.0
+            .lock()
+            .map(|mut p| p.pop().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    fn give(&self, c: ChunkColumns) {
+        if let Ok(mut p) = self.0.lock() {
+            p.push(c);
+        }
+    }
+}
+
 /// Called once per finished chunk, from the worker that read it: (chunk index, window, counts).
 pub type OnChunk<'a> = &'a (dyn Fn(usize, &PixelWindow, &ExtractSummary) + Sync);
 
@@ -175,14 +196,16 @@ impl ExtractPlan {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let windows = self.windows();
         let tile = self.scan.tile.to_string();
-        // Each worker keeps its reader (its own datasets and buffers) across the chunks it is given.
+        // Each worker keeps its reader (its own datasets and buffers) across the chunks it is given;
+        // the columns of a written chunk go back to the pool for the next one.
+        let pool = ColumnPool::default();
         let written = windows
             .par_iter()
             .enumerate()
             .map_init(
                 || self.reader(true),
                 |reader, (i, w)| -> Result<(AtomicPath, ExtractSummary), ExtractError> {
-                    let columns = reader.read(w)?;
+                    let columns = reader.read_reusing(w, pool.take())?;
                     let mut s = ExtractSummary::default();
                     s.add(&columns);
                     let out = AtomicPath::new(dir.join(chunk_file_name(&tile, i)));
@@ -195,7 +218,7 @@ impl ExtractPlan {
                     let mut writer =
                         ChunkWriter::with_zstd_level(buf, &self.metadata(Some(i)), self.zstd_level)
                             .map_err(chunk)?;
-                    writer.write_owned(columns).map_err(chunk)?;
+                    pool.give(writer.write_recycling(columns).map_err(chunk)?);
                     writer
                         .finish()
                         .map_err(chunk)?
@@ -245,6 +268,7 @@ impl ExtractPlan {
             ChunkWriter::with_zstd_level(out, &self.metadata(None), self.zstd_level).map_err(chunk)?;
         let mut total = ExtractSummary::default();
         let wave = rayon::current_num_threads().max(1);
+        let pool = ColumnPool::default();
         for (g, group) in windows.chunks(wave).enumerate() {
             let columns = group
                 .par_iter()
@@ -252,7 +276,7 @@ impl ExtractPlan {
                 .map_init(
                     || self.reader(true),
                     |reader, (j, w)| -> Result<ChunkColumns, ExtractError> {
-                        let c = reader.read(w)?;
+                        let c = reader.read_reusing(w, pool.take())?;
                         let mut s = ExtractSummary::default();
                         s.add(&c);
                         on_chunk(g * wave + j, w, &s);
@@ -262,7 +286,7 @@ impl ExtractPlan {
                 .collect::<Result<Vec<_>, _>>()?;
             for c in columns {
                 total.add(&c);
-                writer.write_owned(c).map_err(chunk)?;
+                pool.give(writer.write_recycling(c).map_err(chunk)?);
             }
         }
         let mut out = writer.finish().map_err(chunk)?;
