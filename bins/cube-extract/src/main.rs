@@ -73,6 +73,11 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = treesits_core::chunk::DEFAULT_ZSTD_LEVEL,
           value_parser = clap::value_parser!(i32).range(-131_072..=22), allow_negative_numbers = true)]
     zstd_level: i32,
+    /// Tests and benchmarks: bytes of gathered values per group of acquisitions merged into the
+    /// output together (default: an eighth of a chunk's band values, at least 4 MiB; 1: one
+    /// acquisition per group). Does not change the output.
+    #[arg(long, hide = true, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    group_bytes: Option<u64>,
     /// Benchmark baseline: read every BOA and QAI block of the tile with the same workers, write nothing.
     #[arg(long, hide = true)]
     bench_plain_read: bool,
@@ -138,6 +143,7 @@ fn plan(cli: &Cli) -> anyhow::Result<ExtractPlan> {
         chunk_rows,
         max_open_datasets: cli.max_open_files,
         zstd_level: cli.zstd_level,
+        group_bytes: cli.group_bytes.map(|b| b as usize),
     })
 }
 

@@ -312,6 +312,38 @@ fn force38_tagged_prj_honours_dates_sensors_and_chunk_rows() {
 }
 
 #[test]
+fn acquisitions_merged_in_groups_of_any_size_give_the_same_chunks() {
+    // The test tiles are small enough for one group per chunk by default; force one acquisition
+    // per group, and groups of a few, and check every observation against the files.
+    let cube = synth(ForceLayout::Force37, PrjForm::Tagged, 100, 9);
+    let (want, rejected) = expected(
+        &cube.tile_dir,
+        cube.size,
+        &QaiScreen::force_default(),
+        |_, _| true,
+        None,
+    );
+    assert!(rejected > 0);
+    // A window of 1000 pixels, about half of them valid: 28 bytes per observation, so 40 000 bytes
+    // make groups of two or three acquisitions.
+    for bytes in [None, Some("1"), Some("40000")] {
+        let dir = cube.root.join(format!("chunks-{}", bytes.unwrap_or("default")));
+        let mut args = vec![
+            "--tile",
+            s(&cube.tile_dir),
+            "--out-dir",
+            s(&dir),
+            "--threads",
+            "2",
+        ];
+        args.extend(bytes.iter().flat_map(|b| ["--group-bytes", *b]));
+        ok(&run(&args));
+        let chunks: Vec<ChunkColumns> = read_dir_chunks(&dir).into_iter().map(|c| c.2).collect();
+        assert_eq!(series_of(&chunks), want, "--group-bytes {bytes:?}");
+    }
+}
+
+#[test]
 fn screen_none_keeps_every_observation_and_empty_pixels_are_kept() {
     let cube = synth(ForceLayout::Force38, PrjForm::Tagged, 100, 8);
     let n_acq = read_tile(&cube.tile_dir).len();

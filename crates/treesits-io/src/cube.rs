@@ -378,9 +378,10 @@ pub const MAX_OPEN_DATASETS: usize = 512;
 /// Reads chunks of one tile. Not `Sync`: give each worker thread its own (`map_init`).
 ///
 /// Per chunk it reads every QAI window once (screening), then the BOA bands of the acquisitions with
-/// any valid pixel once, each straight into a buffer it reuses, and scatters the values of valid pixels
-/// into their place in the output. Memory: the output, one band window and one bit per (acquisition,
-/// pixel).
+/// any valid pixel once, each straight into a buffer it reuses, gathers the valid values of a group
+/// of acquisitions and merges them into the pixel-major output in one pass per band and group.
+/// Memory: the output, one band window, one bit per (acquisition, pixel) and the group (an eighth of
+/// the chunk's band values plus 8 bytes per observation, at least [`MIN_GROUP_BYTES`]).
 pub struct ChunkReader<'a> {
     scan: &'a TileScan,
     screen: &'a QaiScreen,
@@ -391,12 +392,17 @@ pub struct ChunkReader<'a> {
     qai: Vec<i16>,
     band: Vec<i16>,
     mask_values: Vec<u8>,
-    /// (output position, pixel index in the window) of one acquisition's valid pixels.
-    targets: Vec<(u32, u32)>,
+    /// The valid values of a group of acquisitions, band by band, each band's in acquisition order
+    /// and, within an acquisition, pixel order.
+    compact: Vec<i16>,
+    /// (output position, index into a band of `compact`) of a group's observations, in output order.
+    program: Vec<(u32, u32)>,
     /// One bit per (acquisition, pixel): valid after screening.
     valid: Vec<u64>,
     /// Per pixel: its valid observations, then the next output position.
     cursor: Vec<u32>,
+    /// Fixed group budget in bytes instead of [`group_budget`] (tests, benchmarks).
+    group_bytes: Option<usize>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -432,6 +438,16 @@ fn read_into<T: gdal::raster::GdalType + Copy>(
         .map_err(err)
 }
 
+/// Bytes of gathered values and merge program (see [`ChunkReader::read_reusing`]) a worker may hold
+/// for one group of acquisitions by default: an eighth of the chunk's band values, at least
+/// [`MIN_GROUP_BYTES`]. Larger groups stream through the output fewer times.
+fn group_budget(observations: usize, bands: usize) -> usize {
+    (observations * bands * std::mem::size_of::<i16>() / 8).max(MIN_GROUP_BYTES)
+}
+
+/// See [`group_budget`].
+pub const MIN_GROUP_BYTES: usize = 4 << 20;
+
 /// Calls `f(i)` for every set bit `i` of `bits`, in ascending order.
 fn for_each_set(bits: &[u64], mut f: impl FnMut(usize)) {
     for (wi, &word) in bits.iter().enumerate() {
@@ -461,10 +477,20 @@ impl<'a> ChunkReader<'a> {
             qai: Vec::new(),
             band: Vec::new(),
             mask_values: Vec::new(),
-            targets: Vec::new(),
+            compact: Vec::new(),
+            program: Vec::new(),
             valid: Vec::new(),
             cursor: Vec::new(),
+            group_bytes: None,
         }
+    }
+
+    /// Groups acquisitions by at most `bytes` of gathered values and merge program instead of the
+    /// default budget (a chunk's eighth, at least [`MIN_GROUP_BYTES`]); a group always holds at
+    /// least one acquisition, so 1 gives one acquisition per group. The output does not depend on it.
+    pub fn with_group_bytes(mut self, bytes: Option<usize>) -> ChunkReader<'a> {
+        self.group_bytes = bytes;
+        self
     }
 
     /// The number of acquisitions (two datasets each) each of `threads` workers may keep open when
@@ -571,21 +597,17 @@ impl<'a> ChunkReader<'a> {
         let mut cursor = std::mem::take(&mut self.cursor);
         cursor.clear();
         cursor.resize(n, 0);
-        let mut used = vec![false; n_acq];
         for k in 0..n_acq {
             self.read_file(k, File::Qai, 1, w, false)?;
             self.release(k, File::Qai);
             let bits = &mut valid[k * words..(k + 1) * words];
             let q = &self.qai;
             let screen = self.screen;
-            let mut any = 0u64;
             for (i, c) in cursor.iter_mut().enumerate() {
                 let ok = u64::from(!screen.rejects(q[pixel(i)]));
                 bits[i >> 6] |= ok << (i & 63);
                 *c += ok as u32;
-                any |= ok;
             }
-            used[k] = any != 0;
         }
         // Offsets from the counts; the cursors then start at each pixel's first position.
         let mut total = 0u32;
@@ -601,30 +623,93 @@ impl<'a> ChunkReader<'a> {
         for b in &mut out.bands {
             b.resize(total, 0);
         }
-        // Pass 2: the BOA bands of acquisitions with any valid pixel, each read once and its valid
-        // values scattered into place.
-        for k in (0..n_acq).filter(|&k| used[k]) {
-            let mut targets = std::mem::take(&mut self.targets);
-            targets.clear();
-            for_each_set(&valid[k * words..(k + 1) * words], |i| {
-                targets.push((cursor[i], pixel(i) as u32));
-                cursor[i] += 1;
-            });
-            let acq = &self.scan.acquisitions[k];
-            let (day, code) = (acq.date.days_since_epoch(), acq.sensor.code());
-            for &(pos, _) in &targets {
-                out.date[pos as usize] = day;
-                out.sensor[pos as usize] = code;
+        // Pass 2: the BOA bands of acquisitions with any valid pixel, each read once. Writing each
+        // acquisition's values straight into the pixel-major output would stream through all of
+        // the output once per acquisition and band; instead the valid values of a group of
+        // acquisitions are first gathered (in pixel order, per acquisition and band) into
+        // `compact`, then merged into the output in one sequential pass per band and group.
+        let obs: Vec<usize> = (0..n_acq)
+            .map(|k| {
+                valid[k * words..(k + 1) * words]
+                    .iter()
+                    .map(|b| b.count_ones() as usize)
+                    .sum()
+            })
+            .collect();
+        let used: Vec<usize> = (0..n_acq).filter(|&k| obs[k] > 0).collect();
+        let per_obs = bands * std::mem::size_of::<i16>() + std::mem::size_of::<(u32, u32)>();
+        let budget = self.group_bytes.unwrap_or_else(|| group_budget(total, bands));
+        let mut first = 0;
+        while first < used.len() {
+            let mut end = first + 1;
+            let mut group_obs = obs[used[first]];
+            while end < used.len() && (group_obs + obs[used[end]]) * per_obs <= budget {
+                group_obs += obs[used[end]];
+                end += 1;
             }
-            for b in 0..bands {
-                self.read_file(k, File::Boa, b + 1, w, true)?;
-                let (src, dst) = (&self.band, &mut out.bands[b]);
-                for &(pos, px) in &targets {
-                    dst[pos as usize] = src[px as usize];
+            let group = &used[first..end];
+            first = end;
+            // Where each acquisition's values start in a band's part of `compact`.
+            let mut rank: Vec<u32> = group
+                .iter()
+                .scan(0u32, |at, &k| {
+                    let start = *at;
+                    *at += obs[k] as u32;
+                    Some(start)
+                })
+                .collect();
+            let stamps: Vec<(i32, u8)> = group
+                .iter()
+                .map(|&k| {
+                    let acq = &self.scan.acquisitions[k];
+                    (acq.date.days_since_epoch(), acq.sensor.code())
+                })
+                .collect();
+            // The merge program: (output position, index in `compact`), in output order.
+            let mut program = std::mem::take(&mut self.program);
+            program.clear();
+            for wi in 0..words {
+                let mut any = group.iter().fold(0u64, |a, &k| a | valid[k * words + wi]);
+                while any != 0 {
+                    let bit = any.trailing_zeros() as usize;
+                    let i = wi * 64 + bit;
+                    for (g, &k) in group.iter().enumerate() {
+                        if valid[k * words + wi] >> bit & 1 == 1 {
+                            let pos = cursor[i];
+                            cursor[i] += 1;
+                            program.push((pos, rank[g]));
+                            rank[g] += 1;
+                            (out.date[pos as usize], out.sensor[pos as usize]) = stamps[g];
+                        }
+                    }
+                    any &= any - 1;
                 }
             }
-            self.release(k, File::Boa);
-            self.targets = targets;
+            let mut compact = std::mem::take(&mut self.compact);
+            compact.clear();
+            compact.resize(group_obs * bands, 0);
+            let mut at = 0;
+            for &k in group {
+                for b in 0..bands {
+                    self.read_file(k, File::Boa, b + 1, w, true)?;
+                    let part = &mut compact[b * group_obs + at..b * group_obs + at + obs[k]];
+                    let (src, mut r) = (&self.band, 0);
+                    for_each_set(&valid[k * words..(k + 1) * words], |i| {
+                        part[r] = src[pixel(i)];
+                        r += 1;
+                    });
+                }
+                self.release(k, File::Boa);
+                at += obs[k];
+            }
+            for (b, dst) in out.bands.iter_mut().enumerate() {
+                let src = &compact[b * group_obs..(b + 1) * group_obs];
+                for &(pos, from) in &program {
+                    dst[pos as usize] = src[from as usize];
+                }
+            }
+            self.program = program;
+            self.compact = compact;
         }
         self.valid = valid;
         self.cursor = cursor;

@@ -44,6 +44,9 @@ pub struct ExtractPlan {
     pub max_open_datasets: usize,
     /// zstd level of the chunks ([`treesits_core::chunk::ZSTD_LEVELS`]).
     pub zstd_level: i32,
+    /// Bytes per group of acquisitions whose values are merged into the output together
+    /// ([`ChunkReader::with_group_bytes`]); `None`: the reader's default.
+    pub group_bytes: Option<usize>,
 }
 
 /// Counts of what was written.
@@ -179,6 +182,7 @@ impl ExtractPlan {
             self.mask.as_ref().filter(|_| mask),
             keep_open,
         )
+        .with_group_bytes(self.group_bytes)
     }
 
     /// Writes one file per chunk into `dir` (created if needed); all or nothing. Chunk files of this
