@@ -73,9 +73,9 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = treesits_core::chunk::DEFAULT_ZSTD_LEVEL,
           value_parser = clap::value_parser!(i32).range(-131_072..=22), allow_negative_numbers = true)]
     zstd_level: i32,
-    /// Tests and benchmarks: bytes of gathered values per group of acquisitions merged into the
-    /// output together (default: an eighth of a chunk's band values, at least 4 MiB; 1: one
-    /// acquisition per group). Does not change the output.
+    /// Tests and benchmarks: bytes of band windows and merge program per group of acquisitions
+    /// merged into the output together (default: an eighth of a chunk's band values, at least
+    /// 8 MiB; 1: one acquisition per group). Does not change the output.
     #[arg(long, hide = true, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
     group_bytes: Option<u64>,
     /// Benchmark baseline: read every BOA and QAI block of the tile with the same workers, write nothing.

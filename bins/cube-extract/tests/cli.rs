@@ -324,9 +324,9 @@ fn acquisitions_merged_in_groups_of_any_size_give_the_same_chunks() {
         None,
     );
     assert!(rejected > 0);
-    // A window of 1000 pixels, about half of them valid: 28 bytes per observation, so 40 000 bytes
-    // make groups of two or three acquisitions.
-    for bytes in [None, Some("1"), Some("40000")] {
+    // A window of 1000 pixels, about half of them valid: 2000 bytes of band window and ~4000 of
+    // program per acquisition, so 15 000 bytes make groups of two or three acquisitions.
+    for bytes in [None, Some("1"), Some("15000")] {
         let dir = cube.root.join(format!("chunks-{}", bytes.unwrap_or("default")));
         let mut args = vec![
             "--tile",

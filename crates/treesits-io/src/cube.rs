@@ -378,10 +378,11 @@ pub const MAX_OPEN_DATASETS: usize = 512;
 /// Reads chunks of one tile. Not `Sync`: give each worker thread its own (`map_init`).
 ///
 /// Per chunk it reads every QAI window once (screening), then the BOA bands of the acquisitions with
-/// any valid pixel once, each straight into a buffer it reuses, gathers the valid values of a group
-/// of acquisitions and merges them into the pixel-major output in one pass per band and group.
-/// Memory: the output, one band window, one bit per (acquisition, pixel) and the group (an eighth of
-/// the chunk's band values plus 8 bytes per observation, at least [`MIN_GROUP_BYTES`]).
+/// any valid pixel once, a group of acquisitions band by band, and merges each band of a group into
+/// the pixel-major output in one pass. Memory: the output, one bit per (acquisition, pixel) and one
+/// group's band windows (one band each) with its merge program (8 bytes per observation): together
+/// at most an eighth of the size of the chunk's band values, or [`MIN_GROUP_BYTES`] if that is
+/// more, and always at least one acquisition.
 pub struct ChunkReader<'a> {
     scan: &'a TileScan,
     screen: &'a QaiScreen,
@@ -392,10 +393,9 @@ pub struct ChunkReader<'a> {
     qai: Vec<i16>,
     band: Vec<i16>,
     mask_values: Vec<u8>,
-    /// The valid values of a group of acquisitions, band by band, each band's in acquisition order
-    /// and, within an acquisition, pixel order.
-    compact: Vec<i16>,
-    /// (output position, index into a band of `compact`) of a group's observations, in output order.
+    /// One band window of each acquisition of a group, side by side.
+    windows: Vec<i16>,
+    /// (output position, index into `windows`) of a group's observations, in output order.
     program: Vec<(u32, u32)>,
     /// One bit per (acquisition, pixel): valid after screening.
     valid: Vec<u64>,
@@ -438,7 +438,7 @@ fn read_into<T: gdal::raster::GdalType + Copy>(
         .map_err(err)
 }
 
-/// Bytes of gathered values and merge program (see [`ChunkReader::read_reusing`]) a worker may hold
+/// Bytes of band windows and merge program (see [`ChunkReader::read_reusing`]) a worker may hold
 /// for one group of acquisitions by default: an eighth of the chunk's band values, at least
 /// [`MIN_GROUP_BYTES`]. Larger groups stream through the output fewer times.
 fn group_budget(observations: usize, bands: usize) -> usize {
@@ -446,18 +446,10 @@ fn group_budget(observations: usize, bands: usize) -> usize {
 }
 
 /// See [`group_budget`].
-pub const MIN_GROUP_BYTES: usize = 4 << 20;
+pub const MIN_GROUP_BYTES: usize = 8 << 20;
 
-/// Calls `f(i)` for every set bit `i` of `bits`, in ascending order.
-fn for_each_set(bits: &[u64], mut f: impl FnMut(usize)) {
-    for (wi, &word) in bits.iter().enumerate() {
-        let mut w = word;
-        while w != 0 {
-            f(wi * 64 + w.trailing_zeros() as usize);
-            w &= w - 1;
-        }
-    }
-}
+/// Most acquisitions in one group: their BOA files are open together while the group is read.
+const MAX_GROUP: usize = 32;
 
 impl<'a> ChunkReader<'a> {
     /// A reader that keeps the datasets of at most `keep_open` acquisitions open between chunks (the
@@ -477,7 +469,7 @@ impl<'a> ChunkReader<'a> {
             qai: Vec::new(),
             band: Vec::new(),
             mask_values: Vec::new(),
-            compact: Vec::new(),
+            windows: Vec::new(),
             program: Vec::new(),
             valid: Vec::new(),
             cursor: Vec::new(),
@@ -625,9 +617,9 @@ impl<'a> ChunkReader<'a> {
         }
         // Pass 2: the BOA bands of acquisitions with any valid pixel, each read once. Writing each
         // acquisition's values straight into the pixel-major output would stream through all of
-        // the output once per acquisition and band; instead the valid values of a group of
-        // acquisitions are first gathered (in pixel order, per acquisition and band) into
-        // `compact`, then merged into the output in one sequential pass per band and group.
+        // the output once per acquisition and band; instead the same band of a group of
+        // acquisitions is read side by side and merged into the output in one sequential pass,
+        // following a program (output position, index of the value) built once per group.
         let obs: Vec<usize> = (0..n_acq)
             .map(|k| {
                 valid[k * words..(k + 1) * words]
@@ -637,27 +629,23 @@ impl<'a> ChunkReader<'a> {
             })
             .collect();
         let used: Vec<usize> = (0..n_acq).filter(|&k| obs[k] > 0).collect();
-        let per_obs = bands * std::mem::size_of::<i16>() + std::mem::size_of::<(u32, u32)>();
+        let wl = w.len();
+        let per_acq = wl * std::mem::size_of::<i16>();
+        let per_obs = std::mem::size_of::<(u32, u32)>();
         let budget = self.group_bytes.unwrap_or_else(|| group_budget(total, bands));
         let mut first = 0;
         while first < used.len() {
             let mut end = first + 1;
             let mut group_obs = obs[used[first]];
-            while end < used.len() && (group_obs + obs[used[end]]) * per_obs <= budget {
+            while end < used.len()
+                && end - first < MAX_GROUP
+                && (end + 1 - first) * per_acq + (group_obs + obs[used[end]]) * per_obs <= budget
+            {
                 group_obs += obs[used[end]];
                 end += 1;
             }
             let group = &used[first..end];
             first = end;
-            // Where each acquisition's values start in a band's part of `compact`.
-            let mut rank: Vec<u32> = group
-                .iter()
-                .scan(0u32, |at, &k| {
-                    let start = *at;
-                    *at += obs[k] as u32;
-                    Some(start)
-                })
-                .collect();
             let stamps: Vec<(i32, u8)> = group
                 .iter()
                 .map(|&k| {
@@ -665,7 +653,7 @@ impl<'a> ChunkReader<'a> {
                     (acq.date.days_since_epoch(), acq.sensor.code())
                 })
                 .collect();
-            // The merge program: (output position, index in `compact`), in output order.
+            // The merge program: (output position, index in `windows`), in output order.
             let mut program = std::mem::take(&mut self.program);
             program.clear();
             for wi in 0..words {
@@ -673,43 +661,35 @@ impl<'a> ChunkReader<'a> {
                 while any != 0 {
                     let bit = any.trailing_zeros() as usize;
                     let i = wi * 64 + bit;
+                    let px = pixel(i);
                     for (g, &k) in group.iter().enumerate() {
                         if valid[k * words + wi] >> bit & 1 == 1 {
                             let pos = cursor[i];
                             cursor[i] += 1;
-                            program.push((pos, rank[g]));
-                            rank[g] += 1;
+                            program.push((pos, (g * wl + px) as u32));
                             (out.date[pos as usize], out.sensor[pos as usize]) = stamps[g];
                         }
                     }
                     any &= any - 1;
                 }
             }
-            let mut compact = std::mem::take(&mut self.compact);
-            compact.clear();
-            compact.resize(group_obs * bands, 0);
-            let mut at = 0;
-            for &k in group {
-                for b in 0..bands {
-                    self.read_file(k, File::Boa, b + 1, w, true)?;
-                    let part = &mut compact[b * group_obs + at..b * group_obs + at + obs[k]];
-                    let (src, mut r) = (&self.band, 0);
-                    for_each_set(&valid[k * words..(k + 1) * words], |i| {
-                        part[r] = src[pixel(i)];
-                        r += 1;
-                    });
-                }
-                self.release(k, File::Boa);
-                at += obs[k];
-            }
+            // Every value is overwritten by the reads: no need to clear.
+            let mut windows = std::mem::take(&mut self.windows);
+            windows.resize(group.len() * wl, 0);
             for (b, dst) in out.bands.iter_mut().enumerate() {
-                let src = &compact[b * group_obs..(b + 1) * group_obs];
-                for &(pos, from) in &program {
-                    dst[pos as usize] = src[from as usize];
+                for (g, &k) in group.iter().enumerate() {
+                    self.read_file(k, File::Boa, b + 1, w, true)?;
+                    windows[g * wl..(g + 1) * wl].copy_from_slice(&self.band);
                 }
+                for &(pos, from) in &program {
+                    dst[pos as usize] = windows[from as usize];
+                }
+            }
+            for &k in group {
+                self.release(k, File::Boa);
             }
             self.program = program;
-            self.compact = compact;
+            self.windows = windows;
         }
         self.valid = valid;
         self.cursor = cursor;
@@ -757,12 +737,5 @@ mod tests {
                 .to_string()
         );
         assert_eq!(loc("X0058_Y0056"), "datacube-definition.prj");
-    }
-
-    #[test]
-    fn set_bits_are_visited_in_order() {
-        let mut seen = Vec::new();
-        for_each_set(&[0b1001, 0, 1 << 63], |i| seen.push(i));
-        assert_eq!(seen, vec![0, 3, 191]);
     }
 }
