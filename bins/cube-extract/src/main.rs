@@ -66,10 +66,10 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = treesits_io::cube::MAX_OPEN_DATASETS)]
     max_open_files: usize,
     /// zstd level of the chunks, -131072..=22. 1 (the default) is the fast end of the usual range:
-    /// about twice as fast as zstd's default 3 with files ~2 % larger. Higher levels give smaller
-    /// files for much more CPU (19: several times slower); 0 means 3; negative levels are faster
-    /// still but compress less (-1: ~35 % larger). Readers need no setting: the level is not part of
-    /// the format.
+    /// compressing is about twice as fast as at zstd's default 3, files 1-2 % larger. Higher levels
+    /// give smaller files for much more CPU (19: ~20 % smaller, the whole extraction over ten times
+    /// slower); 0 means 3; negative levels are faster still but compress less (-1: ~35 % larger).
+    /// Readers need no setting: the level is not part of the format.
     #[arg(long, value_name = "N", default_value_t = treesits_core::chunk::DEFAULT_ZSTD_LEVEL,
           value_parser = clap::value_parser!(i32).range(-131_072..=22), allow_negative_numbers = true)]
     zstd_level: i32,
