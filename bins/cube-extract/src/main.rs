@@ -65,6 +65,19 @@ struct Cli {
     /// open files (and their memory) do not grow with the number of dates.
     #[arg(long, value_name = "N", default_value_t = treesits_io::cube::MAX_OPEN_DATASETS)]
     max_open_files: usize,
+    /// zstd level of the chunks, -131072..=22. 1 (the default) is the fast end of the usual range:
+    /// compressing is about twice as fast as at zstd's default 3, files 1-2 % larger. Higher levels
+    /// give smaller files for much more CPU (19: ~20 % smaller, the whole extraction over ten times
+    /// slower); 0 means 3; negative levels are faster still but compress less (-1: ~35 % larger).
+    /// Readers need no setting: the level is not part of the format.
+    #[arg(long, value_name = "N", default_value_t = treesits_core::chunk::DEFAULT_ZSTD_LEVEL,
+          value_parser = clap::value_parser!(i32).range(-131_072..=22), allow_negative_numbers = true)]
+    zstd_level: i32,
+    /// Tests and benchmarks: bytes of band windows and merge program per group of acquisitions
+    /// merged into the output together (default: an eighth of a chunk's band values, at least
+    /// 8 MiB; 1: one acquisition per group). Does not change the output.
+    #[arg(long, hide = true, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    group_bytes: Option<u64>,
     /// Benchmark baseline: read every BOA and QAI block of the tile with the same workers, write nothing.
     #[arg(long, hide = true)]
     bench_plain_read: bool,
@@ -129,6 +142,8 @@ fn plan(cli: &Cli) -> anyhow::Result<ExtractPlan> {
         mask,
         chunk_rows,
         max_open_datasets: cli.max_open_files,
+        zstd_level: cli.zstd_level,
+        group_bytes: cli.group_bytes.map(|b| b as usize),
     })
 }
 

@@ -313,6 +313,38 @@ fn force38_tagged_prj_honours_dates_sensors_and_chunk_rows() {
 }
 
 #[test]
+fn acquisitions_merged_in_groups_of_any_size_give_the_same_chunks() {
+    // The test tiles are small enough for one group per chunk by default; force one acquisition
+    // per group, and groups of a few, and check every observation against the files.
+    let cube = synth(ForceLayout::Force37, PrjForm::Tagged, 100, 9);
+    let (want, rejected) = expected(
+        &cube.tile_dir,
+        cube.size,
+        &QaiScreen::force_default(),
+        |_, _| true,
+        None,
+    );
+    assert!(rejected > 0);
+    // A window of 1000 pixels, about half of them valid: 2000 bytes of band window and ~4000 of
+    // program per acquisition, so 15 000 bytes make groups of two or three acquisitions.
+    for bytes in [None, Some("1"), Some("15000")] {
+        let dir = cube.root.join(format!("chunks-{}", bytes.unwrap_or("default")));
+        let mut args = vec![
+            "--tile",
+            s(&cube.tile_dir),
+            "--out-dir",
+            s(&dir),
+            "--threads",
+            "2",
+        ];
+        args.extend(bytes.iter().flat_map(|b| ["--group-bytes", *b]));
+        ok(&run(&args));
+        let chunks: Vec<ChunkColumns> = read_dir_chunks(&dir).into_iter().map(|c| c.2).collect();
+        assert_eq!(series_of(&chunks), want, "--group-bytes {bytes:?}");
+    }
+}
+
+#[test]
 fn screen_none_keeps_every_observation_and_empty_pixels_are_kept() {
     let cube = synth(ForceLayout::Force38, PrjForm::Tagged, 100, 8);
     let n_acq = read_tile(&cube.tile_dir).len();
@@ -387,6 +419,47 @@ fn stdout_stream_holds_the_same_chunks_as_the_files() {
     }
     // Logs went to stderr, not into the stream.
     assert!(String::from_utf8_lossy(&r.stderr).contains("chunk"));
+}
+
+#[test]
+fn zstd_level_changes_the_file_sizes_not_the_chunks() {
+    let cube = synth(ForceLayout::Force37, PrjForm::Tagged, 100, 8);
+    let extract = |level: &str| {
+        let dir = cube.root.join(format!("chunks{level}"));
+        let args = [
+            "--tile",
+            s(&cube.tile_dir),
+            "--out-dir",
+            s(&dir),
+            "--zstd-level",
+            level,
+        ];
+        ok(&run(&args));
+        let bytes: u64 = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        (read_dir_chunks(&dir), bytes)
+    };
+    let (default, _) = extract("1");
+    let (fast, fast_bytes) = extract("-5");
+    let (small, small_bytes) = extract("19");
+    assert!(small_bytes < fast_bytes, "{small_bytes} vs {fast_bytes}");
+    assert_eq!(fast, default);
+    assert_eq!(small, default);
+    // Out of zstd's range: a usage error, nothing written.
+    let dir = cube.root.join("chunks-bad");
+    let r = run(&[
+        "--tile",
+        s(&cube.tile_dir),
+        "--out-dir",
+        s(&dir),
+        "--zstd-level",
+        "23",
+    ]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("23 is not in -131072..=22"));
+    assert!(!dir.exists());
 }
 
 #[test]

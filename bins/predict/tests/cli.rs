@@ -668,7 +668,7 @@ fn damaged_chunks_are_refused_and_leave_no_output() {
     // A chunk of another format version, written by hand with its metadata changed.
     let (meta, batches) = read_chunk_file(&chunks.join(&names[1]));
     let mut map = meta.to_map();
-    map.insert("treesits.format_version".into(), "2".into());
+    map.insert("treesits.format_version", "2");
     let schema = Arc::new(meta.schema().with_metadata(map));
     let batch = batches[0].to_record_batch(Arc::new(meta.schema())).unwrap();
     let batch = arrow_array::RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).unwrap();

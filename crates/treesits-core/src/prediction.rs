@@ -15,7 +15,6 @@
 //! replaced) plus the model id, its class table and the uncertainty measure. Documented for users in
 //! `docs/formats.md` ("Prediction chunks"); bump [`FORMAT_VERSION`] on any change.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::Arc;
 
@@ -24,7 +23,7 @@ use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
-use crate::chunk::{self, ChunkError, ChunkMetadata};
+use crate::chunk::{self, ChunkError, ChunkMetadata, Metadata};
 use crate::species::{SpeciesClass, CLASS_NODATA};
 
 /// Value of the `treesits.format` metadata key.
@@ -125,25 +124,25 @@ fn meta_err(s: impl Into<String>) -> ChunkError {
 }
 
 impl PredictionMetadata {
-    pub fn to_map(&self) -> HashMap<String, String> {
+    pub fn to_map(&self) -> Metadata {
         let mut m = self.source.to_map();
-        m.insert(chunk::keys::FORMAT.into(), FORMAT_NAME.into());
-        m.insert(chunk::keys::VERSION.into(), FORMAT_VERSION.to_string());
-        m.insert(keys::MODEL_ID.into(), self.model_id.clone());
+        m.insert(chunk::keys::FORMAT, FORMAT_NAME);
+        m.insert(chunk::keys::VERSION, FORMAT_VERSION.to_string());
+        m.insert(keys::MODEL_ID, self.model_id.clone());
         m.insert(
-            keys::CLASSES.into(),
+            keys::CLASSES,
             serde_json::to_string(&self.classes).expect("classes serialise"),
         );
-        m.insert(keys::PROBABILITIES.into(), self.probabilities.to_string());
+        m.insert(keys::PROBABILITIES, self.probabilities.to_string());
         m.insert(
-            keys::UNCERTAINTY.into(),
-            self.uncertainty.map_or("none", Uncertainty::name).into(),
+            keys::UNCERTAINTY,
+            self.uncertainty.map_or("none", Uncertainty::name),
         );
         m
     }
 
     /// Reads the metadata back, refusing other formats and versions.
-    pub fn from_map(m: &HashMap<String, String>) -> Result<PredictionMetadata, ChunkError> {
+    pub fn from_map(m: &Metadata) -> Result<PredictionMetadata, ChunkError> {
         let get = |k: &str| {
             m.get(k)
                 .map(String::as_str)
@@ -163,8 +162,8 @@ impl PredictionMetadata {
         }
         // The inherited keys are parsed by the time-series reader.
         let mut inherited = m.clone();
-        inherited.insert(chunk::keys::FORMAT.into(), chunk::FORMAT_NAME.into());
-        inherited.insert(chunk::keys::VERSION.into(), chunk::FORMAT_VERSION.to_string());
+        inherited.insert(chunk::keys::FORMAT, chunk::FORMAT_NAME);
+        inherited.insert(chunk::keys::VERSION, chunk::FORMAT_VERSION.to_string());
         let source = ChunkMetadata::from_map(&inherited)?;
         let classes: Vec<SpeciesClass> = serde_json::from_str(get(keys::CLASSES)?)
             .map_err(|e| meta_err(format!("bad '{}': {e}", keys::CLASSES)))?;
@@ -316,9 +315,10 @@ pub struct PredictionWriter<W: Write> {
 }
 
 impl<W: Write> PredictionWriter<W> {
+    /// A writer compressing at [`chunk::DEFAULT_ZSTD_LEVEL`].
     pub fn new(out: W, meta: &PredictionMetadata) -> Result<PredictionWriter<W>, ChunkError> {
         let schema = Arc::new(meta.schema());
-        let inner = chunk::zstd_stream_writer(out, &schema)?;
+        let inner = chunk::zstd_stream_writer(out, &schema, chunk::DEFAULT_ZSTD_LEVEL)?;
         Ok(PredictionWriter { schema, inner })
     }
 
@@ -434,7 +434,7 @@ mod tests {
     #[test]
     fn a_time_series_chunk_is_refused_with_a_hint() {
         let mut m = meta(false, None).to_map();
-        m.insert(chunk::keys::FORMAT.into(), chunk::FORMAT_NAME.into());
+        m.insert(chunk::keys::FORMAT, chunk::FORMAT_NAME);
         let e = PredictionMetadata::from_map(&m).unwrap_err().to_string();
         assert!(e.contains("goes to predict"), "{e}");
     }

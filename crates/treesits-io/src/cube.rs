@@ -368,9 +368,11 @@ pub const MAX_OPEN_DATASETS: usize = 512;
 /// Reads chunks of one tile. Not `Sync`: give each worker thread its own (`map_init`).
 ///
 /// Per chunk it reads every QAI window once (screening), then the BOA bands of the acquisitions with
-/// any valid pixel once, each straight into a buffer it reuses, and scatters the values of valid pixels
-/// into their place in the output. Memory: the output, one band window and one bit per (acquisition,
-/// pixel).
+/// any valid pixel once, a group of acquisitions band by band, and merges each band of a group into
+/// the pixel-major output in one pass. Memory: the output, one bit per (acquisition, pixel) and one
+/// group's band windows (one band each) with its merge program (8 bytes per observation): together
+/// at most an eighth of the size of the chunk's band values, or [`MIN_GROUP_BYTES`] if that is
+/// more, and always at least one acquisition.
 pub struct ChunkReader<'a> {
     scan: &'a TileScan,
     screen: &'a QaiScreen,
@@ -381,8 +383,16 @@ pub struct ChunkReader<'a> {
     qai: Vec<i16>,
     band: Vec<i16>,
     mask_values: Vec<u8>,
-    /// (output position, pixel index in the window) of one acquisition's valid pixels.
-    targets: Vec<(u32, u32)>,
+    /// One band window of each acquisition of a group, side by side.
+    windows: Vec<i16>,
+    /// (output position, index into `windows`) of a group's observations, in output order.
+    program: Vec<(u32, u32)>,
+    /// One bit per (acquisition, pixel): valid after screening.
+    valid: Vec<u64>,
+    /// Per pixel: its valid observations, then the next output position.
+    cursor: Vec<u32>,
+    /// Fixed group budget in bytes instead of [`group_budget`] (tests, benchmarks).
+    group_bytes: Option<usize>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -418,16 +428,18 @@ fn read_into<T: gdal::raster::GdalType + Copy>(
         .map_err(err)
 }
 
-/// Calls `f(i)` for every set bit `i` of `bits`, in ascending order.
-fn for_each_set(bits: &[u64], mut f: impl FnMut(usize)) {
-    for (wi, &word) in bits.iter().enumerate() {
-        let mut w = word;
-        while w != 0 {
-            f(wi * 64 + w.trailing_zeros() as usize);
-            w &= w - 1;
-        }
-    }
+/// Bytes of band windows and merge program (see [`ChunkReader::read_reusing`]) a worker may hold
+/// for one group of acquisitions by default: an eighth of the chunk's band values, at least
+/// [`MIN_GROUP_BYTES`]. Larger groups stream through the output fewer times.
+fn group_budget(observations: usize, bands: usize) -> usize {
+    (observations * bands * std::mem::size_of::<i16>() / 8).max(MIN_GROUP_BYTES)
 }
+
+/// See [`group_budget`].
+pub const MIN_GROUP_BYTES: usize = 8 << 20;
+
+/// Most acquisitions in one group: their BOA files are open together while the group is read.
+const MAX_GROUP: usize = 32;
 
 impl<'a> ChunkReader<'a> {
     /// A reader that keeps the datasets of at most `keep_open` acquisitions open between chunks (the
@@ -447,8 +459,20 @@ impl<'a> ChunkReader<'a> {
             qai: Vec::new(),
             band: Vec::new(),
             mask_values: Vec::new(),
-            targets: Vec::new(),
+            windows: Vec::new(),
+            program: Vec::new(),
+            valid: Vec::new(),
+            cursor: Vec::new(),
+            group_bytes: None,
         }
+    }
+
+    /// Groups acquisitions by at most `bytes` of gathered values and merge program instead of the
+    /// default budget (a chunk's eighth, at least [`MIN_GROUP_BYTES`]); a group always holds at
+    /// least one acquisition, so 1 gives one acquisition per group. The output does not depend on it.
+    pub fn with_group_bytes(mut self, bytes: Option<usize>) -> ChunkReader<'a> {
+        self.group_bytes = bytes;
+        self
     }
 
     /// The number of acquisitions (two datasets each) each of `threads` workers may keep open when
@@ -519,83 +543,146 @@ impl<'a> ChunkReader<'a> {
     /// (date, sensor) order (the acquisitions are sorted so, and each pixel's list is filled in
     /// acquisition order, so nothing is sorted per pixel).
     pub fn read(&mut self, w: &PixelWindow) -> Result<ChunkColumns, CubeError> {
+        self.read_reusing(w, ChunkColumns::default())
+    }
+
+    /// [`ChunkReader::read`] into the vectors of `spare` (their contents are dropped, their memory
+    /// reused), typically the columns of the previous chunk back from
+    /// [`treesits_core::chunk::ChunkWriter::write_recycling`]: memory that is already paged in.
+    pub fn read_reusing(&mut self, w: &PixelWindow, spare: ChunkColumns) -> Result<ChunkColumns, CubeError> {
         let selected = self.selected(w)?;
         let n = selected.as_ref().map_or(w.len(), Vec::len);
         let pixel = |i: usize| selected.as_ref().map_or(i, |s| s[i] as usize);
         let bands = self.scan.bands;
-        let mut out = ChunkColumns {
-            row: (0..n).map(|i| (w.row + pixel(i) / w.cols) as u32).collect(),
-            col: (0..n).map(|i| (w.col + pixel(i) % w.cols) as u32).collect(),
-            offsets: vec![0],
-            date: Vec::new(),
-            sensor: Vec::new(),
-            bands: vec![Vec::new(); bands],
-        };
+        let mut out = spare;
+        out.row.clear();
+        out.row.extend((0..n).map(|i| (w.row + pixel(i) / w.cols) as u32));
+        out.col.clear();
+        out.col.extend((0..n).map(|i| (w.col + pixel(i) % w.cols) as u32));
+        out.offsets.clear();
+        out.offsets.push(0);
+        out.date.clear();
+        out.sensor.clear();
+        out.bands.resize_with(bands, Vec::new);
+        out.bands.iter_mut().for_each(Vec::clear);
         if n == 0 {
             // Nothing of this window is in the mask: no file is read.
             return Ok(out);
         }
         // Pass 1: QAI only, to size every pixel's list. Bit i of valid[k]: pixel i is valid on
-        // acquisition k.
+        // acquisition k. `cursor` counts each pixel's valid observations for now.
         let n_acq = self.scan.acquisitions.len();
         let words = n.div_ceil(64);
-        let mut valid = vec![0u64; n_acq * words];
-        let mut counts = vec![0u32; n];
-        let mut used = vec![false; n_acq];
+        let mut valid = std::mem::take(&mut self.valid);
+        valid.clear();
+        valid.resize(n_acq * words, 0);
+        let mut cursor = std::mem::take(&mut self.cursor);
+        cursor.clear();
+        cursor.resize(n, 0);
         for k in 0..n_acq {
             self.read_file(k, File::Qai, 1, w, false)?;
             self.release(k, File::Qai);
             let bits = &mut valid[k * words..(k + 1) * words];
             let q = &self.qai;
             let screen = self.screen;
-            let mut any = 0u64;
-            for (i, c) in counts.iter_mut().enumerate() {
+            for (i, c) in cursor.iter_mut().enumerate() {
                 let ok = u64::from(!screen.rejects(q[pixel(i)]));
                 bits[i >> 6] |= ok << (i & 63);
                 *c += ok as u32;
-                any |= ok;
             }
-            used[k] = any != 0;
         }
-        let mut offsets = Vec::with_capacity(n + 1);
-        let mut total = 0i32;
-        offsets.push(0i32);
-        for c in &counts {
-            total += *c as i32;
-            offsets.push(total);
+        // Offsets from the counts; the cursors then start at each pixel's first position.
+        let mut total = 0u32;
+        for c in cursor.iter_mut() {
+            let count = *c;
+            *c = total;
+            total += count;
+            out.offsets.push(total as i32);
         }
-        drop(counts);
         let total = total as usize;
-        out.date = vec![0; total];
-        out.sensor = vec![0; total];
-        out.bands = vec![vec![0; total]; bands];
-        // Pass 2: the BOA bands of acquisitions with any valid pixel, each read once and its valid
-        // values scattered into place.
-        let mut cursor: Vec<u32> = offsets[..n].iter().map(|&o| o as u32).collect();
-        out.offsets = offsets;
-        for k in (0..n_acq).filter(|&k| used[k]) {
-            let mut targets = std::mem::take(&mut self.targets);
-            targets.clear();
-            for_each_set(&valid[k * words..(k + 1) * words], |i| {
-                targets.push((cursor[i], pixel(i) as u32));
-                cursor[i] += 1;
-            });
-            let acq = &self.scan.acquisitions[k];
-            let (day, code) = (acq.date.days_since_epoch(), acq.sensor.code());
-            for &(pos, _) in &targets {
-                out.date[pos as usize] = day;
-                out.sensor[pos as usize] = code;
+        out.date.resize(total, 0);
+        out.sensor.resize(total, 0);
+        for b in &mut out.bands {
+            b.resize(total, 0);
+        }
+        // Pass 2: the BOA bands of acquisitions with any valid pixel, each read once. Writing each
+        // acquisition's values straight into the pixel-major output would stream through all of
+        // the output once per acquisition and band; instead the same band of a group of
+        // acquisitions is read side by side and merged into the output in one sequential pass,
+        // following a program (output position, index of the value) built once per group.
+        let obs: Vec<usize> = (0..n_acq)
+            .map(|k| {
+                valid[k * words..(k + 1) * words]
+                    .iter()
+                    .map(|b| b.count_ones() as usize)
+                    .sum()
+            })
+            .collect();
+        let used: Vec<usize> = (0..n_acq).filter(|&k| obs[k] > 0).collect();
+        let wl = w.len();
+        let per_acq = wl * std::mem::size_of::<i16>();
+        let per_obs = std::mem::size_of::<(u32, u32)>();
+        let budget = self.group_bytes.unwrap_or_else(|| group_budget(total, bands));
+        let mut first = 0;
+        while first < used.len() {
+            let mut end = first + 1;
+            let mut group_obs = obs[used[first]];
+            while end < used.len()
+                && end - first < MAX_GROUP
+                && (end + 1 - first) * per_acq + (group_obs + obs[used[end]]) * per_obs <= budget
+            {
+                group_obs += obs[used[end]];
+                end += 1;
             }
-            for b in 0..bands {
-                self.read_file(k, File::Boa, b + 1, w, true)?;
-                let (src, dst) = (&self.band, &mut out.bands[b]);
-                for &(pos, px) in &targets {
-                    dst[pos as usize] = src[px as usize];
+            let group = &used[first..end];
+            first = end;
+            let stamps: Vec<(i32, u8)> = group
+                .iter()
+                .map(|&k| {
+                    let acq = &self.scan.acquisitions[k];
+                    (acq.date.days_since_epoch(), acq.sensor.code())
+                })
+                .collect();
+            // The merge program: (output position, index in `windows`), in output order.
+            let mut program = std::mem::take(&mut self.program);
+            program.clear();
+            for wi in 0..words {
+                let mut any = group.iter().fold(0u64, |a, &k| a | valid[k * words + wi]);
+                while any != 0 {
+                    let bit = any.trailing_zeros() as usize;
+                    let i = wi * 64 + bit;
+                    let px = pixel(i);
+                    for (g, &k) in group.iter().enumerate() {
+                        if valid[k * words + wi] >> bit & 1 == 1 {
+                            let pos = cursor[i];
+                            cursor[i] += 1;
+                            program.push((pos, (g * wl + px) as u32));
+                            (out.date[pos as usize], out.sensor[pos as usize]) = stamps[g];
+                        }
+                    }
+                    any &= any - 1;
                 }
             }
-            self.release(k, File::Boa);
-            self.targets = targets;
+            // Every value is overwritten by the reads: no need to clear.
+            let mut windows = std::mem::take(&mut self.windows);
+            windows.resize(group.len() * wl, 0);
+            for (b, dst) in out.bands.iter_mut().enumerate() {
+                for (g, &k) in group.iter().enumerate() {
+                    self.read_file(k, File::Boa, b + 1, w, true)?;
+                    windows[g * wl..(g + 1) * wl].copy_from_slice(&self.band);
+                }
+                for &(pos, from) in &program {
+                    dst[pos as usize] = windows[from as usize];
+                }
+            }
+            for &k in group {
+                self.release(k, File::Boa);
+            }
+            self.program = program;
+            self.windows = windows;
         }
+        self.valid = valid;
+        self.cursor = cursor;
         Ok(out)
     }
 
@@ -640,12 +727,5 @@ mod tests {
                 .to_string()
         );
         assert_eq!(loc("X0058_Y0056"), "datacube-definition.prj");
-    }
-
-    #[test]
-    fn set_bits_are_visited_in_order() {
-        let mut seen = Vec::new();
-        for_each_set(&[0b1001, 0, 1 << 63], |i| seen.push(i));
-        assert_eq!(seen, vec![0, 3, 191]);
     }
 }

@@ -42,6 +42,11 @@ pub struct ExtractPlan {
     /// Datasets all workers together keep open between chunks ([`crate::cube::MAX_OPEN_DATASETS`]
     /// by default); acquisitions beyond each worker's share are reopened for every chunk.
     pub max_open_datasets: usize,
+    /// zstd level of the chunks ([`treesits_core::chunk::ZSTD_LEVELS`]).
+    pub zstd_level: i32,
+    /// Bytes per group of acquisitions whose values are merged into the output together
+    /// ([`ChunkReader::with_group_bytes`]); `None`: the reader's default.
+    pub group_bytes: Option<usize>,
 }
 
 /// Counts of what was written.
@@ -87,6 +92,27 @@ pub fn is_stale_chunk(name: &str, tile: &str, count: usize) -> bool {
             .parse::<usize>()
             .map_or(true, |i| i >= count || name != chunk_file_name(tile, i)),
         _ => false,
+    }
+}
+
+/// Columns of written chunks, emptied, waiting to be filled by the next chunk a worker reads: their
+/// memory is already paged in, so a chunk costs no fresh allocation (and no page faults) after the
+/// first wave. Holds at most one set per chunk in flight.
+#[derive(Default)]
+struct ColumnPool(std::sync::Mutex<Vec<ChunkColumns>>);
+
+impl ColumnPool {
+    fn take(&self) -> ChunkColumns {
+        self.0
+            .lock()
+            .map(|mut p| p.pop().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    fn give(&self, c: ChunkColumns) {
+        if let Ok(mut p) = self.0.lock() {
+            p.push(c);
+        }
     }
 }
 
@@ -156,6 +182,7 @@ impl ExtractPlan {
             self.mask.as_ref().filter(|_| mask),
             keep_open,
         )
+        .with_group_bytes(self.group_bytes)
     }
 
     /// Writes one file per chunk into `dir` (created if needed); all or nothing. Chunk files of this
@@ -173,14 +200,16 @@ impl ExtractPlan {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let windows = self.windows();
         let tile = self.scan.tile.to_string();
-        // Each worker keeps its reader (its own datasets and buffers) across the chunks it is given.
+        // Each worker keeps its reader (its own datasets and buffers) across the chunks it is given;
+        // the columns of a written chunk go back to the pool for the next one.
+        let pool = ColumnPool::default();
         let written = windows
             .par_iter()
             .enumerate()
             .map_init(
                 || self.reader(true),
                 |reader, (i, w)| -> Result<(AtomicPath, ExtractSummary), ExtractError> {
-                    let columns = reader.read(w)?;
+                    let columns = reader.read_reusing(w, pool.take())?;
                     let mut s = ExtractSummary::default();
                     s.add(&columns);
                     let out = AtomicPath::new(dir.join(chunk_file_name(&tile, i)));
@@ -190,8 +219,10 @@ impl ExtractPlan {
                         source,
                     };
                     let buf = std::io::BufWriter::with_capacity(1 << 20, file);
-                    let mut writer = ChunkWriter::new(buf, &self.metadata(Some(i))).map_err(chunk)?;
-                    writer.write_owned(columns).map_err(chunk)?;
+                    let mut writer =
+                        ChunkWriter::with_zstd_level(buf, &self.metadata(Some(i)), self.zstd_level)
+                            .map_err(chunk)?;
+                    pool.give(writer.write_recycling(columns).map_err(chunk)?);
                     writer
                         .finish()
                         .map_err(chunk)?
@@ -237,9 +268,11 @@ impl ExtractPlan {
             path: name.to_string(),
             source,
         };
-        let mut writer = ChunkWriter::new(out, &self.metadata(None)).map_err(chunk)?;
+        let mut writer =
+            ChunkWriter::with_zstd_level(out, &self.metadata(None), self.zstd_level).map_err(chunk)?;
         let mut total = ExtractSummary::default();
         let wave = rayon::current_num_threads().max(1);
+        let pool = ColumnPool::default();
         for (g, group) in windows.chunks(wave).enumerate() {
             let columns = group
                 .par_iter()
@@ -247,7 +280,7 @@ impl ExtractPlan {
                 .map_init(
                     || self.reader(true),
                     |reader, (j, w)| -> Result<ChunkColumns, ExtractError> {
-                        let c = reader.read(w)?;
+                        let c = reader.read_reusing(w, pool.take())?;
                         let mut s = ExtractSummary::default();
                         s.add(&c);
                         on_chunk(g * wave + j, w, &s);
@@ -257,7 +290,7 @@ impl ExtractPlan {
                 .collect::<Result<Vec<_>, _>>()?;
             for c in columns {
                 total.add(&c);
-                writer.write_owned(c).map_err(chunk)?;
+                pool.give(writer.write_recycling(c).map_err(chunk)?);
             }
         }
         let mut out = writer.finish().map_err(chunk)?;
