@@ -347,6 +347,13 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     if let Some(reuse) = &common.reuse {
         require_products(reuse, &inventory, &mut changes)?;
     }
+    let unchanged: std::collections::BTreeSet<&str> = changes
+        .iter()
+        .filter(|c| c.status == TileStatus::Unchanged)
+        .map(|c| c.tile_id.as_str())
+        .collect();
+    let mut inventory = inventory;
+    inventory.record_makers(previous.as_ref(), &|id| unchanged.contains(id));
     if let Some(plan) = &common.plan {
         write_bytes(plan, plan_csv(&inventory, &changes).as_bytes())
             .with_context(|| format!("--plan {}", plan.display()))?;

@@ -259,6 +259,36 @@ fn check_reports_exactly_the_tile_that_received_an_acquisition() {
     );
     // The new inventory holds the added acquisition; against it nothing has changed.
     let v = json(&new_inv);
+    // Who made each tile's products: this run for the changed tile; the earlier run (whatever it
+    // recorded) for the others.
+    let mut earlier = json(&inv);
+    for t in earlier["tiles"].as_array_mut().unwrap() {
+        t["made"] = "2020-01-01T00:00:00Z".into();
+        t["software"]["treesits"] = "0.0.1".into();
+    }
+    let edited = c.root.join("edited.json");
+    std::fs::write(&edited, serde_json::to_string(&earlier).unwrap()).unwrap();
+    let remade = c.root.join("remade.json");
+    let r = run(&[
+        "check",
+        "--cube",
+        s(&c.cube),
+        "--previous",
+        s(&edited),
+        "--out",
+        s(&remade),
+    ]);
+    assert_eq!(status(&r), 0, "{}", stderr(&r));
+    let remade = json(&remade);
+    for (i, t) in remade["tiles"].as_array().unwrap().iter().enumerate() {
+        if i == 1 {
+            assert_eq!(t["made"], remade["created"]);
+            assert_eq!(t["software"]["treesits"], env!("CARGO_PKG_VERSION"));
+        } else {
+            assert_eq!(t["made"], "2020-01-01T00:00:00Z");
+            assert_eq!(t["software"]["treesits"], "0.0.1");
+        }
+    }
     assert_eq!(v["tiles"][1]["acquisitions"].as_array().unwrap().len(), 8);
     let r = run(&["check", "--cube", s(&c.cube), "--previous", s(&new_inv)]);
     assert_eq!(status(&r), 3, "{}", stderr(&r));

@@ -48,6 +48,13 @@ pub struct TileInventory {
     /// SHA-256 (hex) of the tile id, the mask's SHA-256 and every acquisition's files, in order.
     pub fingerprint: String,
     pub acquisitions: Vec<InventoryAcquisition>,
+    /// When the products of this tile in the map were made (RFC 3339 UTC; the listing time of the
+    /// run that made them), and by which software. An incremental run carries both over for the
+    /// tiles it reuses. Not part of the fingerprint.
+    #[serde(default)]
+    pub made: Option<String>,
+    #[serde(default)]
+    pub software: BTreeMap<String, String>,
 }
 
 impl TileInventory {
@@ -74,6 +81,8 @@ impl TileInventory {
             mask_sha256,
             fingerprint: sha256_hex(text.as_bytes()),
             acquisitions,
+            made: None,
+            software: BTreeMap::new(),
         }
     }
 
@@ -218,6 +227,26 @@ pub enum InventoryError {
 }
 
 impl Inventory {
+    /// Records this run as the maker of every tile's products, except the tiles `reused` keeps from
+    /// `previous`: they keep the `made` and `software` of the run that made them.
+    pub fn record_makers(&mut self, previous: Option<&Inventory>, reused: &dyn Fn(&str) -> bool) {
+        for t in &mut self.tiles {
+            let earlier = previous
+                .and_then(|p| p.tile(&t.tile_id))
+                .filter(|_| reused(&t.tile_id));
+            match earlier {
+                Some(e) => {
+                    t.made.clone_from(&e.made);
+                    t.software.clone_from(&e.software);
+                }
+                None => {
+                    t.made = Some(self.created.clone());
+                    t.software.clone_from(&self.software);
+                }
+            }
+        }
+    }
+
     pub fn from_json(text: &str) -> Result<Inventory, InventoryError> {
         let inv: Inventory = serde_json::from_str(text)?;
         if inv.format != INVENTORY_FORMAT {
