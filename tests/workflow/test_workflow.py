@@ -396,6 +396,12 @@ class ModuleContractTest(unittest.TestCase):
             self.assertEqual(same, t != tiles[1], t)
         published = json.loads((out / "inventory.json").read_text())
         self.assertEqual(published["tiles"][1]["acquisitions"][-1]["boa"]["name"][:8], newest)
+        # The tile's map says which dates it is made from: those of the published inventory.
+        for t, record in zip(tiles, published["tiles"]):
+            info = json.loads(subprocess.run(["gdalinfo", "-json", str(out / "map" / f"{t}_class.tif")],
+                                             check=True, capture_output=True, text=True).stdout)
+            dates = f"{record['acquisitions'][0]['date']}/{record['acquisitions'][-1]['date']}"
+            self.assertEqual(info["metadata"][""]["TREESITS_DATES"], dates, t)
 
         # The refreshed map equals a from-scratch run on the grown cube.
         scratch_out = self.work / "scratch"

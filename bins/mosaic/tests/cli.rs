@@ -345,6 +345,22 @@ fn cogs_are_tiled_with_overviews_in_cog_order_and_carry_the_class_table() {
             .unwrap();
         assert!(json.contains(r#""name":"Douglas fir""#), "{json}");
     }
+    // Each tile says what it was made from.
+    let src = &set.tiles[2].meta.source;
+    let tile = Dataset::open(out.join(format!("{}_class.tif", set.tiles[2].tile))).unwrap();
+    assert_eq!(
+        tile.metadata_item("TREESITS_DATES", "").unwrap(),
+        format!("{}/{}", src.date_start, src.date_end)
+    );
+    let sensors: Vec<&str> = src.sensors.iter().map(|s| s.name()).collect();
+    assert_eq!(
+        tile.metadata_item("TREESITS_SENSORS", "").unwrap(),
+        sensors.join(",")
+    );
+    assert_eq!(
+        tile.metadata_item("TREESITS_QAI_SCREEN", "").unwrap(),
+        src.qai_screen
+    );
 
     // Overviews: mode keeps classes (no value that is not a class); average keeps probabilities in range
     // and equals the mean of a fully valid 2 x 2 block.

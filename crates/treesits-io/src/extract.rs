@@ -155,8 +155,10 @@ impl ExtractPlan {
             band_names: self.scan.band_names.clone(),
             scale: BOA_SCALE,
             nodata: BOA_NODATA,
-            date_start: self.start,
-            date_end: self.end,
+            // The dates actually read: the first and last selected acquisition (inside the
+            // requested range, which may be open).
+            date_start: self.scan.acquisitions.first().map_or(self.start, |a| a.date),
+            date_end: self.scan.acquisitions.last().map_or(self.end, |a| a.date),
             qai_screen: self.screen.to_string(),
         }
     }

@@ -679,8 +679,19 @@ impl<'a> TileWriter<'a> {
                     .and_then(|mut band| band.set_no_data_value(Some(nodata)))
                     .map_err(write_err(name.clone()))?;
             }
-            ds.set_metadata_item("TREESITS_MODEL_ID", &meta.model_id, "")
-                .map_err(write_err(name.clone()))?;
+            // What the tile's map was made from: the model, and the acquisitions' date range,
+            // sensors and QAI screen that cube-extract recorded.
+            let src = &meta.source;
+            let sensors: Vec<&str> = src.sensors.iter().map(|s| s.name()).collect();
+            for (key, value) in [
+                ("TREESITS_MODEL_ID", meta.model_id.clone()),
+                ("TREESITS_DATES", format!("{}/{}", src.date_start, src.date_end)),
+                ("TREESITS_SENSORS", sensors.join(",")),
+                ("TREESITS_QAI_SCREEN", src.qai_screen.clone()),
+            ] {
+                ds.set_metadata_item(key, &value, "")
+                    .map_err(write_err(name.clone()))?;
+            }
             Ok(ds)
         };
         let class = create("class", 1, true)?;
