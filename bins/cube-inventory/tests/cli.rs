@@ -57,6 +57,11 @@ fn run(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
 }
 
+/// `cube-inventory check --cube <the cube> --previous <previous> <extra…>`.
+fn check(c: &Cube, previous: &Path, extra: &[&str]) -> Output {
+    run(&[&["check", "--cube", s(&c.cube), "--previous", s(previous)], extra].concat())
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -187,7 +192,16 @@ fn scan_records_every_selected_file_with_its_size() {
     let r = run(&["scan", "--cube", s(&c.cube), "--out", "-"]);
     assert_eq!(status(&r), 0, "{}", stderr(&r));
     let again: Value = serde_json::from_slice(&r.stdout).unwrap();
-    assert_eq!(again["tiles"], v["tiles"]);
+    // Everything but the time each scan was made.
+    let without_made = |v: &Value| {
+        let mut tiles = v["tiles"].clone();
+        for t in tiles.as_array_mut().unwrap() {
+            assert_eq!(t["made"], v["created"]);
+            t.as_object_mut().unwrap().remove("made");
+        }
+        tiles
+    };
+    assert_eq!(without_made(&again), without_made(&v));
 }
 
 #[test]
@@ -202,15 +216,7 @@ fn check_reports_exactly_the_tile_that_received_an_acquisition() {
 
     // Nothing changed: status 3, nothing on stdout, the plan says unchanged everywhere.
     let plan = c.root.join("plan.csv");
-    let r = run(&[
-        "check",
-        "--cube",
-        s(&c.cube),
-        "--previous",
-        s(&inv),
-        "--plan",
-        s(&plan),
-    ]);
+    let r = check(&c, &inv, &["--plan", s(&plan)]);
     assert_eq!(status(&r), 3, "{}", stderr(&r));
     assert_eq!(stdout(&r), "");
     let text = std::fs::read_to_string(&plan).unwrap();
@@ -224,17 +230,7 @@ fn check_reports_exactly_the_tile_that_received_an_acquisition() {
     bring_back(&target, &aside);
     let sensor = sensor_of(&target, &newest);
     let new_inv = c.root.join("new.json");
-    let r = run(&[
-        "check",
-        "--cube",
-        s(&c.cube),
-        "--previous",
-        s(&inv),
-        "--out",
-        s(&new_inv),
-        "--plan",
-        s(&plan),
-    ]);
+    let r = check(&c, &inv, &["--out", s(&new_inv), "--plan", s(&plan)]);
     assert_eq!(status(&r), 0, "{}", stderr(&r));
     assert_eq!(
         stdout(&r),
@@ -269,15 +265,7 @@ fn check_reports_exactly_the_tile_that_received_an_acquisition() {
     let edited = c.root.join("edited.json");
     std::fs::write(&edited, serde_json::to_string(&earlier).unwrap()).unwrap();
     let remade = c.root.join("remade.json");
-    let r = run(&[
-        "check",
-        "--cube",
-        s(&c.cube),
-        "--previous",
-        s(&edited),
-        "--out",
-        s(&remade),
-    ]);
+    let r = check(&c, &edited, &["--out", s(&remade)]);
     assert_eq!(status(&r), 0, "{}", stderr(&r));
     let remade = json(&remade);
     for (i, t) in remade["tiles"].as_array().unwrap().iter().enumerate() {
@@ -290,7 +278,7 @@ fn check_reports_exactly_the_tile_that_received_an_acquisition() {
         }
     }
     assert_eq!(v["tiles"][1]["acquisitions"].as_array().unwrap().len(), 8);
-    let r = run(&["check", "--cube", s(&c.cube), "--previous", s(&new_inv)]);
+    let r = check(&c, &new_inv, &[]);
     assert_eq!(status(&r), 3, "{}", stderr(&r));
 }
 
@@ -330,7 +318,7 @@ fn removed_and_replaced_files_are_detected() {
         .set_modified(old)
         .unwrap();
 
-    let r = run(&["check", "--cube", s(&c.cube), "--previous", s(&inv)]);
+    let r = check(&c, &inv, &[]);
     assert_eq!(status(&r), 0, "{}", stderr(&r));
     let gone_sensor = gone.split('_').nth(2).unwrap();
     let qai_sensor = qai.split('_').nth(2).unwrap();
@@ -347,7 +335,7 @@ fn removed_and_replaced_files_are_detected() {
 
     // A BOA whose QAI disappeared is an error naming the file, as in cube-extract.
     std::fs::remove_file(&path).unwrap();
-    let r = run(&["check", "--cube", s(&c.cube), "--previous", s(&inv)]);
+    let r = check(&c, &inv, &[]);
     assert_eq!(status(&r), 1);
     let boa = qai.replace("_QAI", "_BOA");
     assert!(
@@ -388,7 +376,7 @@ fn a_new_acquisition_pushes_old_ones_out_of_a_rolling_window_on_every_tile() {
 
     // Only tile 0 receives the newest acquisition, but the window moves for both.
     bring_back(&t0, &aside0);
-    let r = run(&["check", "--cube", s(&c.cube), "--previous", s(&inv)]);
+    let r = check(&c, &inv, &[]);
     assert_eq!(status(&r), 0, "{}", stderr(&r));
     let s0 = sensor_of(&t0, &dates[0]);
     let sn = sensor_of(&t0, dates.last().unwrap());
@@ -400,17 +388,16 @@ fn a_new_acquisition_pushes_old_ones_out_of_a_rolling_window_on_every_tile() {
         )
     );
     // --as-of pins the window: the previous window again, so only the added date... is outside it.
-    let r = run(&[
-        "check",
-        "--cube",
-        s(&c.cube),
-        "--previous",
-        s(&inv),
-        "--window",
-        &span,
-        "--as-of",
-        &day(&dates[dates.len() - 2]).to_string(),
-    ]);
+    let r = check(
+        &c,
+        &inv,
+        &[
+            "--window",
+            &span,
+            "--as-of",
+            &day(&dates[dates.len() - 2]).to_string(),
+        ],
+    );
     assert_eq!(status(&r), 3, "{}\n{}", stdout(&r), stderr(&r));
 }
 
@@ -446,20 +433,12 @@ fn masks_from_tiles_csv_and_the_recipe_are_part_of_the_inputs() {
         treesits_core::inventory::sha256_hex(b"model one")
     );
     assert_eq!(v["recipe"]["screen"], "cloud");
-    let check = |extra: &[&str]| run(&[&["check", "--previous", s(&inv)], &base[..], extra].concat());
-    assert_eq!(status(&check(&recipe)), 3);
+    let check_tiles = |extra: &[&str]| run(&[&["check", "--previous", s(&inv)], &base[..], extra].concat());
+    assert_eq!(status(&check_tiles(&recipe)), 3);
     // Without --model/--param the check keeps the recorded recipe.
-    assert_eq!(status(&check(&[])), 3);
+    assert_eq!(status(&check_tiles(&[])), 3);
     // Without --tiles it checks the recorded tiles with their recorded masks (as a CronJob does).
-    let r = run(&[
-        "check",
-        "--cube",
-        s(&c.cube),
-        "--previous",
-        s(&inv),
-        "--out",
-        s(&c.root.join("again.json")),
-    ]);
+    let r = check(&c, &inv, &["--out", s(&c.root.join("again.json"))]);
     assert_eq!(status(&r), 3, "{}", stderr(&r));
     let again = json(&c.root.join("again.json"));
     assert_eq!(again["tiles"], v["tiles"]);
@@ -467,7 +446,7 @@ fn masks_from_tiles_csv_and_the_recipe_are_part_of_the_inputs() {
 
     // A new mask for tile 1.
     std::fs::write(sel.join(format!("{}.mask.tif", c.tiles[1])), b"another mask").unwrap();
-    let r = check(&recipe);
+    let r = check_tiles(&recipe);
     assert_eq!(status(&r), 0);
     assert_eq!(stdout(&r), format!("{}\tchanged\tmask changed\n", c.tiles[1]));
     std::fs::write(
@@ -478,7 +457,7 @@ fn masks_from_tiles_csv_and_the_recipe_are_part_of_the_inputs() {
 
     // A new model or another parameter value changes every tile.
     std::fs::write(&model, b"model two").unwrap();
-    let r = check(&recipe);
+    let r = check_tiles(&recipe);
     assert_eq!(status(&r), 0);
     assert_eq!(
         stdout(&r),
@@ -488,7 +467,7 @@ fn masks_from_tiles_csv_and_the_recipe_are_part_of_the_inputs() {
         )
     );
     std::fs::write(&model, b"model one").unwrap();
-    let r = check(&["--model", s(&model), "--param", "screen=none"]);
+    let r = check_tiles(&["--model", s(&model), "--param", "screen=none"]);
     assert_eq!(stdout(&r).lines().count(), 2);
     assert!(stdout(&r).contains("recipe changed: screen"));
 }
@@ -524,17 +503,7 @@ fn reuse_requires_the_products_of_unchanged_tiles() {
     let dir0 = published.join(&keys[0].0).join(&keys[0].1);
     std::fs::create_dir_all(&dir0).unwrap();
     std::fs::write(dir0.join("x.pred.arrows"), b"p").unwrap();
-    let r = run(&[
-        "check",
-        "--cube",
-        s(&c.cube),
-        "--previous",
-        s(&inv),
-        "--reuse",
-        s(&published),
-        "--plan",
-        s(&plan),
-    ]);
+    let r = check(&c, &inv, &["--reuse", s(&published), "--plan", s(&plan)]);
     assert_eq!(status(&r), 0, "{}", stderr(&r));
     assert_eq!(
         stdout(&r),
