@@ -10,7 +10,7 @@ use std::path::Path;
 use gdal::raster::GdalDataType;
 use gdal::Dataset;
 use treesits_core::chunk::ChunkColumns;
-use treesits_core::level2::pair_level2_files;
+use treesits_core::level2::{pair_level2_files, Level2Pair};
 use treesits_core::{CubeDefinition, Date, PixelWindow, Product, QaiScreen, Sensor, TileId};
 
 use crate::Location;
@@ -112,13 +112,37 @@ pub fn select_acquisitions(
     files: &[crate::listing::FileEntry],
     sel: &TileSelection,
 ) -> Result<Vec<AcquisitionFiles>, CubeError> {
-    let (pairs, skipped) = pair_level2_files(files.iter().map(|f| f.name.as_str()), &sel.sensors);
+    select_pairs(
+        location,
+        pair_files(location, files, &sel.sensors),
+        sel.start,
+        sel.end,
+    )
+}
+
+/// The BOA/QAI pairs of the given sensors among a tile directory's files, in observation order.
+pub fn pair_files(
+    location: &Location,
+    files: &[crate::listing::FileEntry],
+    sensors: &[Sensor],
+) -> Vec<Level2Pair> {
+    let (pairs, skipped) = pair_level2_files(files.iter().map(|f| f.name.as_str()), sensors);
     for name in skipped {
         log::debug!("{location}: skipping {name} (not a Level-2 file name)");
     }
+    pairs
+}
+
+/// The pairs dated `start..=end` as acquisitions (see [`select_acquisitions`]).
+pub fn select_pairs(
+    location: &Location,
+    pairs: Vec<Level2Pair>,
+    start: Date,
+    end: Date,
+) -> Result<Vec<AcquisitionFiles>, CubeError> {
     let mut acquisitions = Vec::new();
     for pair in pairs {
-        if pair.date < sel.start || pair.date > sel.end {
+        if pair.date < start || pair.date > end {
             continue;
         }
         match (pair.boa, pair.qai) {

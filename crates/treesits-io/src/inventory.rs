@@ -1,5 +1,6 @@
 //! Making a tile inventory from a cube: one listing per tile directory (in parallel), the same file
-//! selection as `cube-extract` ([`crate::cube::select_acquisitions`]), the masks hashed.
+//! selection as `cube-extract` ([`crate::cube::pair_files`], [`crate::cube::select_pairs`]), the
+//! masks hashed.
 
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -8,10 +9,10 @@ use treesits_core::inventory::{
     now_rfc3339, sha256_hex, FileStamp, Inventory, InventoryAcquisition, Selection, TileInventory,
     INVENTORY_FORMAT, INVENTORY_VERSION,
 };
-use treesits_core::level2::pair_level2_files;
+use treesits_core::level2::Level2Pair;
 use treesits_core::{Date, Sensor};
 
-use crate::cube::{select_acquisitions, CubeError, TileSelection};
+use crate::cube::{pair_files, select_pairs, AcquisitionFiles, CubeError};
 use crate::listing::{list_files, FileEntry, ListError};
 use crate::Location;
 
@@ -55,37 +56,34 @@ pub fn scan_inventory(
 ) -> Result<Inventory, InventoryScanError> {
     let sensors = Sensor::parse_list(&selection.sensors.join(","))
         .map_err(|e| InventoryScanError::Sensors(e.to_string()))?;
-    // One listing per tile directory, all at once.
-    let listings: Vec<(Location, Vec<FileEntry>)> = tiles
+    // One listing per tile directory, all at once, paired into acquisitions.
+    let listings: Vec<(Location, Vec<FileEntry>, Vec<Level2Pair>)> = tiles
         .par_iter()
         .map(|t| {
             let dir = cube.join(&t.tile_id);
-            list_files(&dir).map(|files| (dir, files))
+            let files = list_files(&dir)?;
+            let pairs = pair_files(&dir, &files, &sensors);
+            Ok::<_, ListError>((dir, files, pairs))
         })
         .collect::<Result<_, _>>()?;
     // The newest selected acquisition of all tiles anchors a rolling window.
     let newest: Option<Date> = listings
         .iter()
-        .flat_map(|(_, files)| {
-            pair_level2_files(files.iter().map(|f| f.name.as_str()), &sensors)
-                .0
-                .into_iter()
-                .filter(|p| p.boa.is_some())
-                .map(|p| p.date)
-        })
+        .flat_map(|(_, _, pairs)| pairs.iter().filter(|p| p.boa.is_some()).map(|p| p.date))
         .max();
     let (start, end) = selection.resolve(newest);
-    let tile_selection = TileSelection {
-        start: start.unwrap_or(Date::new(1, 1, 1).expect("a date")),
-        end: end.unwrap_or(Date::new(9999, 12, 31).expect("a date")),
-        sensors,
-    };
-    let records: Vec<TileInventory> = tiles
+    let (first, last) = (
+        start.unwrap_or(Date::new(1, 1, 1).expect("a date")),
+        end.unwrap_or(Date::new(9999, 12, 31).expect("a date")),
+    );
+    let mut records: Vec<TileInventory> = tiles
         .par_iter()
-        .zip(&listings)
-        .map(|(t, (dir, files))| tile_record(t, dir, files, &tile_selection))
+        .zip(listings)
+        .map(|(t, (dir, files, pairs))| {
+            let acquisitions = select_pairs(&dir, pairs, first, last)?;
+            tile_record(t, &dir, &files, &acquisitions)
+        })
         .collect::<Result<_, _>>()?;
-    let mut records = records;
     records.sort_by(|a, b| a.tile_id.cmp(&b.tile_id));
     Ok(Inventory {
         format: INVENTORY_FORMAT.into(),
@@ -105,7 +103,7 @@ fn tile_record(
     t: &TileInput,
     dir: &Location,
     files: &[FileEntry],
-    sel: &TileSelection,
+    selected: &[AcquisitionFiles],
 ) -> Result<TileInventory, InventoryScanError> {
     let stamp = |loc: &Location| -> FileStamp {
         let name = loc.file_name().unwrap_or_default();
@@ -119,7 +117,7 @@ fn tile_record(
             mtime: entry.mtime,
         }
     };
-    let acquisitions: Vec<InventoryAcquisition> = select_acquisitions(dir, files, sel)?
+    let acquisitions: Vec<InventoryAcquisition> = selected
         .iter()
         .map(|a| InventoryAcquisition {
             date: a.date,
