@@ -7,10 +7,11 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Parser;
 use treesits_core::grid::TileGrid;
+use treesits_core::names::CUBE_DEFINITION_FILE;
 use treesits_core::value_set::ValueSet;
-use treesits_core::CubeDefinition;
-use treesits_io::aoi::{select, Aoi, AoiSource, SelectionPlan};
-use treesits_io::Location;
+use treesits_core::Location;
+use treesits_gdal::cube_definition::{read_cube_definition, CubeDefinitionError};
+use treesits_select::aoi::{select, Aoi, AoiSource, SelectionPlan};
 
 /// Select the FORCE tiles and pixels an area of interest covers.
 ///
@@ -73,15 +74,11 @@ fn parse_values(s: &str) -> Result<ValueSet, String> {
 
 /// Reads the cube's datacube-definition.prj and builds the grid at the requested resolution.
 fn cube_grid(cube: &Location, resolution: f64) -> anyhow::Result<TileGrid> {
-    let prj = cube.join("datacube-definition.prj");
-    let text = match &prj {
-        Location::Local(p) => std::fs::read_to_string(p)
-            .with_context(|| format!("cannot read {}: is --cube the root of a FORCE data cube?", prj))?,
-        Location::S3 { .. } => treesits_io::vsi_text::read_to_string(&prj.gdal_path())
-            .with_context(|| format!("cannot read {prj}: is --cube the root of a FORCE data cube?"))?,
-    };
-    let def = CubeDefinition::parse(&text)
-        .with_context(|| format!("malformed {prj}: fix or regenerate the cube definition"))?;
+    let prj = cube.join(CUBE_DEFINITION_FILE);
+    let def = read_cube_definition(&prj).map_err(|e| match e {
+        CubeDefinitionError::Read { .. } => anyhow::anyhow!("{e}: is --cube the root of a FORCE data cube?"),
+        CubeDefinitionError::Parse { .. } => anyhow::anyhow!("{e}: fix or regenerate the cube definition"),
+    })?;
     def.grid(resolution)
         .with_context(|| format!("--resolution {resolution} does not fit the cube {cube}"))
 }
@@ -99,6 +96,7 @@ fn plan(cli: &Cli) -> anyhow::Result<SelectionPlan> {
         .map_err(anyhow::Error::msg)
         .context("--aoi")?;
     let source = AoiSource {
+        arg: "--aoi",
         path: aoi_path.gdal_path(),
         layer: cli.layer.clone(),
         filter: cli.filter.clone(),

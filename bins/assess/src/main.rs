@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use treesits_assess::{self as assess, report, AssessOptions, ClassLabel};
 use treesits_core::value_set::ValueSet;
-use treesits_io::assess::{self, report, AssessOptions, ClassLabel};
-use treesits_io::{AtomicPath, Location};
+use treesits_core::{atomic::AtomicPath, Location};
 
 /// Assess a class map against reference data: the confusion matrix, overall accuracy, Cohen's kappa,
 /// per-class precision (user's accuracy), recall (producer's accuracy) and F1, and the area-adjusted
@@ -164,7 +164,7 @@ fn write_reports(o: &Outputs, a: &assess::Assessment) -> anyhow::Result<Vec<Path
 fn main() -> ExitCode {
     let cli = Cli::parse();
     treesits_cli::init_logging(&cli.log);
-    treesits_io::cube::log_gdal_messages();
+    treesits_gdal::error::log_messages();
     treesits_cli::run("assess", || {
         treesits_cli::start_thread_pool(cli.threads.map(|t| t as usize))?;
         let outs = outputs(&cli)?;

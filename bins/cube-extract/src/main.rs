@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Parser;
 use treesits_cli::progress::{Mode, Progress};
+use treesits_core::Location;
 use treesits_core::{Date, PixelWindow, QaiScreen, Sensor};
-use treesits_io::cube::{scan_tile, TileSelection};
-use treesits_io::extract::{ExtractPlan, ExtractSummary};
-use treesits_io::Location;
+use treesits_cube::extract::{ExtractPlan, ExtractSummary};
+use treesits_cube::scan::{scan_tile, TileSelection};
 
 /// Extract the per-pixel time series of one FORCE tile into Arrow IPC chunks.
 ///
@@ -63,7 +63,7 @@ struct Cli {
     /// Files (datasets) all workers together keep open between chunks. A worker keeps the BOA and
     /// QAI of the first max/2/threads acquisitions open and reopens the others for every chunk, so
     /// open files (and their memory) do not grow with the number of dates.
-    #[arg(long, value_name = "N", default_value_t = treesits_io::cube::MAX_OPEN_DATASETS)]
+    #[arg(long, value_name = "N", default_value_t = treesits_cube::scan::MAX_OPEN_DATASETS)]
     max_open_files: usize,
     /// zstd level of the chunks, -131072..=22. 1 (the default) is the fast end of the usual range:
     /// compressing is about twice as fast as at zstd's default 3, files 1-2 % larger. Higher levels
@@ -155,13 +155,13 @@ fn bound_gdal_cache(plan: &ExtractPlan, threads: usize) {
     }
     let bytes = plan.gdal_cache_bytes(threads);
     log::debug!("GDAL block cache limit {} MiB", bytes >> 20);
-    treesits_io::extract::set_gdal_cache_max(bytes);
+    treesits_gdal::config::set_cache_max(bytes);
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     treesits_cli::init_logging(&cli.log);
-    treesits_io::cube::log_gdal_messages();
+    treesits_gdal::error::log_messages();
     treesits_cli::run("cube-extract", || {
         let threads = treesits_cli::start_thread_pool(cli.threads.map(|t| t as usize))?;
         let plan = plan(&cli)?;

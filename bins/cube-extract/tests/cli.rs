@@ -9,8 +9,8 @@ use gdal::Dataset;
 use treesits_core::chunk::{read_chunks, ChunkColumns, ChunkMetadata};
 use treesits_core::grid::PrjForm;
 use treesits_core::{Date, Level2Name, Product, QaiScreen, Sensor};
-use treesits_io::geotiff::ForceLayout;
-use treesits_io::{GeoTiffSpec, TiffLayout};
+use treesits_gdal::ForceLayout;
+use treesits_gdal::{GeoTiffSpec, TiffLayout};
 use treesits_testkit::moto::{python, Moto};
 use treesits_testkit::SynthConfig;
 

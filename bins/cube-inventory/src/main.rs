@@ -9,12 +9,12 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use rayon::prelude::*;
 use treesits_cli::{EXIT_OK, EXIT_UNCHANGED};
+use treesits_core::atomic::write_bytes;
 use treesits_core::inventory::{compare, sha256_hex, Inventory, Selection, Span, TileChange, TileStatus};
 use treesits_core::tiles_csv::parse_tiles_csv;
+use treesits_core::Location;
 use treesits_core::{Date, Sensor};
-use treesits_io::atomic::write_bytes;
-use treesits_io::inventory::{scan_inventory, TileInput};
-use treesits_io::Location;
+use treesits_cube::inventory::{scan_inventory, TileInput};
 
 /// Tile inventory of a FORCE cube: what a map is made from, and which tiles changed since.
 ///
@@ -124,7 +124,7 @@ const MAX_TEXT_BYTES: usize = 1 << 30;
 /// Reads a text file through GDAL's virtual file systems (local or s3://).
 fn read_text(what: &str, path: &str) -> std::io::Result<String> {
     let loc = Location::parse(path).map_err(std::io::Error::other)?;
-    let bytes = treesits_io::vsi_text::read_bytes(&loc.gdal_path(), MAX_TEXT_BYTES)
+    let bytes = treesits_gdal::vsi_text::read_bytes(&loc.gdal_path(), MAX_TEXT_BYTES)
         .map_err(|e| std::io::Error::new(e.kind(), format!("{what}: {e}")))?;
     String::from_utf8(bytes).map_err(|_| {
         std::io::Error::new(
@@ -188,7 +188,7 @@ fn tile_inputs(
             })
             .collect());
     }
-    let ids = treesits_io::aoi::cube_tiles(&cube.gdal_path())?;
+    let ids = treesits_gdal::listing::cube_tiles(&cube.gdal_path())?;
     Ok(ids
         .into_iter()
         .map(|id| TileInput {
@@ -236,7 +236,7 @@ fn recipe(common: &Common, previous: Option<&Inventory>) -> anyhow::Result<BTree
     let mut recipe: BTreeMap<String, String> = common.params.iter().cloned().collect();
     if let Some(model) = &common.model {
         let loc = Location::parse(model).map_err(anyhow::Error::msg)?;
-        let bytes = treesits_io::vsi_text::read_bytes(&loc.gdal_path(), 4 << 30)
+        let bytes = treesits_gdal::vsi_text::read_bytes(&loc.gdal_path(), 4 << 30)
             .with_context(|| format!("--model {model}"))?;
         recipe.insert("model_sha256".into(), sha256_hex(&bytes));
     }
@@ -254,7 +254,7 @@ fn require_products(reuse: &str, inventory: &Inventory, changes: &mut [TileChang
             }
             let tile = inventory.tile(&c.tile_id).expect("unchanged tiles are current");
             let dir = root.join(&c.tile_id).join(&tile.product_key(&inventory.recipe));
-            treesits_io::listing::list_files(&dir).map_or(true, |files| files.is_empty())
+            treesits_gdal::listing::list_files(&dir).map_or(true, |files| files.is_empty())
         })
         .collect();
     for (c, missing) in changes.iter_mut().zip(missing) {
@@ -391,7 +391,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     treesits_cli::init_logging(&cli.log);
-    treesits_io::cube::log_gdal_messages();
+    treesits_gdal::error::log_messages();
     treesits_cli::run_status("cube-inventory", || run(&cli))
 }
 

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 use treesits_core::grid::PrjForm;
 use treesits_core::Sensor;
-use treesits_io::geotiff::ForceLayout;
+use treesits_gdal::ForceLayout;
 use treesits_testkit::moto::Moto;
 use treesits_testkit::SynthConfig;
 

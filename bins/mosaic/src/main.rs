@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Parser;
 use treesits_core::CubeDefinition;
-use treesits_io::aoi::AoiSource;
-use treesits_io::cog::OverviewResampling;
-use treesits_io::mosaic::{expand_inputs, MosaicOptions};
-use treesits_io::Location;
+use treesits_core::Location;
+use treesits_gdal::cog::OverviewResampling;
+use treesits_gdal::cube_definition::{read_cube_definition, CubeDefinitionError};
+use treesits_map::mosaic::{expand_inputs, MosaicOptions};
+use treesits_select::aoi::AoiSource;
 
 /// Turn prediction chunks into maps: per-tile GeoTIFFs, mosaic VRTs, Cloud-Optimised GeoTIFFs and a
 /// quicklook PNG.
@@ -75,7 +76,7 @@ fn parse_epsg(s: &str) -> anyhow::Result<u32> {
     let code: u32 = digits
         .parse()
         .map_err(|_| anyhow::anyhow!("--t-srs '{s}' is not an EPSG code: give e.g. 3857 or EPSG:3857"))?;
-    treesits_io::mosaic::check_epsg(code).map_err(|e| anyhow::anyhow!("--t-srs {s}: {e}"))?;
+    treesits_map::mosaic::check_epsg(code).map_err(|e| anyhow::anyhow!("--t-srs {s}: {e}"))?;
     Ok(code)
 }
 
@@ -83,13 +84,12 @@ fn read_cube_def(arg: &str) -> anyhow::Result<CubeDefinition> {
     let loc = Location::parse(arg)
         .map_err(anyhow::Error::msg)
         .context("--cube-def")?;
-    let text = match &loc {
-        Location::Local(p) => std::fs::read_to_string(p),
-        Location::S3 { .. } => treesits_io::vsi_text::read_to_string(&loc.gdal_path()),
-    }
-    .with_context(|| format!("cannot read --cube-def {arg}"))?;
-    CubeDefinition::parse(&text)
-        .with_context(|| format!("malformed --cube-def {arg}: give a FORCE datacube-definition.prj"))
+    read_cube_definition(&loc).map_err(|e| match e {
+        CubeDefinitionError::Read { source, .. } => anyhow::anyhow!("cannot read --cube-def {arg}: {source}"),
+        CubeDefinitionError::Parse { source, .. } => {
+            anyhow::anyhow!("malformed --cube-def {arg}: give a FORCE datacube-definition.prj: {source}")
+        }
+    })
 }
 
 /// Checks the arguments into options before any work.
@@ -101,6 +101,7 @@ fn options(cli: &Cli, threads: usize) -> anyhow::Result<MosaicOptions> {
         Some(c) => {
             let loc = Location::parse(c).map_err(anyhow::Error::msg).context("--clip")?;
             Some(AoiSource {
+                arg: "--clip",
                 path: loc.gdal_path(),
                 layer: cli.clip_layer.clone(),
                 filter: None,
@@ -123,13 +124,13 @@ fn options(cli: &Cli, threads: usize) -> anyhow::Result<MosaicOptions> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     treesits_cli::init_logging(&cli.log);
-    treesits_io::cube::log_gdal_messages();
+    treesits_gdal::error::log_messages();
     treesits_cli::run("mosaic", || {
         let threads = treesits_cli::start_thread_pool(cli.threads.map(|t| t as usize))?;
         let opts = options(&cli, threads)?;
         let inputs = expand_inputs(&cli.input)?;
         let started = std::time::Instant::now();
-        let summary = treesits_io::mosaic::run(&inputs, &mut std::io::stdin().lock(), &opts)?;
+        let summary = treesits_map::mosaic::run(&inputs, &mut std::io::stdin().lock(), &opts)?;
         log::info!(
             "{} tiles ({} partial, {} outside --clip), {} pixels mapped, {} files in {} in {:.1} s",
             summary.tiles,

@@ -337,11 +337,11 @@ fn cogs_are_tiled_with_overviews_in_cog_order_and_carry_the_class_table() {
                 path.display()
             );
         }
-        let names = treesits_io::cog::read_category_names(&band);
+        let names = treesits_gdal::cog::read_category_names(&band);
         let expected: Vec<String> = classes.iter().map(|c| c.name.clone()).collect();
         assert_eq!(names, expected, "{}", path.display());
         let json = ds
-            .metadata_item(treesits_io::cog::CLASSES_METADATA_KEY, "")
+            .metadata_item(treesits_core::names::CLASSES_METADATA_KEY, "")
             .unwrap();
         assert!(json.contains(r#""name":"Douglas fir""#), "{json}");
     }

@@ -69,6 +69,7 @@ fn parse_sensors(s: &str) -> Result<SensorList, String> {
 
 fn parse_prj_form(s: &str) -> Result<PrjForm, String> {
     s.parse()
+        .map_err(|e: treesits_core::choice::UnknownChoice| e.to_string())
 }
 
 fn main() -> ExitCode {

@@ -17,13 +17,15 @@ pub enum PrjForm {
 }
 
 impl FromStr for PrjForm {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = crate::choice::UnknownChoice;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "lines" | "old" | "7-line" => Ok(PrjForm::Lines),
             "tagged" | "new" => Ok(PrjForm::Tagged),
-            _ => Err(format!(
-                "unknown .prj form '{s}': expected 'lines' (FORCE <= 3.7) or 'tagged' (FORCE >= 3.8)"
+            _ => Err(crate::choice::UnknownChoice::new(
+                ".prj form",
+                s,
+                "'lines' (FORCE <= 3.7) or 'tagged' (FORCE >= 3.8)",
             )),
         }
     }

@@ -9,17 +9,22 @@
 //! - [`value_set`]: raster value lists and ranges (`10,20-30`);
 //! - [`chunk`], [`prediction`]: the Arrow IPC time-series and prediction chunks;
 //! - [`contract`]: the model contract an ONNX model carries;
+//! - [`location`]: local paths or `s3://bucket/key`, and the GDAL path of each (`/vsis3/…`);
+//! - [`names`]: every file-name and metadata-key contract between the tools;
 //! - [`inventory`]: what a map was made from, per tile, and what changed since;
 //! - [`atomic`], [`staged_dir`]: outputs written under a temporary name and renamed into place when
 //!   complete (std only, so tools without GDAL use them too).
 
 pub mod atomic;
+pub mod choice;
 pub mod chunk;
 pub mod contract;
 pub mod date;
 pub mod grid;
 pub mod inventory;
 pub mod level2;
+pub mod location;
+pub mod names;
 pub mod prediction;
 pub mod qai;
 pub mod species;
@@ -30,4 +35,5 @@ pub mod value_set;
 pub use date::Date;
 pub use grid::{CubeDefinition, Extent, PixelWindow, TileGrid, TileId};
 pub use level2::{Level2Name, Product, Sensor};
+pub use location::Location;
 pub use qai::{Qai, QaiScreen};

@@ -90,12 +90,16 @@ impl Uncertainty {
 }
 
 impl std::str::FromStr for Uncertainty {
-    type Err = String;
+    type Err = crate::choice::UnknownChoice;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "margin" => Ok(Uncertainty::Margin),
             "entropy" => Ok(Uncertainty::Entropy),
-            _ => Err(format!("unknown uncertainty '{s}' (use margin or entropy)")),
+            _ => Err(crate::choice::UnknownChoice::new(
+                "uncertainty",
+                s,
+                "margin or entropy",
+            )),
         }
     }
 }
@@ -174,7 +178,10 @@ impl PredictionMetadata {
         };
         let uncertainty = match get(keys::UNCERTAINTY)? {
             "none" => None,
-            s => Some(s.parse().map_err(meta_err)?),
+            s => Some(
+                s.parse()
+                    .map_err(|e: crate::choice::UnknownChoice| meta_err(e.to_string()))?,
+            ),
         };
         Ok(PredictionMetadata {
             source,

@@ -52,9 +52,38 @@ pub fn truth_classes() -> Vec<SpeciesClass> {
     v
 }
 
+/// Category names indexed by value (up to the highest class code; gaps are empty strings), as GDAL's
+/// raster category names want them.
+pub fn category_names(classes: &[SpeciesClass]) -> Vec<String> {
+    let n = classes.iter().map(|c| usize::from(c.code) + 1).max().unwrap_or(0);
+    let mut names = vec![String::new(); n];
+    for c in classes {
+        names[usize::from(c.code)] = c.name.clone();
+    }
+    names
+}
+
+/// The class table as stored in [`crate::names::CLASSES_METADATA_KEY`].
+pub fn classes_json(classes: &[SpeciesClass]) -> String {
+    serde_json::to_string(classes).expect("a class table serialises")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn class_table_json_reads_back_as_the_table() {
+        let t = tree_species();
+        let json = classes_json(&t);
+        assert!(
+            json.starts_with(r#"[{"code":0,"name":"spruce","colour":[31,94,49]}"#),
+            "{json}"
+        );
+        assert_eq!(json.matches("\"code\"").count(), 10);
+        let names = category_names(&t);
+        assert_eq!(names.len(), 10);
+        assert_eq!(names[6], "beech");
+    }
 
     #[test]
     fn codes_are_dense_and_never_nodata() {

@@ -10,10 +10,9 @@ use rayon::prelude::*;
 use treesits_core::grid::PrjForm;
 use treesits_core::level2::{BOA_NODATA, BOA_SCALE, QAI_NODATA};
 use treesits_core::species::{truth_classes, SpeciesClass, CLASS_NODATA};
+use treesits_core::staged_dir::StagedDir;
 use treesits_core::{CubeDefinition, Extent, Level2Name, Product, Sensor, TileGrid, TileId};
-use treesits_io::geotiff::ForceLayout;
-use treesits_io::staged_dir::StagedDir;
-use treesits_io::{GeoTiffSpec, TiffLayout};
+use treesits_gdal::{ForceLayout, GeoTiffSpec, TiffLayout};
 
 use crate::scene::{Acquisition, Scene};
 use crate::LAEA_WKT;
@@ -669,8 +668,8 @@ fn write_gpkg(
 pub struct ForceLayoutArg(pub ForceLayout);
 
 impl std::str::FromStr for ForceLayoutArg {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = treesits_core::choice::UnknownChoice;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         s.parse().map(ForceLayoutArg)
     }
 }

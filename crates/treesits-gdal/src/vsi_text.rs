@@ -10,34 +10,17 @@ use std::io;
 /// Files larger than this are not text inputs of ours.
 const MAX_BYTES: usize = 16 << 20;
 
-/// The message of the last GDAL error on this thread, if one happened since the last call; resets it.
-pub(crate) fn take_last_gdal_error() -> Option<String> {
-    // SAFETY: these read and reset GDAL's thread-local error state; the message pointer is valid and
-    // NUL-terminated until the next GDAL call on this thread, and is copied before that.
-    unsafe {
-        if gdal_sys::CPLGetLastErrorType() == gdal_sys::CPLErr::CE_None {
-            return None;
-        }
-        let msg = std::ffi::CStr::from_ptr(gdal_sys::CPLGetLastErrorMsg())
-            .to_string_lossy()
-            .trim()
-            .to_string();
-        gdal_sys::CPLErrorReset();
-        Some(msg)
-    }
-}
-
 /// Reads a whole file of at most `max_bytes` from any GDAL path (local, `/vsis3/`, `/vsimem/`, …).
 /// A file that does not exist is [`io::ErrorKind::NotFound`]; a file that exists but cannot be read
 /// (S3 access denied, a network error) is another kind, with GDAL's message.
 pub fn read_bytes(path: &str, max_bytes: usize) -> io::Result<Vec<u8>> {
     let c_path =
         CString::new(path).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
-    take_last_gdal_error();
+    crate::error::take_last_error();
     // SAFETY: both strings are valid NUL-terminated C strings that outlive the call.
     let fp = unsafe { gdal_sys::VSIFOpenL(c_path.as_ptr(), c"rb".as_ptr()) };
     if fp.is_null() {
-        let gdal = take_last_gdal_error().unwrap_or_default();
+        let gdal = crate::error::take_last_error().unwrap_or_default();
         let missing = gdal.is_empty() || gdal.contains("404") || gdal.contains("No such file");
         return Err(if missing {
             io::Error::new(

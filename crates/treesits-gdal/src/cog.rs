@@ -1,24 +1,16 @@
-//! Cloud-Optimised GeoTIFFs through GDAL's COG driver, and the class styling (colour table, category
-//! names) that class rasters carry.
+//! Cloud-Optimised GeoTIFFs through GDAL's COG driver, and raster category names (which the gdal
+//! crate does not wrap).
 //!
 //! GeoTIFF has no tag for category names: GDAL keeps them in a `.aux.xml` file beside the TIFF, so a
-//! class raster is the pair `name.tif` + `name.tif.aux.xml`. The class table is also stored inside the
-//! TIFF as the dataset metadata item [`CLASSES_METADATA_KEY`] (JSON), so the TIFF alone says what its
-//! values mean.
+//! class raster is the pair `name.tif` + `name.tif.aux.xml`.
 
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, CString};
 use std::path::Path;
 
-use gdal::raster::{
-    ColorEntry, ColorInterpretation, ColorTable, PaletteInterpretation, RasterBand, RasterCreationOptions,
-};
+use gdal::raster::{RasterBand, RasterCreationOptions};
 use gdal::{Dataset, DriverManager};
-use treesits_core::species::SpeciesClass;
-
-/// Dataset metadata item holding the class table as JSON (`[{"code":0,"name":"spruce","colour":[…]}…]`).
-pub const CLASSES_METADATA_KEY: &str = "TREESITS_CLASSES";
 
 /// How overviews of a raster are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,13 +34,17 @@ impl OverviewResampling {
 }
 
 impl std::str::FromStr for OverviewResampling {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = treesits_core::choice::UnknownChoice;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "mode" => Ok(OverviewResampling::Mode),
             "nearest" => Ok(OverviewResampling::Nearest),
             "average" => Ok(OverviewResampling::Average),
-            _ => Err(format!("unknown resampling '{s}' (use mode or nearest)")),
+            _ => Err(treesits_core::choice::UnknownChoice::new(
+                "resampling",
+                s,
+                "mode, nearest or average",
+            )),
         }
     }
 }
@@ -94,39 +90,6 @@ pub fn write_cog(src: &Path, out: &Path, options: &CogOptions) -> gdal::errors::
     Ok(())
 }
 
-/// The colour table of a class raster: each class's colour, everything else transparent black.
-pub fn class_colour_table(classes: &[SpeciesClass]) -> ColorTable<'static> {
-    let mut t = ColorTable::new(PaletteInterpretation::Rgba);
-    for i in 0..=255u16 {
-        t.set_color_entry(i, &ColorEntry::rgba(0, 0, 0, 0));
-    }
-    for c in classes {
-        let [r, g, b] = c.colour;
-        t.set_color_entry(
-            u16::from(c.code),
-            &ColorEntry::rgba(i16::from(r), i16::from(g), i16::from(b), 255),
-        );
-    }
-    t
-}
-
-/// Category names indexed by value (up to the highest class code; gaps are empty strings).
-pub fn category_names(classes: &[SpeciesClass]) -> Vec<String> {
-    let n = classes.iter().map(|c| usize::from(c.code) + 1).max().unwrap_or(0);
-    let mut names = vec![String::new(); n];
-    for c in classes {
-        names[usize::from(c.code)] = c.name.clone();
-    }
-    names
-}
-
-/// Gives a class band its colour table, palette interpretation and category names.
-pub fn style_class_band(band: &mut RasterBand, classes: &[SpeciesClass]) -> gdal::errors::Result<()> {
-    band.set_color_table(&class_colour_table(classes));
-    band.set_color_interpretation(ColorInterpretation::PaletteIndex)?;
-    set_category_names(band, &category_names(classes))
-}
-
 /// `GDALSetRasterCategoryNames` (the gdal crate has no wrapper).
 pub fn set_category_names(band: &mut RasterBand, names: &[String]) -> gdal::errors::Result<()> {
     let c: Vec<CString> = names
@@ -169,29 +132,9 @@ pub fn read_category_names(band: &RasterBand) -> Vec<String> {
     }
 }
 
-/// The class table as stored in [`CLASSES_METADATA_KEY`].
-pub fn classes_json(classes: &[SpeciesClass]) -> String {
-    serde_json::to_string(classes).expect("a class table serialises")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use treesits_core::species::tree_species;
-
-    #[test]
-    fn class_table_json_reads_back_as_the_table() {
-        let t = tree_species();
-        let json = classes_json(&t);
-        assert!(
-            json.starts_with(r#"[{"code":0,"name":"spruce","colour":[31,94,49]}"#),
-            "{json}"
-        );
-        assert_eq!(json.matches("\"code\"").count(), 10);
-        let names = category_names(&t);
-        assert_eq!(names.len(), 10);
-        assert_eq!(names[6], "beech");
-    }
 
     #[test]
     fn cog_options_follow_the_product() {

@@ -1,5 +1,5 @@
 //! Making a tile inventory from a cube: one listing per tile directory (in parallel), the same file
-//! selection as `cube-extract` ([`crate::cube::pair_files`], [`crate::cube::select_pairs`]), the
+//! selection as `cube-extract` ([`crate::scan::pair_files`], [`crate::scan::select_pairs`]), the
 //! masks hashed.
 
 use rayon::prelude::*;
@@ -12,9 +12,9 @@ use treesits_core::inventory::{
 use treesits_core::level2::Level2Pair;
 use treesits_core::{Date, Sensor};
 
-use crate::cube::{pair_files, select_pairs, AcquisitionFiles, CubeError};
-use crate::listing::{list_files, FileEntry, ListError};
-use crate::Location;
+use crate::scan::{pair_files, select_pairs, AcquisitionFiles, CubeError};
+use treesits_core::Location;
+use treesits_gdal::listing::{list_files, FileEntry, ListError};
 
 /// Masks larger than this are not aoi-select masks (a 3000 x 3000 px mask is a few hundred kB).
 const MAX_MASK_BYTES: usize = 512 << 20;
@@ -38,8 +38,8 @@ pub enum InventoryScanError {
     List(#[from] ListError),
     #[error(transparent)]
     Cube(#[from] CubeError),
-    #[error("cannot read the mask {path}: {reason}")]
-    Mask { path: String, reason: String },
+    #[error("cannot read the mask {path}: {source}")]
+    Mask { path: Location, source: std::io::Error },
     #[error("--sensors: {0}")]
     Sensors(String),
 }
@@ -132,12 +132,13 @@ fn tile_record(
     let mask_sha256 = match &t.mask {
         None => t.mask_sha256.clone(),
         Some(mask) => {
-            let bytes = crate::vsi_text::read_bytes(&mask.gdal_path(), MAX_MASK_BYTES).map_err(|e| {
-                InventoryScanError::Mask {
-                    path: mask.to_string(),
-                    reason: e.to_string(),
-                }
-            })?;
+            let bytes =
+                treesits_gdal::vsi_text::read_bytes(&mask.gdal_path(), MAX_MASK_BYTES).map_err(|source| {
+                    InventoryScanError::Mask {
+                        path: mask.clone(),
+                        source,
+                    }
+                })?;
             Some(sha256_hex(&bytes))
         }
     };

@@ -8,7 +8,7 @@
 
 use std::ffi::{CStr, CString};
 
-use crate::Location;
+use treesits_core::{Location, TileId};
 
 /// One file of a directory listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +66,21 @@ pub fn list_files(dir: &Location) -> Result<Vec<FileEntry>, ListError> {
     unsafe { gdal_sys::VSICloseDir(handle) };
     files.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(files)
+}
+
+/// The tile directories (`Xdddd_Ydddd`) present in a cube root (a GDAL path: local or `/vsis3/…`),
+/// sorted.
+pub fn cube_tiles(cube: &str) -> Result<Vec<TileId>, ListError> {
+    let entries = gdal::vsi::read_dir(cube, false).map_err(|_| ListError {
+        path: cube.to_string(),
+    })?;
+    let mut tiles: Vec<TileId> = entries
+        .iter()
+        .filter_map(|p| p.file_name()?.to_str()?.trim_end_matches('/').parse().ok())
+        .collect();
+    tiles.sort();
+    tiles.dedup();
+    Ok(tiles)
 }
 
 #[cfg(test)]

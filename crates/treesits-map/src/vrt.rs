@@ -5,7 +5,8 @@
 use treesits_core::species::SpeciesClass;
 use treesits_core::{TileGrid, TileId};
 
-use crate::cog::{category_names, CLASSES_METADATA_KEY};
+use treesits_core::names::CLASSES_METADATA_KEY;
+use treesits_core::species::{category_names, classes_json};
 
 /// One band of a mosaic VRT.
 #[derive(Debug, Clone)]
@@ -138,10 +139,7 @@ pub fn mosaic_vrt(t: &VrtTiles, bands: &[VrtBand], metadata: &[(String, String)]
 /// Metadata every class mosaic carries: the class table as JSON.
 pub fn class_metadata(classes: &[SpeciesClass], model_id: &str) -> Vec<(String, String)> {
     vec![
-        (
-            CLASSES_METADATA_KEY.to_string(),
-            crate::cog::classes_json(classes),
-        ),
+        (CLASSES_METADATA_KEY.to_string(), classes_json(classes)),
         ("TREESITS_MODEL_ID".to_string(), model_id.to_string()),
     ]
 }

@@ -57,13 +57,15 @@ pub enum ForceLayout {
 }
 
 impl FromStr for ForceLayout {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = treesits_core::choice::UnknownChoice;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "force37" | "strips" => Ok(ForceLayout::Force37),
             "force38" | "tiles" => Ok(ForceLayout::Force38),
-            _ => Err(format!(
-                "unknown layout '{s}': expected force37 (LZW strips) or force38 (ZSTD 256x256 tiles)"
+            _ => Err(treesits_core::choice::UnknownChoice::new(
+                "layout",
+                s,
+                "force37 (LZW strips) or force38 (ZSTD 256x256 tiles)",
             )),
         }
     }

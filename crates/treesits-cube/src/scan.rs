@@ -13,14 +13,17 @@ use treesits_core::chunk::ChunkColumns;
 use treesits_core::level2::{pair_level2_files, Level2Pair};
 use treesits_core::{CubeDefinition, Date, PixelWindow, Product, QaiScreen, Sensor, TileId};
 
-use crate::Location;
+use treesits_core::names::CUBE_DEFINITION_FILE;
+use treesits_core::Location;
+use treesits_gdal::cube_definition::{read_cube_definition_if_present, CubeDefinitionError};
+use treesits_gdal::listing::{list_files, FileEntry, ListError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CubeError {
     #[error("{0}: not a FORCE tile directory (expected a name like X0058_Y0056)")]
     NotATile(String),
     #[error(transparent)]
-    List(#[from] crate::listing::ListError),
+    List(#[from] ListError),
     #[error("{0}: no BOA files for the selected sensors and dates")]
     Empty(String),
     #[error("{boa}: BOA file has no QAI file ({qai} is missing)")]
@@ -38,8 +41,8 @@ pub enum CubeError {
     },
     #[error("{path}: {problem}")]
     Mismatch { path: String, problem: String },
-    #[error("cannot read {path}: {reason}")]
-    Prj { path: String, reason: String },
+    #[error(transparent)]
+    CubeDefinition(#[from] CubeDefinitionError),
 }
 
 /// Which files of a tile to use.
@@ -77,14 +80,6 @@ pub struct TileScan {
     pub cube: Option<CubeDefinition>,
 }
 
-/// Sends GDAL's own messages to the log (debug level) instead of stderr: every failure that matters
-/// comes back as an error naming the file, so a tool prints one line, not GDAL's echo of it too.
-pub fn log_gdal_messages() {
-    gdal::config::set_error_handler(|class, number, message| {
-        log::debug!("GDAL {class:?} {number}: {message}");
-    });
-}
-
 fn open(loc: &Location) -> Result<Dataset, CubeError> {
     Dataset::open(Path::new(&loc.gdal_path())).map_err(|source| CubeError::Open {
         path: loc.to_string(),
@@ -109,7 +104,7 @@ fn same_geotransform(a: &[f64; 6], b: &[f64; 6]) -> bool {
 /// (date, sensor code). A selected BOA without its QAI is an error; a QAI without its BOA is skipped.
 pub fn select_acquisitions(
     location: &Location,
-    files: &[crate::listing::FileEntry],
+    files: &[FileEntry],
     sel: &TileSelection,
 ) -> Result<Vec<AcquisitionFiles>, CubeError> {
     select_pairs(
@@ -121,11 +116,7 @@ pub fn select_acquisitions(
 }
 
 /// The BOA/QAI pairs of the given sensors among a tile directory's files, in observation order.
-pub fn pair_files(
-    location: &Location,
-    files: &[crate::listing::FileEntry],
-    sensors: &[Sensor],
-) -> Vec<Level2Pair> {
+pub fn pair_files(location: &Location, files: &[FileEntry], sensors: &[Sensor]) -> Vec<Level2Pair> {
     let (pairs, skipped) = pair_level2_files(files.iter().map(|f| f.name.as_str()), sensors);
     for name in skipped {
         log::debug!("{location}: skipping {name} (not a Level-2 file name)");
@@ -171,7 +162,7 @@ pub fn scan_tile(location: &Location, sel: &TileSelection) -> Result<TileScan, C
     let tile: TileId = name
         .parse()
         .map_err(|_| CubeError::NotATile(location.to_string()))?;
-    let files = crate::listing::list_files(location)?;
+    let files = list_files(location)?;
     let acquisitions = select_acquisitions(location, &files, sel)?;
     if acquisitions.is_empty() {
         return Err(CubeError::Empty(location.to_string()));
@@ -267,40 +258,15 @@ pub fn scan_tile(location: &Location, sel: &TileSelection) -> Result<TileScan, C
     })
 }
 
-/// The location of the cube's `datacube-definition.prj`: the tile directory's parent.
-fn cube_definition_location(tile: &Location) -> Location {
-    const NAME: &str = "datacube-definition.prj";
-    match tile {
-        Location::Local(p) => Location::Local(p.parent().unwrap_or(Path::new("")).join(NAME)),
-        Location::S3 { bucket, key } => Location::S3 {
-            bucket: bucket.clone(),
-            key: match key.rsplit_once('/') {
-                Some((parent, _)) => format!("{parent}/{NAME}"),
-                None => NAME.to_string(),
-            },
-        },
+/// Reads `../datacube-definition.prj` of a tile (either form; local or on S3) when there is one, for
+/// [`TileScan::check_cube_definition`].
+fn read_cube_definition(tile: &Location) -> Result<Option<CubeDefinition>, CubeError> {
+    let prj = tile.sibling(CUBE_DEFINITION_FILE);
+    let def = read_cube_definition_if_present(&prj)?;
+    if def.is_none() {
+        log::debug!("{prj} not found: relying on the files' own georeferencing");
     }
-}
-
-/// Reads `../datacube-definition.prj` of a tile (either form; local or on S3, through GDAL's virtual
-/// file system) when there is one, for [`TileScan::check_cube_definition`].
-fn read_cube_definition(location: &Location) -> Result<Option<CubeDefinition>, CubeError> {
-    let prj = cube_definition_location(location);
-    let prj_error = |reason: String| CubeError::Prj {
-        path: prj.to_string(),
-        reason,
-    };
-    let text = match crate::vsi_text::read_to_string(&prj.gdal_path()) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            log::debug!("{prj} not found: relying on the files' own georeferencing");
-            return Ok(None);
-        }
-        Err(e) => return Err(prj_error(e.to_string())),
-    };
-    CubeDefinition::parse(&text)
-        .map(Some)
-        .map_err(|e| prj_error(e.to_string()))
+    Ok(def)
 }
 
 impl TileScan {
@@ -318,7 +284,7 @@ impl TileScan {
                     e.xmin,
                     e.ymax,
                     self.tile,
-                    cube_definition_location(&self.location)
+                    self.location.sibling(CUBE_DEFINITION_FILE)
                 ),
             ));
         }
@@ -738,7 +704,12 @@ mod tests {
 
     #[test]
     fn cube_definition_is_looked_for_beside_the_tile_locally_and_on_s3() {
-        let loc = |s: &str| cube_definition_location(&Location::parse(s).unwrap()).to_string();
+        let loc = |s: &str| {
+            Location::parse(s)
+                .unwrap()
+                .sibling(CUBE_DEFINITION_FILE)
+                .to_string()
+        };
         assert_eq!(
             loc("s3://cube/germany/X0058_Y0056"),
             "s3://cube/germany/datacube-definition.prj"

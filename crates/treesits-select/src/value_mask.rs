@@ -12,7 +12,41 @@ use gdal::Dataset;
 use treesits_core::grid::{Extent, TileGrid, TileId};
 use treesits_core::value_set::ValueSet;
 
-use crate::aoi::{gis_order, AoiError};
+use treesits_gdal::error::GdalCause;
+use treesits_gdal::srs::gis_order;
+
+/// Why a mask raster cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum MaskProblem {
+    #[error("{0}: give a raster GDAL can read")]
+    Open(#[source] GdalCause),
+    #[error("it has no raster band")]
+    NoBand,
+    #[error("it has no geotransform: georeference it first")]
+    NoGeotransform,
+    #[error("its geotransform is rotated or not north-up: warp it with gdalwarp first")]
+    NotNorthUp,
+    #[error("it has no CRS: assign one with gdal_edit.py -a_srs")]
+    NoCrs,
+    #[error("its band type is unknown")]
+    UnknownBandType,
+    #[error("{0}")]
+    Gdal(#[source] GdalCause),
+    #[error(
+        "it does not overlap the AOI (its extent, reprojected onto the cube, misses the AOI's): drop it \
+         or check its CRS"
+    )]
+    Outside,
+}
+
+/// A mask raster that cannot be used, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {problem}")]
+pub struct MaskError {
+    pub path: String,
+    #[source]
+    pub problem: MaskProblem,
+}
 
 /// Cube-CRS columns between two exactly reprojected pixel centres; those in between are interpolated
 /// linearly (over 32 pixels the error is far below a millimetre).
@@ -34,27 +68,26 @@ pub struct OpenMaskRaster {
     to_mask: CoordTransform,
 }
 
-fn unreadable(path: &str) -> impl Fn(gdal::errors::GdalError) -> AoiError + '_ {
-    move |e| AoiError::MaskUnreadable {
+fn gdal_failure(path: &str) -> impl Fn(gdal::errors::GdalError) -> MaskError + '_ {
+    move |e| MaskError {
         path: path.to_string(),
-        reason: e.to_string(),
+        problem: MaskProblem::Gdal(GdalCause(e)),
     }
 }
 
 impl MaskRaster {
     /// Checks that `path` is a usable single-band raster overlapping `aoi` (in the cube's CRS).
-    pub fn inspect(path: &str, cube_wkt: &str, aoi: &Extent) -> Result<MaskRaster, AoiError> {
-        let open = OpenMaskRaster::open(path, cube_wkt)
-            .map_err(|(path, reason)| AoiError::MaskUnreadable { path, reason })?;
+    pub fn inspect(path: &str, cube_wkt: &str, aoi: &Extent) -> Result<MaskRaster, MaskError> {
+        let open = OpenMaskRaster::open(path, cube_wkt)?;
         let gt = open.geotransform;
         let (w, h) = open.size;
         let (x0, x1) = (gt[0], gt[0] + w as f64 * gt[1]);
         let (y0, y1) = (gt[3] + h as f64 * gt[5], gt[3]);
         let to_cube = CoordTransform::new(
-            &gis_order(open.ds.spatial_ref().map_err(unreadable(path))?),
-            &gis_order(SpatialRef::from_wkt(cube_wkt).map_err(unreadable(path))?),
+            &gis_order(open.ds.spatial_ref().map_err(gdal_failure(path))?),
+            &gis_order(SpatialRef::from_wkt(cube_wkt).map_err(gdal_failure(path))?),
         )
-        .map_err(unreadable(path))?;
+        .map_err(gdal_failure(path))?;
         // A mask far outside the cube's projection area may not reproject at all: that is no overlap.
         let overlaps = to_cube
             .transform_bounds(&[x0, y0, x1, y1], 21)
@@ -69,8 +102,9 @@ impl MaskRaster {
             })
             .is_some();
         if !overlaps {
-            return Err(AoiError::MaskOutside {
+            return Err(MaskError {
                 path: path.to_string(),
+                problem: MaskProblem::Outside,
             });
         }
         Ok(MaskRaster {
@@ -78,37 +112,35 @@ impl MaskRaster {
         })
     }
 
-    /// Opens it for one worker; a failure is (path, reason).
-    pub fn open(&self, cube_wkt: &str) -> Result<OpenMaskRaster, (String, String)> {
+    /// Opens it for one worker.
+    pub fn open(&self, cube_wkt: &str) -> Result<OpenMaskRaster, MaskError> {
         OpenMaskRaster::open(&self.path, cube_wkt)
     }
 }
 
 impl OpenMaskRaster {
-    fn open(path: &str, cube_wkt: &str) -> Result<OpenMaskRaster, (String, String)> {
-        let fail = |reason: String| (path.to_string(), reason);
-        let ds = Dataset::open(path).map_err(|e| fail(format!("{e}: give a raster GDAL can read")))?;
+    fn open(path: &str, cube_wkt: &str) -> Result<OpenMaskRaster, MaskError> {
+        let fail = |problem: MaskProblem| MaskError {
+            path: path.to_string(),
+            problem,
+        };
+        let ds = Dataset::open(path).map_err(|e| fail(MaskProblem::Open(GdalCause(e))))?;
         if ds.raster_count() == 0 {
-            return Err(fail("it has no raster band".into()));
+            return Err(fail(MaskProblem::NoBand));
         }
         let gt = ds
             .geo_transform()
-            .map_err(|_| fail("it has no geotransform: georeference it first".into()))?;
+            .map_err(|_| fail(MaskProblem::NoGeotransform))?;
         if gt[2] != 0.0 || gt[4] != 0.0 || gt[1] <= 0.0 || gt[5] >= 0.0 {
-            return Err(fail(
-                "its geotransform is rotated or not north-up: warp it with gdalwarp first".into(),
-            ));
+            return Err(fail(MaskProblem::NotNorthUp));
         }
-        let srs = ds
-            .spatial_ref()
-            .map_err(|_| fail("it has no CRS: assign one with gdal_edit.py -a_srs".into()))?;
-        let cube = SpatialRef::from_wkt(cube_wkt).map_err(|e| fail(e.to_string()))?;
-        let to_mask =
-            CoordTransform::new(&gis_order(cube), &gis_order(srs)).map_err(|e| fail(e.to_string()))?;
-        let band = ds.rasterband(1).map_err(|e| fail(e.to_string()))?;
+        let srs = ds.spatial_ref().map_err(|_| fail(MaskProblem::NoCrs))?;
+        let cube = SpatialRef::from_wkt(cube_wkt).map_err(gdal_failure(path))?;
+        let to_mask = CoordTransform::new(&gis_order(cube), &gis_order(srs)).map_err(gdal_failure(path))?;
+        let band = ds.rasterband(1).map_err(gdal_failure(path))?;
         let nodata = band.no_data_value();
         if band.band_type() == GdalDataType::Unknown {
-            return Err(fail("its band type is unknown".into()));
+            return Err(fail(MaskProblem::UnknownBandType));
         }
         let size = ds.raster_size();
         Ok(OpenMaskRaster {
@@ -140,14 +172,14 @@ impl OpenMaskRaster {
 }
 
 /// Clears the 1s of a tile mask (`mask`, row-major, the tile's full grid) whose pixels the value
-/// masks do not keep. A failure is (path, reason).
+/// masks do not keep.
 pub fn apply(
     rasters: &[OpenMaskRaster],
     values: &ValueSet,
     grid: &TileGrid,
     tile: TileId,
     mask: &mut [u8],
-) -> Result<(), (String, String)> {
+) -> Result<(), MaskError> {
     let (cols, _) = grid.tile_pixels;
     let res = grid.resolution;
     let [x0, _, _, y0, _, _] = grid.geotransform(tile);
@@ -168,7 +200,7 @@ pub fn apply(
             let Some((wc, wr, ww, wh)) = raster.window_under(&block_extent) else {
                 continue;
             };
-            let fail = |e: gdal::errors::GdalError| (raster.path.clone(), e.to_string());
+            let fail = &gdal_failure(&raster.path);
             let data = raster
                 .ds
                 .rasterband(1)

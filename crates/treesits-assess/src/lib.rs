@@ -21,8 +21,10 @@ use gdal::{Dataset, DatasetOptions, GdalOpenFlags, Metadata};
 use rayon::prelude::*;
 use treesits_core::value_set::ValueSet;
 
-use crate::aoi::gis_order;
-use crate::cog::{read_category_names, CLASSES_METADATA_KEY};
+use treesits_core::names::CLASSES_METADATA_KEY;
+use treesits_gdal::cog::read_category_names;
+use treesits_gdal::srs::gis_order;
+
 use stats::{area_adjusted, sample_accuracy, AreaAdjusted, Confusion, SampleAccuracy};
 
 /// Rows per strip when rasters are streamed.
@@ -900,11 +902,27 @@ pub fn assess(opts: &AssessOptions) -> Result<Assessment, AssessError> {
     })
 }
 
+/// Why a class list could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ClassLabelError {
+    #[error("cannot read --classes {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("--classes item '{0}' is not CODE=NAME")]
+    NotCodeName(String),
+    #[error("--classes item '{0}': the code must be 0-254")]
+    BadCode(String),
+    #[error("--classes '{0}' names no class: give CODE=NAME pairs (0=spruce,1=pine) or a JSON class table")]
+    NoClass(String),
+}
+
 /// Parses `--classes`: `0=spruce,1=pine,…` or a JSON class table (`[{"code":0,"name":"spruce"},…]`,
 /// as mosaic stores in `TREESITS_CLASSES`), given inline or as a file.
-pub fn parse_class_labels(arg: &str) -> Result<Vec<ClassLabel>, String> {
+pub fn parse_class_labels(arg: &str) -> Result<Vec<ClassLabel>, ClassLabelError> {
     let text = if Path::new(arg).is_file() {
-        std::fs::read_to_string(arg).map_err(|e| format!("cannot read --classes {arg}: {e}"))?
+        std::fs::read_to_string(arg).map_err(|source| ClassLabelError::Read {
+            path: arg.to_string(),
+            source,
+        })?
     } else {
         arg.to_string()
     };
@@ -919,13 +937,13 @@ pub fn parse_class_labels(arg: &str) -> Result<Vec<ClassLabel>, String> {
         for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (code, name) = item
                 .split_once('=')
-                .ok_or_else(|| format!("--classes item '{item}' is not CODE=NAME"))?;
+                .ok_or_else(|| ClassLabelError::NotCodeName(item.to_string()))?;
             let code: u8 = code
                 .trim()
                 .parse()
                 .ok()
                 .filter(|c| *c < 255)
-                .ok_or_else(|| format!("--classes item '{item}': the code must be 0-254"))?;
+                .ok_or_else(|| ClassLabelError::BadCode(item.to_string()))?;
             v.push(ClassLabel {
                 code,
                 name: name.trim().to_string(),
@@ -934,9 +952,7 @@ pub fn parse_class_labels(arg: &str) -> Result<Vec<ClassLabel>, String> {
         v
     };
     if labels.is_empty() {
-        return Err(format!(
-            "--classes '{arg}' names no class: give CODE=NAME pairs (0=spruce,1=pine) or a JSON class table"
-        ));
+        return Err(ClassLabelError::NoClass(arg.to_string()));
     }
     Ok(labels)
 }
@@ -969,9 +985,18 @@ mod tests {
                 name: "larch".into()
             }]
         );
-        assert!(parse_class_labels("spruce").unwrap_err().contains("CODE=NAME"));
-        assert!(parse_class_labels("255=x").unwrap_err().contains("0-254"));
-        assert!(parse_class_labels("[]").unwrap_err().contains("names no class"));
+        assert!(parse_class_labels("spruce")
+            .unwrap_err()
+            .to_string()
+            .contains("CODE=NAME"));
+        assert!(parse_class_labels("255=x")
+            .unwrap_err()
+            .to_string()
+            .contains("0-254"));
+        assert!(parse_class_labels("[]")
+            .unwrap_err()
+            .to_string()
+            .contains("names no class"));
     }
 
     fn grid(gt: [f64; 6], size: (usize, usize)) -> RasterGrid {

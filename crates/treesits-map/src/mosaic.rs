@@ -27,19 +27,21 @@ use gdal::{Dataset, DriverManager, Metadata};
 use rayon::prelude::*;
 use treesits_core::chunk::ChunkMetadata;
 use treesits_core::prediction::{PredictionColumns, PredictionMetadata, PredictionReader, PROB_NODATA};
-use treesits_core::species::{SpeciesClass, CLASS_NODATA};
+use treesits_core::species::{classes_json, SpeciesClass, CLASS_NODATA};
 use treesits_core::staged_dir::StagedDir;
 use treesits_core::{CubeDefinition, PixelWindow, TileGrid, TileId};
 
-use crate::aoi::{Aoi, AoiSource};
-use crate::cog::{self, CogOptions, OverviewResampling};
-use crate::geotiff::{GeoTiffSpec, TiffLayout};
+use treesits_gdal::cog::{self, CogOptions, OverviewResampling};
+use treesits_gdal::{GeoTiffSpec, TiffLayout};
+use treesits_select::aoi::{Aoi, AoiError, AoiSource};
+
+use crate::style;
 use crate::vrt::{self, VrtBand, VrtTiles};
 
 /// Block size of the per-tile GeoTIFFs (ZSTD-compressed tiles, as FORCE ≥ 3.8 writes).
 pub const TILE_BLOCK: usize = 256;
 /// Suffix of prediction chunk files that directory inputs pick up.
-pub const CHUNK_SUFFIX: &str = ".pred.arrows";
+pub use treesits_core::names::PREDICTION_SUFFIX as CHUNK_SUFFIX;
 
 /// Why a mosaic could not be made. Every message names the input and says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +52,14 @@ pub enum MosaicError {
     Mismatch(String),
     #[error("tile {tile}: {detail}; pass --allow-partial to map the missing rows as nodata")]
     Partial { tile: TileId, detail: String },
-    #[error("--clip {0}")]
-    Clip(String),
+    #[error(transparent)]
+    Clip(#[from] AoiError),
+    #[error(transparent)]
+    Quicklook(#[from] crate::quicklook::QuicklookError),
+    #[error(
+        "{arg} {path}: no tile of the inputs reaches the polygons; check that {arg} covers the mapped area"
+    )]
+    ClippedAway { arg: &'static str, path: String },
     #[error("writing {what}: {reason}")]
     Write { what: String, reason: String },
     #[error("no prediction chunks in the inputs: give chunk files, directories holding *{CHUNK_SUFFIX} files, or - for a stream on stdin")]
@@ -214,13 +222,11 @@ struct Reference {
 }
 
 /// The FORCE grid a chunk describes: origin = tile corner − tile index × tile size.
-fn grid_from_chunk(m: &ChunkMetadata) -> Result<TileGrid, String> {
+fn grid_from_chunk(m: &ChunkMetadata) -> Result<TileGrid, ChunkGridError> {
     let g = m.geotransform;
     let res = g[1];
     if !(res > 0.0 && g[2] == 0.0 && g[4] == 0.0 && g[5] == -res) {
-        return Err(format!(
-            "its geotransform {g:?} is not a north-up grid of square pixels, as FORCE's are"
-        ));
+        return Err(ChunkGridError::NotNorthUp(g));
     }
     let tile = (m.tile_size.0 as f64 * res, m.tile_size.1 as f64 * res);
     let def = CubeDefinition {
@@ -234,7 +240,16 @@ fn grid_from_chunk(m: &ChunkMetadata) -> Result<TileGrid, String> {
         tile_size: tile,
         block_size: tile,
     };
-    TileGrid::new(def, res).map_err(|e| e.to_string())
+    Ok(TileGrid::new(def, res)?)
+}
+
+/// Why a chunk's metadata describes no FORCE grid.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ChunkGridError {
+    #[error("its geotransform {0:?} is not a north-up grid of square pixels, as FORCE's are")]
+    NotNorthUp([f64; 6]),
+    #[error(transparent)]
+    Grid(#[from] treesits_core::grid::GridError),
 }
 
 fn same_crs(a: &str, b: &str) -> bool {
@@ -260,7 +275,7 @@ impl Reference {
         from: &str,
         cube_def: Option<&CubeDefinition>,
     ) -> Result<Reference, MosaicError> {
-        let derived = grid_from_chunk(&meta.source).map_err(|r| input_err(from, r))?;
+        let derived = grid_from_chunk(&meta.source).map_err(|r| input_err(from, r.to_string()))?;
         let (grid, overridden) = match cube_def {
             None => (derived, false),
             Some(def) => {
@@ -319,7 +334,7 @@ impl Reference {
                 self.model_id
             );
         }
-        let derived = grid_from_chunk(&meta.source).map_err(|r| input_err(from, r))?;
+        let derived = grid_from_chunk(&meta.source).map_err(|r| input_err(from, r.to_string()))?;
         let g = &self.grid;
         let tile = meta.source.tile_id;
         if derived.tile_pixels != g.tile_pixels || !close(derived.resolution, g.resolution, g.resolution) {
@@ -538,15 +553,8 @@ struct Clip {
 
 impl Clip {
     fn load(source: &AoiSource, wkt: &str) -> Result<Clip, MosaicError> {
-        // The AOI loader speaks of --aoi and aoi-select; here the flag is --clip.
-        let aoi = Aoi::load(source, wkt).map_err(|e| {
-            MosaicError::Clip(
-                e.to_string()
-                    .replace("cannot open --aoi ", "")
-                    .replace("--aoi ", "")
-                    .replace("aoi-select needs", "mosaic needs"),
-            )
-        })?;
+        // The source names its own flag (--clip), so the loader's messages need no rewording.
+        let aoi = Aoi::load(source, wkt)?;
         Ok(Clip { aoi })
     }
 
@@ -697,13 +705,17 @@ impl<'a> TileWriter<'a> {
         let class = create("class", 1, true)?;
         {
             let mut band = class.rasterband(1).map_err(write_err(tile_file(tile, "class")))?;
-            cog::style_class_band(&mut band, &r.classes).map_err(write_err(tile_file(tile, "class")))?;
+            style::style_class_band(&mut band, &r.classes).map_err(write_err(tile_file(tile, "class")))?;
             band.set_description("class")
                 .map_err(write_err(tile_file(tile, "class")))?;
         }
         let mut class = class;
         class
-            .set_metadata_item(cog::CLASSES_METADATA_KEY, &cog::classes_json(&r.classes), "")
+            .set_metadata_item(
+                treesits_core::names::CLASSES_METADATA_KEY,
+                &classes_json(&r.classes),
+                "",
+            )
             .map_err(write_err(tile_file(tile, "class")))?;
         let prob = create("prob", 1, false)?;
         prob.rasterband(1)
@@ -1183,11 +1195,16 @@ fn stdin_tiles(run: &Run, input: &mut dyn BufRead) -> Result<Vec<TileOutput>, Mo
     Ok(outputs)
 }
 
+/// A CRS code GDAL does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("EPSG:{0} is not a CRS GDAL knows")]
+pub struct UnknownEpsg(pub u32);
+
 /// Checks that GDAL knows `EPSG:<code>`, so a bad `--t-srs` fails before any work.
-pub fn check_epsg(code: u32) -> Result<(), String> {
+pub fn check_epsg(code: u32) -> Result<(), UnknownEpsg> {
     gdal::spatial_ref::SpatialRef::from_epsg(code)
         .map(|_| ())
-        .map_err(|_| format!("EPSG:{code} is not a CRS GDAL knows"))
+        .map_err(|_| UnknownEpsg(code))
 }
 
 /// Whether a file in `--out-dir` is a product of an earlier run (replaced by this one).
@@ -1269,10 +1286,10 @@ pub fn run(
         return Err(MosaicError::NoInput);
     };
     if outputs.is_empty() {
-        return Err(MosaicError::Clip(format!(
-            "{}: no tile of the inputs reaches the polygons; check that --clip covers the mapped area",
-            opts.clip.as_ref().map_or("", |c| c.path.as_str())
-        )));
+        return Err(MosaicError::ClippedAway {
+            arg: opts.clip.as_ref().map_or("--clip", |c| c.arg),
+            path: opts.clip.as_ref().map_or_else(String::new, |c| c.path.clone()),
+        });
     }
     outputs.sort_by_key(|o| o.tile);
     log::info!(
@@ -1399,11 +1416,7 @@ pub fn run(
         &reference.model_id,
         opts.quicklook_px,
         &dir.join("quicklook.png"),
-    )
-    .map_err(|reason| MosaicError::Write {
-        what: "quicklook.png".into(),
-        reason,
-    })?;
+    )?;
     log::info!("quicklook.png written in {:.2} s", t.elapsed().as_secs_f64());
 
     let mut names: Vec<String> = std::fs::read_dir(&dir)
@@ -1490,6 +1503,9 @@ mod tests {
         assert_eq!(g.geotransform(TileId::new(983, 858))[0], 4_422_026.25);
         let mut rotated = m.clone();
         rotated.geotransform[2] = 0.5;
-        assert!(grid_from_chunk(&rotated).unwrap_err().contains("north-up"));
+        assert!(grid_from_chunk(&rotated)
+            .unwrap_err()
+            .to_string()
+            .contains("north-up"));
     }
 }

@@ -3,6 +3,13 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// Why a string is not a location.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocationError {
+    #[error("'{0}' has no bucket name: expected s3://bucket/key")]
+    NoBucket(String),
+}
+
 /// A local path or an `s3://bucket/key` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
@@ -12,12 +19,12 @@ pub enum Location {
 
 impl Location {
     /// Parses a command-line argument. Anything not starting with `s3://` is a local path.
-    pub fn parse(s: &str) -> Result<Location, String> {
+    pub fn parse(s: &str) -> Result<Location, LocationError> {
         match s.strip_prefix("s3://") {
             Some(rest) => {
                 let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
                 if bucket.is_empty() {
-                    return Err(format!("'{s}' has no bucket name: expected s3://bucket/key"));
+                    return Err(LocationError::NoBucket(s.to_string()));
                 }
                 Ok(Location::S3 {
                     bucket: bucket.to_string(),

@@ -11,97 +11,117 @@
 use std::path::{Path, PathBuf};
 
 use gdal::raster::{rasterize, RasterizeOptions};
-use gdal::spatial_ref::{AxisMappingStrategy, SpatialRef};
+use gdal::spatial_ref::SpatialRef;
 use gdal::vector::{Geometry, LayerAccess, OGRwkbGeometryType};
-use gdal::{Dataset, DatasetOptions, DriverManager, GdalOpenFlags, Metadata};
+use gdal::{DriverManager, GdalOpenFlags, Metadata};
 use rayon::prelude::*;
 use treesits_core::grid::{Extent, TileGrid, TileId};
 use treesits_core::tiles_csv::{tiles_csv, TileListRow};
 use treesits_core::value_set::ValueSet;
 
-use crate::geotiff::{GeoTiffSpec, TiffLayout};
-use crate::staged_dir::StagedDir;
-use crate::value_mask::{MaskRaster, OpenMaskRaster};
+use treesits_core::names::{is_mask_file_name, mask_file_name, TILES_CSV};
+use treesits_core::staged_dir::StagedDir;
+use treesits_gdal::error::{clear_last_error, take_last_error, GdalCause, GdalMessage};
+use treesits_gdal::listing::{cube_tiles, ListError};
+use treesits_gdal::srs::gis_order;
+use treesits_gdal::vector::{self, LayerError, OpenError};
+use treesits_gdal::{GeoTiffSpec, TiffLayout};
 
-/// Why an AOI could not be selected. Every message names the input and says what to do.
+use crate::value_mask::{MaskError, MaskRaster, OpenMaskRaster};
+
+/// Why an AOI could not be selected. Every message names the input (by the flag it came from,
+/// [`AoiSource::arg`]) and says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum AoiError {
     #[error(
-        "cannot open --aoi {path} as a vector ({reason}): give a GeoPackage, Shapefile, GeoJSON or \
+        "cannot open {arg} {path} as a vector ({source}): give a GeoPackage, Shapefile, GeoJSON or \
          FlatGeobuf file that OGR can read"
     )]
-    Unreadable { path: String, reason: String },
-    #[error("--aoi {path} has no layer named '{layer}': its layers are {available}")]
-    NoSuchLayer {
+    Unreadable {
+        arg: &'static str,
         path: String,
-        layer: String,
-        available: String,
+        source: OpenError,
     },
-    #[error("--aoi {path} has {count} layers ({available}): choose one with --layer")]
-    AmbiguousLayer {
+    #[error("cannot read {arg} {path}: {source}")]
+    UnreadableFeatures {
+        arg: &'static str,
         path: String,
-        count: usize,
-        available: String,
+        source: GdalMessage,
     },
-    #[error("--aoi {path} has no layers")]
-    NoLayers { path: String },
-    #[error("--where \"{filter}\" is not a valid OGR SQL attribute filter for --aoi {path}: {reason}")]
+    #[error("{arg} {path} {source}")]
+    Layer {
+        arg: &'static str,
+        path: String,
+        source: LayerError,
+    },
+    #[error("--where \"{filter}\" is not a valid OGR SQL attribute filter for {arg} {path}: {source}")]
     BadFilter {
+        arg: &'static str,
         path: String,
         filter: String,
-        reason: String,
+        source: GdalMessage,
     },
-    #[error("--where \"{filter}\" selects no features of layer '{layer}' in --aoi {path}: check the field names and values")]
+    #[error("--where \"{filter}\" selects no features of layer '{layer}' in {arg} {path}: check the field names and values")]
     FilterSelectsNothing {
+        arg: &'static str,
         path: String,
         layer: String,
         filter: String,
     },
     #[error(
-        "layer '{layer}' of --aoi {path} has no polygon features: give polygons (or choose another --layer)"
+        "layer '{layer}' of {arg} {path} has no polygon features: give polygons (or choose another layer)"
     )]
-    EmptyLayer { path: String, layer: String },
-    #[error("feature {fid} of --aoi {path} is a {kind}: aoi-select needs polygons or multipolygons")]
-    NotPolygon { path: String, fid: u64, kind: String },
-    #[error("layer '{layer}' of --aoi {path} has no coordinate reference system: assign one (ogr2ogr -a_srs EPSG:…)")]
-    NoCrs { path: String, layer: String },
-    #[error("cannot reproject --aoi {path} onto the cube's CRS: {reason}")]
-    Reproject { path: String, reason: String },
+    EmptyLayer {
+        arg: &'static str,
+        path: String,
+        layer: String,
+    },
+    #[error("feature {fid} of {arg} {path} is a {kind}: areas of interest are polygons or multipolygons")]
+    NotPolygon {
+        arg: &'static str,
+        path: String,
+        fid: u64,
+        kind: String,
+    },
+    #[error("layer '{layer}' of {arg} {path} has no coordinate reference system: assign one (ogr2ogr -a_srs EPSG:…)")]
+    NoCrs {
+        arg: &'static str,
+        path: String,
+        layer: String,
+    },
+    #[error("cannot reproject {arg} {path} onto the cube's CRS: {source}")]
+    Reproject {
+        arg: &'static str,
+        path: String,
+        source: GdalCause,
+    },
     #[error(
-        "--aoi {path} lies outside the cube {cube}: none of the {candidates} tiles it covers has a \
+        "{arg} {path} lies outside the cube {cube}: none of the {candidates} tiles it covers has a \
          tile directory there; check that the AOI and the cube cover the same region"
     )]
     OutsideCube {
+        arg: &'static str,
         path: String,
         cube: String,
         candidates: usize,
     },
-    #[error("cannot list the tile directories of the cube {cube}: {reason}")]
-    CubeListing { cube: String, reason: String },
-    #[error(
-        "--mask {path} does not overlap the AOI (its extent, reprojected onto the cube, misses the AOI's): \
-         drop it or check its CRS"
-    )]
-    MaskOutside { path: String },
-    #[error("cannot use --mask {path}: {reason}")]
-    MaskUnreadable { path: String, reason: String },
-    #[error("writing {what}: {reason}")]
-    Write { what: String, reason: String },
-}
-
-fn gdal_reason(e: gdal::errors::GdalError) -> String {
-    e.to_string()
-}
-
-/// A spatial reference whose coordinates are (x, y) = (east, north) / (lon, lat), whatever its axis order.
-pub(crate) fn gis_order(mut srs: SpatialRef) -> SpatialRef {
-    srs.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
-    srs
+    #[error("cannot list the tile directories of the cube: {0}")]
+    CubeListing(#[from] ListError),
+    #[error("cannot use --mask {0}")]
+    Mask(#[from] MaskError),
+    #[error("cannot rasterise the mask of tile {tile}: {source}")]
+    Rasterise { tile: TileId, source: GdalCause },
+    #[error("writing {path}: {source}")]
+    WriteRaster { path: PathBuf, source: GdalCause },
+    #[error("writing {path}: {source}")]
+    WriteFile { path: PathBuf, source: std::io::Error },
 }
 
 /// Where the polygons come from.
 #[derive(Debug, Clone)]
 pub struct AoiSource {
+    /// The flag the polygons were given with (`--aoi`, `--clip`), for messages.
+    pub arg: &'static str,
     /// What GDAL opens (a local path or `/vsis3/…`).
     pub path: String,
     /// The layer; `None` takes the only layer.
@@ -171,63 +191,44 @@ fn push_polygons(g: &Geometry, out: &mut Vec<Geometry>) -> Option<String> {
 impl Aoi {
     /// Reads the polygons and reprojects them onto the cube's CRS (`cube_wkt`).
     pub fn load(source: &AoiSource, cube_wkt: &str) -> Result<Aoi, AoiError> {
-        let path = &source.path;
-        let ds = Dataset::open_ex(
+        let (arg, path) = (source.arg, &source.path);
+        // The open error is GDAL's own (an S3 403, a timeout, an unknown format): it is kept whole.
+        let ds = vector::open(
             path,
-            DatasetOptions {
-                open_flags: GdalOpenFlags::GDAL_OF_VECTOR | GdalOpenFlags::GDAL_OF_READONLY,
-                ..Default::default()
-            },
+            GdalOpenFlags::GDAL_OF_VECTOR,
+            "not a vector format OGR recognises",
         )
-        .map_err(|_| AoiError::Unreadable {
+        .map_err(|source| AoiError::Unreadable {
+            arg,
             path: path.clone(),
-            reason: if !path.starts_with("/vsi") && !Path::new(path).exists() {
-                "no such file".into()
-            } else {
-                crate::vsi_text::take_last_gdal_error()
-                    .unwrap_or_else(|| "not a vector format OGR recognises".into())
-            },
+            source,
         })?;
-        let names: Vec<String> = ds.layers().map(|l| l.name()).collect();
-        let available = || names.join(", ");
-        let mut layer = match &source.layer {
-            Some(name) => ds.layer_by_name(name).map_err(|_| AoiError::NoSuchLayer {
+        let mut layer =
+            vector::choose_layer(&ds, source.layer.as_deref()).map_err(|source| AoiError::Layer {
+                arg,
                 path: path.clone(),
-                layer: name.clone(),
-                available: available(),
-            })?,
-            None => match names.len() {
-                0 => return Err(AoiError::NoLayers { path: path.clone() }),
-                1 => ds.layer(0).map_err(|e| AoiError::Unreadable {
-                    path: path.clone(),
-                    reason: gdal_reason(e),
-                })?,
-                count => {
-                    return Err(AoiError::AmbiguousLayer {
-                        path: path.clone(),
-                        count,
-                        available: available(),
-                    })
-                }
-            },
-        };
+                source,
+            })?;
         let layer_name = layer.name();
         if let Some(filter) = &source.filter {
             layer
                 .set_attribute_filter(filter)
                 .map_err(|e| AoiError::BadFilter {
+                    arg,
                     path: path.clone(),
                     filter: filter.clone(),
-                    reason: gdal_reason(e),
+                    source: GdalMessage(GdalCause(e).to_string()),
                 })?;
         }
         let srs = layer.spatial_ref().ok_or_else(|| AoiError::NoCrs {
+            arg,
             path: path.clone(),
             layer: layer_name.clone(),
         })?;
         let reproject = |e: gdal::errors::GdalError| AoiError::Reproject {
+            arg,
             path: path.clone(),
-            reason: gdal_reason(e),
+            source: GdalCause(e),
         };
         let cube_srs = gis_order(SpatialRef::from_wkt(cube_wkt).map_err(reproject)?);
         let to_cube =
@@ -235,7 +236,7 @@ impl Aoi {
 
         // Drivers that hand the filter to a database (GeoPackage: SQLite) report a bad one only
         // while reading; the error is what tells "invalid filter" from "selects nothing".
-        crate::vsi_text::take_last_gdal_error();
+        clear_last_error();
         let mut features = 0;
         let mut polygons = Vec::new();
         let mut extent: Option<Extent> = None;
@@ -248,6 +249,7 @@ impl Aoi {
             let mut parts = Vec::new();
             if let Some(kind) = push_polygons(g, &mut parts) {
                 return Err(AoiError::NotPolygon {
+                    arg,
                     path: path.clone(),
                     fid: feature.fid().unwrap_or(0),
                     kind,
@@ -266,16 +268,18 @@ impl Aoi {
             }
         }
         if features == 0 {
-            if let Some(reason) = crate::vsi_text::take_last_gdal_error() {
+            if let Some(reason) = take_last_error() {
                 return Err(match &source.filter {
                     Some(filter) => AoiError::BadFilter {
+                        arg,
                         path: path.clone(),
                         filter: filter.clone(),
-                        reason,
+                        source: GdalMessage(reason),
                     },
-                    None => AoiError::Unreadable {
+                    None => AoiError::UnreadableFeatures {
+                        arg,
                         path: path.clone(),
-                        reason,
+                        source: GdalMessage(reason),
                     },
                 });
             }
@@ -283,11 +287,13 @@ impl Aoi {
         let Some(extent) = extent else {
             return Err(match (&source.filter, features) {
                 (Some(filter), 0) => AoiError::FilterSelectsNothing {
+                    arg,
                     path: path.clone(),
                     layer: layer_name,
                     filter: filter.clone(),
                 },
                 _ => AoiError::EmptyLayer {
+                    arg,
                     path: path.clone(),
                     layer: layer_name,
                 },
@@ -332,26 +338,6 @@ pub struct Selection {
     pub pixels: u64,
 }
 
-/// The file name of a tile's mask.
-pub fn mask_file_name(tile: TileId) -> String {
-    format!("{tile}.mask.tif")
-}
-
-/// The tile directories (`Xdddd_Ydddd`) present in a cube root.
-pub fn cube_tiles(cube: &str) -> Result<Vec<TileId>, AoiError> {
-    let entries = gdal::vsi::read_dir(cube, false).map_err(|e| AoiError::CubeListing {
-        cube: cube.to_string(),
-        reason: gdal_reason(e),
-    })?;
-    let mut tiles: Vec<TileId> = entries
-        .iter()
-        .filter_map(|p| p.file_name()?.to_str()?.trim_end_matches('/').parse().ok())
-        .collect();
-    tiles.sort();
-    tiles.dedup();
-    Ok(tiles)
-}
-
 /// Per-worker GDAL state: the polygons parsed from WKB and the mask rasters opened.
 struct Worker {
     polygons: Vec<(Geometry, Extent)>,
@@ -374,6 +360,7 @@ pub fn select(plan: &SelectionPlan) -> Result<Selection, AoiError> {
     let any_present = candidates.iter().any(|t| present.binary_search(t).is_ok());
     if !any_present {
         return Err(AoiError::OutsideCube {
+            arg: plan.aoi.source.arg,
             path: plan.aoi.source.path.clone(),
             cube: plan.cube.clone(),
             candidates: candidates.len(),
@@ -388,21 +375,22 @@ pub fn select(plan: &SelectionPlan) -> Result<Selection, AoiError> {
         .map(|m| MaskRaster::inspect(m, &def.projection_wkt, &plan.aoi.extent))
         .collect::<Result<_, _>>()?;
 
-    let staged = StagedDir::new(&plan.out_dir).map_err(|e| AoiError::Write {
-        what: plan.out_dir.display().to_string(),
-        reason: e.to_string(),
+    let staged = StagedDir::new(&plan.out_dir).map_err(|source| AoiError::WriteFile {
+        path: plan.out_dir.clone(),
+        source,
     })?;
     let dir = staged.path().to_path_buf();
     let outcomes: Vec<TileOutcome> = candidates
         .par_iter()
         .map_init(
-            || Worker::new(plan, &masks),
-            |worker, &tile| match worker {
-                Ok(w) => w.tile(plan, tile, &dir),
-                Err(e) => Err(AoiError::MaskUnreadable {
-                    path: e.0.clone(),
-                    reason: e.1.clone(),
-                }),
+            || None,
+            |slot: &mut Option<Worker>, &tile| {
+                // Opened on a worker's first tile; a failure fails that tile (and so the selection).
+                let worker = match slot {
+                    Some(w) => w,
+                    None => slot.insert(Worker::new(plan, &masks)?),
+                };
+                worker.tile(plan, tile, &dir)
             },
         )
         .collect::<Result<_, _>>()?;
@@ -418,18 +406,15 @@ pub fn select(plan: &SelectionPlan) -> Result<Selection, AoiError> {
     }
     rows.sort_by_key(|r| r.tile_id);
     let pixels = rows.iter().map(|r| r.pixels).sum();
-    let csv = dir.join("tiles.csv");
-    std::fs::write(&csv, tiles_csv(&rows)).map_err(|e| AoiError::Write {
-        what: csv.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let csv = dir.join(TILES_CSV);
+    std::fs::write(&csv, tiles_csv(&rows)).map_err(|source| AoiError::WriteFile { path: csv, source })?;
     // Masks of an earlier run into the same directory must not outlive its tiles.csv.
-    let stale = |n: &str| n == "tiles.csv" || (n.ends_with(".mask.tif") && n.starts_with('X'));
+    let stale = |n: &str| n == TILES_CSV || is_mask_file_name(n);
     staged
-        .commit_with(stale, "tiles.csv")
-        .map_err(|e| AoiError::Write {
-            what: plan.out_dir.display().to_string(),
-            reason: e.to_string(),
+        .commit_with(stale, TILES_CSV)
+        .map_err(|source| AoiError::WriteFile {
+            path: plan.out_dir.clone(),
+            source,
         })?;
     Ok(Selection {
         rows,
@@ -440,8 +425,8 @@ pub fn select(plan: &SelectionPlan) -> Result<Selection, AoiError> {
 }
 
 impl Worker {
-    /// Parses the polygons and opens the mask rasters; a failure is (path, reason).
-    fn new(plan: &SelectionPlan, masks: &[MaskRaster]) -> Result<Worker, (String, String)> {
+    /// Parses the polygons and opens the mask rasters.
+    fn new(plan: &SelectionPlan, masks: &[MaskRaster]) -> Result<Worker, AoiError> {
         let polygons = plan
             .aoi
             .polygons
@@ -449,7 +434,11 @@ impl Worker {
             .map(|p| {
                 Geometry::from_wkb(&p.wkb)
                     .map(|g| (g, p.envelope))
-                    .map_err(|e| (plan.aoi.source.path.clone(), gdal_reason(e)))
+                    .map_err(|e| AoiError::Reproject {
+                        arg: plan.aoi.source.arg,
+                        path: plan.aoi.source.path.clone(),
+                        source: GdalCause(e),
+                    })
             })
             .collect::<Result<_, _>>()?;
         let masks = masks
@@ -462,14 +451,13 @@ impl Worker {
     fn tile(&mut self, plan: &SelectionPlan, tile: TileId, dir: &Path) -> Result<TileOutcome, AoiError> {
         let grid = &plan.grid;
         let extent = grid.definition.tile_extent(tile);
-        let write_err = |what: &str, e: gdal::errors::GdalError| AoiError::Write {
-            what: format!("{what} of tile {tile}"),
-            reason: gdal_reason(e),
+        let rasterise = |e: gdal::errors::GdalError| AoiError::Rasterise {
+            tile,
+            source: GdalCause(e),
         };
         // Clip each polygon to the tile first: rasterising then costs the tile's share of a detailed
         // boundary, not the whole country's.
-        let rect = Geometry::bbox(extent.xmin, extent.ymin, extent.xmax, extent.ymax)
-            .map_err(|e| write_err("tile rectangle", e))?;
+        let rect = Geometry::bbox(extent.xmin, extent.ymin, extent.xmax, extent.ymax).map_err(rasterise)?;
         let mut parts: Vec<Geometry> = Vec::new();
         for (g, env) in &self.polygons {
             if env.intersection(&extent).is_none() {
@@ -491,28 +479,27 @@ impl Worker {
             return Ok(TileOutcome::Untouched);
         }
         let (cols, rows) = grid.tile_pixels;
-        let mem = DriverManager::get_driver_by_name("MEM").map_err(|e| write_err("memory raster", e))?;
+        let mem = DriverManager::get_driver_by_name("MEM").map_err(rasterise)?;
         let mut ds = mem
             .create_with_band_type::<u8, _>("", cols, rows, 1)
-            .map_err(|e| write_err("memory raster", e))?;
+            .map_err(rasterise)?;
         ds.set_geo_transform(&grid.geotransform(tile))
-            .map_err(|e| write_err("memory raster", e))?;
+            .map_err(rasterise)?;
         let burn = vec![1.0; parts.len()];
         let options = RasterizeOptions {
             all_touched: plan.all_touched,
             ..Default::default()
         };
-        rasterize(&mut ds, &[1], &parts, &burn, Some(options)).map_err(|e| write_err("rasterising", e))?;
+        rasterize(&mut ds, &[1], &parts, &burn, Some(options)).map_err(rasterise)?;
         let mut mask = ds
             .rasterband(1)
             .and_then(|b| b.read_as::<u8>((0, 0), (cols, rows), (cols, rows), None))
-            .map_err(|e| write_err("reading the rasterised mask", e))?
+            .map_err(rasterise)?
             .into_shape_and_vec()
             .1;
         drop(ds);
         if !self.masks.is_empty() {
-            crate::value_mask::apply(&self.masks, &plan.mask_values, grid, tile, &mut mask)
-                .map_err(|(path, reason)| AoiError::MaskUnreadable { path, reason })?;
+            crate::value_mask::apply(&self.masks, &plan.mask_values, grid, tile, &mut mask)?;
         }
         let pixels = mask.iter().filter(|&&v| v == 1).count() as u64;
         if pixels == 0 {
@@ -520,21 +507,23 @@ impl Worker {
         }
         let name = mask_file_name(tile);
         let path = dir.join(&name);
+        let write_err = |e: gdal::errors::GdalError| AoiError::WriteRaster {
+            path: path.clone(),
+            source: GdalCause(e),
+        };
         let layout = TiffLayout::Strips {
             rows: grid.block_rows,
         };
         let spec = GeoTiffSpec::tile(grid, tile, 1, layout);
-        let out = spec.create::<u8>(&path).map_err(|e| write_err(&name, e))?;
+        let out = spec.create::<u8>(&path).map_err(write_err)?;
         {
-            let mut band = out.rasterband(1).map_err(|e| write_err(&name, e))?;
+            let mut band = out.rasterband(1).map_err(write_err)?;
             let mut buf = gdal::raster::Buffer::new((cols, rows), mask);
-            band.write((0, 0), (cols, rows), &mut buf)
-                .map_err(|e| write_err(&name, e))?;
-            band.set_description("1 = process, 0 = skip")
-                .map_err(|e| write_err(&name, e))?;
+            band.write((0, 0), (cols, rows), &mut buf).map_err(write_err)?;
+            band.set_description("1 = process, 0 = skip").map_err(write_err)?;
         }
         // Closing flushes the compressed strips; a failure there is a failed write.
-        out.close().map_err(|e| write_err(&name, e))?;
+        out.close().map_err(write_err)?;
         Ok(TileOutcome::Selected(TileListRow {
             tile_id: tile,
             extent,

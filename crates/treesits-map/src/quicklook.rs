@@ -1,11 +1,12 @@
 //! The quicklook: a downsampled RGB picture of the class mosaic with a legend (class colour swatches and
 //! names), written as PNG.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use gdal::raster::{Buffer, ResampleAlg};
 use gdal::{Dataset, DriverManager};
 use treesits_core::species::{SpeciesClass, CLASS_NODATA};
+use treesits_gdal::error::GdalCause;
 
 use crate::bitmap_font::{draw_text, text_width, GLYPH_H};
 
@@ -80,6 +81,15 @@ impl Canvas {
     }
 }
 
+/// Why a quicklook could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum QuicklookError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: GdalCause },
+    #[error("writing {path}: {source}")]
+    Write { path: PathBuf, source: GdalCause },
+}
+
 /// Draws the quicklook of a class raster: the map scaled so its longer side is about `size` pixels
 /// (nearest neighbour, from the raster's overviews), classes in their colours, nodata white, and a
 /// legend on the right.
@@ -88,8 +98,12 @@ pub fn render(
     classes: &[SpeciesClass],
     title: &str,
     size: usize,
-) -> Result<Canvas, String> {
-    let ds = Dataset::open(class_raster).map_err(|e| format!("{}: {e}", class_raster.display()))?;
+) -> Result<Canvas, QuicklookError> {
+    let read = |e| QuicklookError::Read {
+        path: class_raster.to_path_buf(),
+        source: GdalCause(e),
+    };
+    let ds = Dataset::open(class_raster).map_err(read)?;
     let (w, h) = ds.raster_size();
     let longest = w.max(h).max(1);
     let size = size.max(64);
@@ -103,10 +117,10 @@ pub fn render(
         let f = (size / longest).max(1);
         (w * f, h * f)
     };
-    let band = ds.rasterband(1).map_err(|e| e.to_string())?;
+    let band = ds.rasterband(1).map_err(read)?;
     let values = band
         .read_as::<u8>((0, 0), (w, h), (mw, mh), Some(ResampleAlg::NearestNeighbour))
-        .map_err(|e| e.to_string())?
+        .map_err(read)?
         .into_shape_and_vec()
         .1;
     let mut colour = [WHITE; 256];
@@ -162,8 +176,11 @@ pub fn write_quicklook(
     model_id: &str,
     size: usize,
     out: &Path,
-) -> Result<(), String> {
+) -> Result<(), QuicklookError> {
     let title = format!("model {model_id}");
     let canvas = render(class_raster, classes, &title, size)?;
-    canvas.write_png(out).map_err(|e| e.to_string())
+    canvas.write_png(out).map_err(|e| QuicklookError::Write {
+        path: out.to_path_buf(),
+        source: GdalCause(e),
+    })
 }

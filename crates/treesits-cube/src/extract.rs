@@ -16,8 +16,11 @@ use treesits_core::chunk::{ChunkColumns, ChunkError, ChunkMetadata, ChunkWriter}
 use treesits_core::level2::{BOA_NODATA, BOA_SCALE};
 use treesits_core::{Date, PixelWindow, QaiScreen, Sensor};
 
-use crate::cube::{ChunkReader, CubeError, TileScan};
-use crate::{AtomicPath, Location};
+use treesits_core::atomic::AtomicPath;
+use treesits_core::names::{chunk_file_name, chunk_index};
+use treesits_core::{Location, TileId};
+
+use crate::scan::{ChunkReader, CubeError, TileScan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
@@ -39,7 +42,7 @@ pub struct ExtractPlan {
     pub screen: QaiScreen,
     pub mask: Option<Location>,
     pub chunk_rows: usize,
-    /// Datasets all workers together keep open between chunks ([`crate::cube::MAX_OPEN_DATASETS`]
+    /// Datasets all workers together keep open between chunks ([`crate::scan::MAX_OPEN_DATASETS`]
     /// by default); acquisitions beyond each worker's share are reopened for every chunk.
     pub max_open_datasets: usize,
     /// zstd level of the chunks ([`treesits_core::chunk::ZSTD_LEVELS`]).
@@ -75,24 +78,10 @@ impl ExtractSummary {
     }
 }
 
-/// File name of chunk `index` of a tile.
-pub fn chunk_file_name(tile: &str, index: usize) -> String {
-    format!("{tile}_chunk{index:04}.arrows")
-}
-
 /// Whether `name` is a chunk file of `tile` that a run writing `count` chunks does not write (left by
 /// an earlier run with more chunks).
-pub fn is_stale_chunk(name: &str, tile: &str, count: usize) -> bool {
-    let index = name
-        .strip_prefix(tile)
-        .and_then(|n| n.strip_prefix("_chunk"))
-        .and_then(|n| n.strip_suffix(".arrows"));
-    match index {
-        Some(i) if i.len() >= 4 && i.bytes().all(|b| b.is_ascii_digit()) => i
-            .parse::<usize>()
-            .map_or(true, |i| i >= count || name != chunk_file_name(tile, i)),
-        _ => false,
-    }
+pub fn is_stale_chunk(name: &str, tile: TileId, count: usize) -> bool {
+    chunk_index(name, tile).is_some_and(|i| i >= count || name != chunk_file_name(tile, i))
 }
 
 /// Columns of written chunks, emptied, waiting to be filled by the next chunk a worker reads: their
@@ -118,13 +107,6 @@ impl ColumnPool {
 
 /// Called once per finished chunk, from the worker that read it: (chunk index, window, counts).
 pub type OnChunk<'a> = &'a (dyn Fn(usize, &PixelWindow, &ExtractSummary) + Sync);
-
-/// Sets GDAL's block cache limit for this process (all threads share one cache).
-#[allow(unsafe_code)]
-pub fn set_gdal_cache_max(bytes: usize) {
-    // SAFETY: a plain setter of a process-wide limit; GDAL flushes blocks above it as needed.
-    unsafe { gdal_sys::GDALSetCacheMax64(bytes as i64) };
-}
 
 impl ExtractPlan {
     pub fn windows(&self) -> Vec<PixelWindow> {
@@ -201,7 +183,7 @@ impl ExtractPlan {
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let windows = self.windows();
-        let tile = self.scan.tile.to_string();
+        let tile = self.scan.tile;
         // Each worker keeps its reader (its own datasets and buffers) across the chunks it is given;
         // the columns of a written chunk go back to the pool for the next one.
         let pool = ColumnPool::default();
@@ -214,7 +196,7 @@ impl ExtractPlan {
                     let columns = reader.read_reusing(w, pool.take())?;
                     let mut s = ExtractSummary::default();
                     s.add(&columns);
-                    let out = AtomicPath::new(dir.join(chunk_file_name(&tile, i)));
+                    let out = AtomicPath::new(dir.join(chunk_file_name(tile, i)));
                     let file = std::fs::File::create(out.temp()).map_err(io(out.target()))?;
                     let chunk = |source| ExtractError::Chunk {
                         path: out.target().display().to_string(),
@@ -242,7 +224,7 @@ impl ExtractPlan {
             let name = entry.file_name();
             if name
                 .to_str()
-                .is_some_and(|n| is_stale_chunk(n, &tile, written.len()))
+                .is_some_and(|n| is_stale_chunk(n, tile, written.len()))
             {
                 log::info!("{tile}: removing {} from an earlier run", entry.path().display());
                 std::fs::remove_file(entry.path()).map_err(io(&entry.path()))?;
@@ -322,7 +304,7 @@ mod tests {
 
     #[test]
     fn stale_chunks_are_this_tiles_chunks_beyond_the_new_count() {
-        let t = "X0058_Y0056";
+        let t: TileId = "X0058_Y0056".parse().unwrap();
         assert!(!is_stale_chunk("X0058_Y0056_chunk0009.arrows", t, 10));
         assert!(is_stale_chunk("X0058_Y0056_chunk0010.arrows", t, 10));
         assert!(is_stale_chunk("X0058_Y0056_chunk12345.arrows", t, 10));

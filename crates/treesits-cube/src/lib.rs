@@ -1,0 +1,11 @@
+//! The cube stage: a FORCE Level-2 tile's files → cloud-screened, date-sorted time series.
+//!
+//! - [`scan`]: which acquisitions of a tile to use, their georeferencing checked against the cube;
+//!   [`scan::ChunkReader`] reads a window of every acquisition along the files' own blocks;
+//! - [`extract`]: the chunks of a tile (Arrow IPC, `cube-extract`), written atomically;
+//! - [`inventory`]: what each tile's products are made from, and what changed since the last run
+//!   (`cube-inventory`).
+
+pub mod extract;
+pub mod inventory;
+pub mod scan;
