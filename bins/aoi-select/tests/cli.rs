@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
 use std::sync::OnceLock;
 
 use gdal::vector::{Geometry, OGRwkbGeometryType};
@@ -11,9 +11,10 @@ use gdal::{Dataset, Metadata};
 use treesits_core::grid::{PrjForm, TileGrid, TileId};
 use treesits_core::species::NON_FOREST;
 use treesits_core::tiles_csv::{parse_tiles_csv, TileListRow};
+use treesits_testkit::cli::Tool;
 use treesits_testkit::{Manifest, SynthConfig};
 
-const BIN: &str = env!("CARGO_BIN_EXE_aoi-select");
+const TOOL: Tool = Tool::new("aoi-select", env!("CARGO_BIN_EXE_aoi-select"));
 
 /// 2 × 2 tiles of 120 × 120 px at 10 m, one date: generated once per test run.
 fn synth() -> &'static (PathBuf, Manifest) {
@@ -37,10 +38,6 @@ fn grid(m: &Manifest) -> TileGrid {
     m.cube_definition.grid(m.resolution).unwrap()
 }
 
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
 /// Runs against the synthetic cube, writing into `out`; panics with stderr when it fails.
 fn select(out: &Path, extra: &[&str]) -> Vec<TileListRow> {
     let (dir, _) = synth();
@@ -53,7 +50,7 @@ fn select(out: &Path, extra: &[&str]) -> Vec<TileListRow> {
         "--quiet",
     ];
     args.extend_from_slice(extra);
-    let o = run(&args);
+    let o = TOOL.run(&args);
     assert!(
         o.status.success(),
         "aoi-select {args:?} failed: {}",
@@ -343,7 +340,7 @@ fn both_prj_forms_give_the_same_selection() {
     let a = work.path().join("a");
     let new_rows = select(&a, &["--aoi", path_str(&aoi)]);
     let b = work.path().join("b");
-    let o = run(&[
+    let o = TOOL.run(&[
         "--cube",
         path_str(&old),
         "--aoi",
@@ -439,7 +436,7 @@ fn assert_fails(args: &[&str], needle: &str) {
         }
         let mut all = args.to_vec();
         all.extend_from_slice(&["--out-dir", path_str(&out), "--quiet"]);
-        let o = run(&all);
+        let o = TOOL.run(&all);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
         let lines: Vec<&str> = err.lines().collect();

@@ -2,15 +2,15 @@
 //! out by hand in the comments; and its refusals of bad inputs.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use gdal::raster::Buffer;
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
 use gdal::vector::{Geometry, LayerAccess, LayerOptions, OGRFieldType, OGRwkbGeometryType};
 use gdal::{DriverManager, Metadata};
 use serde_json::Value;
+use treesits_testkit::cli::{s, stderr, Tool};
 
-const BIN: &str = env!("CARGO_BIN_EXE_assess");
+const TOOL: Tool = Tool::new("assess", env!("CARGO_BIN_EXE_assess"));
 /// The test map: 10 × 10 pixels of 10 m in ETRS89-LAEA.
 const X0: f64 = 4_321_000.0;
 const Y0: f64 = 3_210_000.0;
@@ -122,18 +122,6 @@ fn write_points(path: &Path, srs: Option<&SpatialRef>, points: &[((f64, f64), Op
     ds.close().unwrap();
 }
 
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn read_json(p: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
@@ -175,7 +163,7 @@ fn a_reference_raster_is_compared_pixel_by_pixel() {
         false,
     );
     let out = dir.path().join("report");
-    let o = run(&[
+    let o = TOOL.run(&[
         "--map",
         s(&map),
         "--reference",
@@ -269,7 +257,7 @@ fn points_in_another_crs_give_the_stratified_estimates() {
     );
     let json = dir.path().join("acc.json");
     let md = dir.path().join("acc.md");
-    let o = run(&[
+    let o = TOOL.run(&[
         "--map",
         s(&map),
         "--reference",
@@ -328,7 +316,7 @@ fn json_can_go_to_stdout_and_ignored_classes_are_left_out() {
         Some(&laea()),
         false,
     );
-    let o = run(&[
+    let o = TOOL.run(&[
         "--map",
         s(&map),
         "--reference",
@@ -382,7 +370,7 @@ fn tiles_of_reference_are_combined() {
         false,
     );
     let out = dir.path().join("r");
-    let o = run(&[
+    let o = TOOL.run(&[
         "--map",
         s(&map),
         "--reference",
@@ -407,7 +395,7 @@ fn tiles_of_reference_are_combined() {
     );
     // Only tiles beside the map: an error.
     let nowhere = dir.path().join("nowhere");
-    let o = run(&[
+    let o = TOOL.run(&[
         "--map",
         s(&map),
         "--reference",
@@ -425,7 +413,7 @@ fn tiles_of_reference_are_combined() {
     );
     assert!(!nowhere.join("accuracy.json").exists());
     // The same raster twice overlaps itself.
-    let o = run(&[
+    let o = TOOL.run(&[
         "--map",
         s(&map),
         "--reference",
@@ -444,7 +432,7 @@ fn tiles_of_reference_are_combined() {
 }
 
 fn assert_fails(args: &[&str], code: i32, needle: &str, out: &Path) {
-    let o = run(args);
+    let o = TOOL.run(args);
     assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(e.contains(needle), "expected '{needle}' in: {e}");

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use gdal::raster::Buffer;
 use gdal::Dataset;
@@ -11,10 +11,11 @@ use treesits_core::grid::PrjForm;
 use treesits_core::{Date, Level2Name, Product, QaiScreen, Sensor};
 use treesits_gdal::ForceLayout;
 use treesits_gdal::{GeoTiffSpec, TiffLayout};
+use treesits_testkit::cli::{s, Tool};
 use treesits_testkit::moto::{python, Moto};
 use treesits_testkit::SynthConfig;
 
-const BIN: &str = env!("CARGO_BIN_EXE_cube-extract");
+const TOOL: Tool = Tool::new("cube-extract", env!("CARGO_BIN_EXE_cube-extract"));
 
 /// One observation: (days since epoch, sensor code, band values).
 type Obs = (i32, u8, Vec<i16>);
@@ -52,18 +53,6 @@ fn synth(layout: ForceLayout, prj_form: PrjForm, size: usize, dates: usize) -> C
         tile_dir,
         size,
     }
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "cube-extract failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The tile's acquisitions, read back independently with GDAL: (date, sensor, BOA bands, QAI).
@@ -213,17 +202,13 @@ fn write_mask_with(
     mask
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 #[test]
 fn force37_lines_prj_chunks_hold_exactly_the_screened_observations_of_masked_pixels() {
     let cube = synth(ForceLayout::Force37, PrjForm::Lines, 120, 10);
     let out = cube.root.join("chunks");
     let mask_path = cube.root.join("mask.tif");
     let mask = write_mask(&cube, &mask_path, None, 0.0);
-    let r = run(&[
+    let r = TOOL.run(&[
         "--tile",
         s(&cube.tile_dir),
         "--mask",
@@ -233,7 +218,7 @@ fn force37_lines_prj_chunks_hold_exactly_the_screened_observations_of_masked_pix
         "--threads",
         "2",
     ]);
-    ok(&r);
+    TOOL.ok(&r);
     let chunks = read_dir_chunks(&out);
     // FORCE 3.7 strips are a tenth of the tile: 12 rows, so 10 chunks by default.
     assert_eq!(chunks.len(), 10);
@@ -278,7 +263,7 @@ fn force38_tagged_prj_honours_dates_sensors_and_chunk_rows() {
     let all = read_tile(&cube.tile_dir);
     let (start, end) = (all[2].0, all[all.len() - 3].0);
     let out = cube.root.join("chunks");
-    let r = run(&[
+    let r = TOOL.run(&[
         "--tile",
         s(&cube.tile_dir),
         "--out-dir",
@@ -292,7 +277,7 @@ fn force38_tagged_prj_honours_dates_sensors_and_chunk_rows() {
         "--chunk-rows",
         "64",
     ]);
-    ok(&r);
+    TOOL.ok(&r);
     let chunks = read_dir_chunks(&out);
     assert_eq!(chunks.len(), 3, "150 rows in chunks of 64");
     assert_eq!(chunks[2].1.window.rows, 150 - 128);
@@ -348,7 +333,7 @@ fn acquisitions_merged_in_groups_of_any_size_give_the_same_chunks() {
             "2",
         ];
         args.extend(bytes.iter().flat_map(|b| ["--group-bytes", *b]));
-        ok(&run(&args));
+        TOOL.ok(&TOOL.run(&args));
         let chunks: Vec<ChunkColumns> = read_dir_chunks(&dir).into_iter().map(|c| c.2).collect();
         assert_eq!(series_of(&chunks), want, "--group-bytes {bytes:?}");
     }
@@ -359,7 +344,7 @@ fn screen_none_keeps_every_observation_and_empty_pixels_are_kept() {
     let cube = synth(ForceLayout::Force38, PrjForm::Tagged, 100, 8);
     let n_acq = read_tile(&cube.tile_dir).len();
     let none = cube.root.join("none");
-    ok(&run(&[
+    TOOL.ok(&TOOL.run(&[
         "--tile",
         s(&cube.tile_dir),
         "--out-dir",
@@ -384,7 +369,7 @@ fn screen_none_keeps_every_observation_and_empty_pixels_are_kept() {
         .find(|a| a.3.iter().any(|q| screen.rejects(*q)) && a.3.iter().any(|q| !screen.rejects(*q)))
         .expect("a partly cloudy acquisition");
     let one = cube.root.join("one");
-    ok(&run(&[
+    TOOL.ok(&TOOL.run(&[
         "--tile",
         s(&cube.tile_dir),
         "--out-dir",
@@ -408,7 +393,7 @@ fn screen_none_keeps_every_observation_and_empty_pixels_are_kept() {
 fn stdout_stream_holds_the_same_chunks_as_the_files() {
     let cube = synth(ForceLayout::Force37, PrjForm::Tagged, 100, 8);
     let dir = cube.root.join("chunks");
-    ok(&run(&[
+    TOOL.ok(&TOOL.run(&[
         "--tile",
         s(&cube.tile_dir),
         "--out-dir",
@@ -417,8 +402,8 @@ fn stdout_stream_holds_the_same_chunks_as_the_files() {
         "2",
     ]));
     let files = read_dir_chunks(&dir);
-    let r = run(&["--tile", s(&cube.tile_dir), "--out", "-", "--threads", "2"]);
-    ok(&r);
+    let r = TOOL.run(&["--tile", s(&cube.tile_dir), "--out", "-", "--threads", "2"]);
+    TOOL.ok(&r);
     let (meta, batches) = read_chunks(r.stdout.as_slice()).unwrap();
     assert_eq!(meta.chunk_index, None);
     assert_eq!(meta.chunk_count, files.len());
@@ -444,7 +429,7 @@ fn zstd_level_changes_the_file_sizes_not_the_chunks() {
             "--zstd-level",
             level,
         ];
-        ok(&run(&args));
+        TOOL.ok(&TOOL.run(&args));
         let bytes: u64 = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().metadata().unwrap().len())
@@ -459,7 +444,7 @@ fn zstd_level_changes_the_file_sizes_not_the_chunks() {
     assert_eq!(small, default);
     // Out of zstd's range: a usage error, nothing written.
     let dir = cube.root.join("chunks-bad");
-    let r = run(&[
+    let r = TOOL.run(&[
         "--tile",
         s(&cube.tile_dir),
         "--out-dir",
@@ -476,7 +461,7 @@ fn zstd_level_changes_the_file_sizes_not_the_chunks() {
 fn pyarrow_reads_a_chunk_without_our_code() {
     let cube = synth(ForceLayout::Force37, PrjForm::Lines, 100, 8);
     let dir = cube.root.join("chunks");
-    ok(&run(&["--tile", s(&cube.tile_dir), "--out-dir", s(&dir)]));
+    TOOL.ok(&TOOL.run(&["--tile", s(&cube.tile_dir), "--out-dir", s(&dir)]));
     let (name, meta, c) = read_dir_chunks(&dir).remove(3);
     let script = r#"
 import sys, pyarrow.ipc as ipc
@@ -531,14 +516,15 @@ fn s3_tile_through_vsis3_gives_the_same_chunks_as_local() {
 
     let remote = cube.root.join("remote");
     let url = format!("s3://cube/germany/{tile}");
-    let r = Command::new(BIN)
+    let r = TOOL
+        .command()
         .args(["--tile", &url, "--out-dir", s(&remote), "--chunk-rows", "40"])
         .envs(moto.gdal_env())
         .output()
         .unwrap();
-    ok(&r);
+    TOOL.ok(&r);
     let local = cube.root.join("local");
-    ok(&run(&[
+    TOOL.ok(&TOOL.run(&[
         "--tile",
         s(&cube.tile_dir),
         "--out-dir",
@@ -563,7 +549,8 @@ fn s3_tile_through_vsis3_gives_the_same_chunks_as_local() {
     std::fs::write(&wrong, def.to_prj(PrjForm::Tagged)).unwrap();
     moto.put(&wrong, "cube", "germany/datacube-definition.prj");
     let refused = cube.root.join("refused");
-    let r = Command::new(BIN)
+    let r = TOOL
+        .command()
         .args(["--tile", &url, "--out-dir", s(&refused)])
         .envs(moto.gdal_env())
         .output()
@@ -583,7 +570,7 @@ fn rerun_with_fewer_chunks_removes_only_that_tiles_stale_chunks() {
     let cube = synth(ForceLayout::Force38, PrjForm::Tagged, 100, 8);
     let tile = cube.tile_dir.file_name().unwrap().to_str().unwrap().to_string();
     let out = cube.root.join("chunks");
-    ok(&run(&[
+    TOOL.ok(&TOOL.run(&[
         "--tile",
         s(&cube.tile_dir),
         "--out-dir",
@@ -605,7 +592,7 @@ fn rerun_with_fewer_chunks_removes_only_that_tiles_stale_chunks() {
     std::fs::write(out.join("notes.txt"), b"mine").unwrap();
 
     // A failed rerun changes nothing.
-    let r = run(&[
+    let r = TOOL.run(&[
         "--tile",
         s(&cube.tile_dir),
         "--out-dir",
@@ -620,7 +607,7 @@ fn rerun_with_fewer_chunks_removes_only_that_tiles_stale_chunks() {
 
     // Three chunks now, with files reopened per chunk (two open at most): chunks 3..9 of the first
     // run go, and the values are exact.
-    ok(&run(&[
+    TOOL.ok(&TOOL.run(&[
         "--tile",
         s(&cube.tile_dir),
         "--out-dir",
@@ -660,7 +647,7 @@ fn chunks_outside_the_mask_are_written_empty() {
     // chunks 3..9 empty.
     let mask = write_mask_with(&cube, &mask_path, None, 0.0, |r, c| u8::from(r < 25 && c != 7));
     let out = cube.root.join("chunks");
-    ok(&run(&[
+    TOOL.ok(&TOOL.run(&[
         "--tile",
         s(&cube.tile_dir),
         "--mask",
@@ -689,7 +676,7 @@ fn progress_is_logged_without_a_terminal_and_quiet_silences_it() {
     let cube = synth(ForceLayout::Force37, PrjForm::Lines, 60, 4);
     let tile = cube.tile_dir.file_name().unwrap().to_str().unwrap().to_string();
     let out = cube.root.join("chunks");
-    let r = run(&[
+    let r = TOOL.run(&[
         "--tile",
         s(&cube.tile_dir),
         "--out-dir",
@@ -697,7 +684,7 @@ fn progress_is_logged_without_a_terminal_and_quiet_silences_it() {
         "--chunk-rows",
         "6",
     ]);
-    ok(&r);
+    TOOL.ok(&r);
     let err = String::from_utf8_lossy(&r.stderr);
     // stderr is a pipe here: plain log lines, one per tenth of the 10 chunks, ending at 100%.
     for i in 1..=10 {
@@ -706,21 +693,21 @@ fn progress_is_logged_without_a_terminal_and_quiet_silences_it() {
         assert_eq!(err.matches(&line).count(), 1, "'{line}' once in:\n{err}");
     }
     assert!(!err.contains('\r'), "no bar drawing without a terminal");
-    let r = run(&[
+    let r = TOOL.run(&[
         "--tile",
         s(&cube.tile_dir),
         "--out-dir",
         s(&cube.root.join("quiet")),
         "--quiet",
     ]);
-    ok(&r);
+    TOOL.ok(&r);
     assert_eq!(String::from_utf8_lossy(&r.stderr), "");
 }
 
 /// Runs cube-extract expecting failure: exit status 1, one line on stderr containing every `needle`,
 /// and nothing left in the output directory.
 fn fails(args: &[&str], out_dir: &Path, needles: &[&str]) {
-    let r = run(args);
+    let r = TOOL.run(args);
     let err = String::from_utf8_lossy(&r.stderr);
     assert_eq!(r.status.code(), Some(1), "{args:?}: {err}");
     assert_eq!(
@@ -846,7 +833,7 @@ fn bad_inputs_fail_with_one_clear_line_and_leave_no_chunks() {
     );
     std::fs::remove_file(t.join(intruder.to_string())).unwrap();
     std::fs::remove_file(t.join(intruder.with_product(Product::Qai).to_string())).unwrap();
-    ok(&run(&["--tile", tile, "--out-dir", &o]));
+    TOOL.ok(&TOOL.run(&["--tile", tile, "--out-dir", &o]));
     std::fs::remove_dir_all(&out).unwrap();
 
     // A datacube-definition.prj that puts the tile elsewhere.

@@ -2,16 +2,17 @@
 //! after an acquisition is added, removed or replaced, rolling windows, masks, recipes, S3, errors.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 use treesits_core::grid::PrjForm;
 use treesits_core::Sensor;
 use treesits_gdal::ForceLayout;
+use treesits_testkit::cli::{s, stderr, stdout, Tool};
 use treesits_testkit::moto::Moto;
 use treesits_testkit::SynthConfig;
 
-const BIN: &str = env!("CARGO_BIN_EXE_cube-inventory");
+const TOOL: Tool = Tool::new("cube-inventory", env!("CARGO_BIN_EXE_cube-inventory"));
 
 struct Cube {
     _dir: tempfile::TempDir,
@@ -49,25 +50,9 @@ fn synth(tiles: usize, dates: usize) -> Cube {
     }
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
 /// `cube-inventory check --cube <the cube> --previous <previous> <extra…>`.
 fn check(c: &Cube, previous: &Path, extra: &[&str]) -> Output {
-    run(&[&["check", "--cube", s(&c.cube), "--previous", s(previous)], extra].concat())
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    TOOL.run(&[&["check", "--cube", s(&c.cube), "--previous", s(previous)], extra].concat())
 }
 
 fn status(out: &Output) -> i32 {
@@ -136,7 +121,7 @@ fn scan_records_every_selected_file_with_its_size() {
     let c = synth(2, 6);
     let inv = c.root.join("inventory.json");
     let plan = c.root.join("plan.csv");
-    let r = run(&["scan", "--cube", s(&c.cube), "--out", s(&inv), "--plan", s(&plan)]);
+    let r = TOOL.run(&["scan", "--cube", s(&c.cube), "--out", s(&inv), "--plan", s(&plan)]);
     assert_eq!(status(&r), 0, "{}", stderr(&r));
     assert_eq!(stdout(&r), "");
     let v = json(&inv);
@@ -189,7 +174,7 @@ fn scan_records_every_selected_file_with_its_size() {
     assert_eq!(f[6], tiles[0]["acquisitions"][5]["date"].as_str().unwrap());
 
     // The same cube gives the same fingerprints; stdout carries the same JSON with --out -.
-    let r = run(&["scan", "--cube", s(&c.cube), "--out", "-"]);
+    let r = TOOL.run(&["scan", "--cube", s(&c.cube), "--out", "-"]);
     assert_eq!(status(&r), 0, "{}", stderr(&r));
     let again: Value = serde_json::from_slice(&r.stdout).unwrap();
     // Everything but the time each scan was made.
@@ -211,7 +196,7 @@ fn check_reports_exactly_the_tile_that_received_an_acquisition() {
     let aside = c.root.join("aside");
     let newest = set_aside_newest(&target, &aside);
     let inv = c.root.join("inventory.json");
-    let r = run(&["scan", "--cube", s(&c.cube), "--out", s(&inv)]);
+    let r = TOOL.run(&["scan", "--cube", s(&c.cube), "--out", s(&inv)]);
     assert_eq!(status(&r), 0, "{}", stderr(&r));
 
     // Nothing changed: status 3, nothing on stdout, the plan says unchanged everywhere.
@@ -286,7 +271,10 @@ fn check_reports_exactly_the_tile_that_received_an_acquisition() {
 fn removed_and_replaced_files_are_detected() {
     let c = synth(2, 6);
     let inv = c.root.join("inventory.json");
-    assert_eq!(status(&run(&["scan", "--cube", s(&c.cube), "--out", s(&inv)])), 0);
+    assert_eq!(
+        status(&TOOL.run(&["scan", "--cube", s(&c.cube), "--out", s(&inv)])),
+        0
+    );
     let t0 = c.cube.join(&c.tiles[0]);
     let t1 = c.cube.join(&c.tiles[1]);
     let files0 = files_of(&t0);
@@ -367,7 +355,7 @@ fn a_new_acquisition_pushes_old_ones_out_of_a_rolling_window_on_every_tile() {
     set_aside_newest(&t0, &aside0);
     set_aside_newest(&t1, &aside1);
     let inv = c.root.join("inventory.json");
-    let r = run(&["scan", "--cube", s(&c.cube), "--window", &span, "--out", s(&inv)]);
+    let r = TOOL.run(&["scan", "--cube", s(&c.cube), "--window", &span, "--out", s(&inv)]);
     assert_eq!(status(&r), 0, "{}", stderr(&r));
     let v = json(&inv);
     assert_eq!(v["selection"]["window"], span.as_str());
@@ -420,7 +408,7 @@ fn masks_from_tiles_csv_and_the_recipe_are_part_of_the_inputs() {
     let tiles = sel.join("tiles.csv");
     let base = ["--cube", s(&c.cube), "--tiles", s(&tiles)];
     let recipe = ["--model", s(&model), "--param", "screen=cloud"];
-    let r = run(&[&["scan"], &base[..], &recipe[..], &["--out", s(&inv)]].concat());
+    let r = TOOL.run(&[&["scan"], &base[..], &recipe[..], &["--out", s(&inv)]].concat());
     assert_eq!(status(&r), 0, "{}", stderr(&r));
     let v = json(&inv);
     assert_eq!(v["tiles"][0]["mask"], format!("{}.mask.tif", c.tiles[0]));
@@ -433,7 +421,8 @@ fn masks_from_tiles_csv_and_the_recipe_are_part_of_the_inputs() {
         treesits_core::inventory::sha256_hex(b"model one")
     );
     assert_eq!(v["recipe"]["screen"], "cloud");
-    let check_tiles = |extra: &[&str]| run(&[&["check", "--previous", s(&inv)], &base[..], extra].concat());
+    let check_tiles =
+        |extra: &[&str]| TOOL.run(&[&["check", "--previous", s(&inv)], &base[..], extra].concat());
     assert_eq!(status(&check_tiles(&recipe)), 3);
     // Without --model/--param the check keeps the recorded recipe.
     assert_eq!(status(&check_tiles(&[])), 3);
@@ -478,15 +467,7 @@ fn reuse_requires_the_products_of_unchanged_tiles() {
     let inv = c.root.join("inventory.json");
     let plan = c.root.join("plan.csv");
     assert_eq!(
-        status(&run(&[
-            "scan",
-            "--cube",
-            s(&c.cube),
-            "--out",
-            s(&inv),
-            "--plan",
-            s(&plan)
-        ])),
+        status(&TOOL.run(&["scan", "--cube", s(&c.cube), "--out", s(&inv), "--plan", s(&plan)])),
         0
     );
     let keys: Vec<(String, String)> = std::fs::read_to_string(&plan)
@@ -517,7 +498,7 @@ fn reuse_requires_the_products_of_unchanged_tiles() {
 #[test]
 fn missing_previous_means_every_tile_is_new_and_bad_inputs_are_errors() {
     let c = synth(2, 4);
-    let r = run(&[
+    let r = TOOL.run(&[
         "check",
         "--cube",
         s(&c.cube),
@@ -573,7 +554,7 @@ fn missing_previous_means_every_tile_is_new_and_bad_inputs_are_errors() {
         ),
     ];
     for (args, want) in cases {
-        let r = run(&args);
+        let r = TOOL.run(&args);
         assert_eq!(status(&r), 1, "{args:?}: {}", stderr(&r));
         assert!(
             stderr(&r).starts_with(&want),
@@ -583,12 +564,12 @@ fn missing_previous_means_every_tile_is_new_and_bad_inputs_are_errors() {
         assert_eq!(stderr(&r).lines().count(), 1, "{}", stderr(&r));
     }
     // Usage errors are clap's (status 2).
-    let r = run(&["scan", "--cube", s(&c.cube), "--window", "12Y"]);
+    let r = TOOL.run(&["scan", "--cube", s(&c.cube), "--window", "12Y"]);
     assert_eq!(status(&r), 2);
     assert!(stderr(&r).contains("365D or 12M"), "{}", stderr(&r));
     // Nothing is written when the scan fails.
     let out = c.root.join("out.json");
-    let r = run(&[
+    let r = TOOL.run(&[
         "scan",
         "--cube",
         s(&bad_tile_dir),
@@ -610,7 +591,7 @@ fn s3_cube_is_checked_through_listings() {
     let newest = set_aside_newest(&t1, &aside);
     moto.upload_dir(&c.cube, "cube", "germany");
     let env = moto.gdal_env();
-    let s3 = |args: &[&str]| Command::new(BIN).args(args).envs(env.clone()).output().unwrap();
+    let s3 = |args: &[&str]| TOOL.command().args(args).envs(env.clone()).output().unwrap();
     let inv = c.root.join("inventory.json");
     let r = s3(&["scan", "--cube", "s3://cube/germany", "--out", s(&inv)]);
     assert_eq!(status(&r), 0, "{}", stderr(&r));

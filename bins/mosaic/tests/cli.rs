@@ -1,9 +1,9 @@
 //! `mosaic` run as a program on synthetic predictions: exact round trips, COG layout, styling, clip,
 //! reprojection, stdin streams, partial tiles and bad inputs.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
 use gdal::vector::Geometry;
@@ -11,10 +11,11 @@ use gdal::{Dataset, Metadata};
 use treesits_core::prediction::{PredictionReader, PROB_NODATA};
 use treesits_core::species::{tree_species, CLASS_NODATA};
 use treesits_core::{TileGrid, TileId};
+use treesits_testkit::cli::{s, stderr, Tool};
 use treesits_testkit::predictions::{tile_predictions, PredictionSpec, TilePredictions};
 use treesits_testkit::SynthConfig;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mosaic");
+const TOOL: Tool = Tool::new("mosaic", env!("CARGO_BIN_EXE_mosaic"));
 
 struct Set {
     dir: tempfile::TempDir,
@@ -61,28 +62,6 @@ fn set(tiles: usize, size: usize, chunk_rows: usize) -> Set {
     s
 }
 
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn run_stdin(args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let data = input.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&data);
-    });
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
-    out
-}
-
 fn ok(out: &Output) {
     assert!(
         out.status.success(),
@@ -90,10 +69,6 @@ fn ok(out: &Output) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.stdout.is_empty(), "stdout carries data only");
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn read<T: Copy + gdal::raster::GdalType>(path: &Path, band: usize) -> (Vec<T>, usize, usize) {
@@ -175,7 +150,7 @@ fn assert_mosaic_equals(set: &Set, path: &Path) {
 fn chunk_files_round_trip_into_tiles_and_mosaics() {
     let set = set(4, 64, 20);
     let out = set.path("maps");
-    let o = run(&["--input", s(&set.chunks()), "--out-dir", s(&out), "-q"]);
+    let o = TOOL.run(&["--input", s(&set.chunks()), "--out-dir", s(&out), "-q"]);
     ok(&o);
     assert_tiles_equal(&set, &out, None);
     assert_mosaic_equals(&set, &out.join("mosaic_class.vrt"));
@@ -286,7 +261,7 @@ fn tiff_layout(path: &Path) -> (Vec<u64>, Vec<Vec<u64>>, bool) {
 fn cogs_are_tiled_with_overviews_in_cog_order_and_carry_the_class_table() {
     let set = set(4, 300, 100);
     let out = set.path("maps");
-    ok(&run(&["--input", s(&set.chunks()), "--out-dir", s(&out), "-q"]));
+    ok(&TOOL.run(&["--input", s(&set.chunks()), "--out-dir", s(&out), "-q"]));
     for name in ["mosaic_class.tif", "mosaic_prob.tif"] {
         let path = out.join(name);
         let ds = Dataset::open(&path).unwrap();
@@ -417,7 +392,7 @@ fn streams(set: &Set) -> Vec<u8> {
 fn stdin_streams_give_the_same_maps_as_files() {
     let set = set(3, 48, 16);
     let out = set.path("maps");
-    let o = run_stdin(&["--input", "-", "--out-dir", s(&out)], &streams(&set));
+    let o = TOOL.run_stdin(&["--input", "-", "--out-dir", s(&out)], &streams(&set));
     ok(&o);
     assert_tiles_equal(&set, &out, None);
     assert_mosaic_equals(&set, &out.join("mosaic_class.tif"));
@@ -444,12 +419,8 @@ fn stdin_streams_give_the_same_maps_as_files() {
     let mut args = vec!["--input", "-"];
     args.extend(rest.iter().map(String::as_str));
     args.extend(["--out-dir", s(&out2)]);
-    ok(&run_stdin(&args, &piped));
+    ok(&TOOL.run_stdin(&args, &piped));
     assert_tiles_equal(&set, &out2, None);
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]
@@ -462,7 +433,7 @@ fn a_missing_chunk_is_an_error_naming_tile_and_rows_unless_partial_maps_are_allo
     )
     .unwrap();
     let out = set.path("maps");
-    let o = run(&["--input", s(&set.chunks()), "--out-dir", s(&out)]);
+    let o = TOOL.run(&["--input", s(&set.chunks()), "--out-dir", s(&out)]);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
     assert!(
@@ -477,7 +448,7 @@ fn a_missing_chunk_is_an_error_naming_tile_and_rows_unless_partial_maps_are_allo
     assert!(!out.exists());
     assert_eq!(names(set.dir.path()), vec!["chunks"], "nothing half-written");
 
-    ok(&run(&[
+    ok(&TOOL.run(&[
         "--input",
         s(&set.chunks()),
         "--out-dir",
@@ -491,7 +462,7 @@ fn a_missing_chunk_is_an_error_naming_tile_and_rows_unless_partial_maps_are_allo
     let mut short = t.clone();
     short.chunks.truncate(3);
     let bytes = short.write_stream(Vec::new()).unwrap();
-    let o = run_stdin(&["--input", "-", "--out-dir", s(&set.path("m2"))], &bytes);
+    let o = TOOL.run_stdin(&["--input", "-", "--out-dir", s(&set.path("m2"))], &bytes);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
     assert!(
@@ -513,7 +484,7 @@ fn mixed_class_tables_grids_and_duplicate_chunks_are_refused() {
     let mut other = set.tiles[1].clone();
     other.meta.classes[3].name = "Scots pine".into();
     let d = write_to(&other, "other_classes");
-    let o = run(&[
+    let o = TOOL.run(&[
         "--input",
         s(&set
             .chunks()
@@ -528,7 +499,7 @@ fn mixed_class_tables_grids_and_duplicate_chunks_are_refused() {
     let mut shifted = set.tiles[1].clone();
     shifted.meta.source.geotransform[0] += 5.0;
     let d = write_to(&shifted, "shifted");
-    let o = run(&[
+    let o = TOOL.run(&[
         "--input",
         s(&set
             .chunks()
@@ -551,7 +522,7 @@ fn mixed_class_tables_grids_and_duplicate_chunks_are_refused() {
     std::fs::create_dir(&copy).unwrap();
     let name = format!("{}_chunk0001.pred.arrows", set.tiles[0].tile);
     std::fs::copy(set.chunks().join(&name), copy.join(&name)).unwrap();
-    let o = run(&["--input", s(&set.chunks()), s(&copy), "--out-dir", s(&out)]);
+    let o = TOOL.run(&["--input", s(&set.chunks()), s(&copy), "--out-dir", s(&out)]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains(&format!("chunk 1 of tile {} is given twice", set.tiles[0].tile)),
@@ -569,7 +540,7 @@ fn mixed_class_tables_grids_and_duplicate_chunks_are_refused() {
             .to_prj(treesits_core::grid::PrjForm::Lines),
     )
     .unwrap();
-    let o = run(&[
+    let o = TOOL.run(&[
         "--input",
         s(&set
             .chunks()
@@ -652,7 +623,7 @@ fn bad_inputs_fail_with_one_clear_line_and_exit_codes() {
     for (args, needle) in cases {
         let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
         a.extend(["--out-dir", s(&out)]);
-        let o = run(&a);
+        let o = TOOL.run(&a);
         assert_eq!(o.status.code(), Some(1), "{a:?}: {}", stderr(&o));
         let e = stderr(&o);
         assert!(
@@ -675,11 +646,11 @@ fn bad_inputs_fail_with_one_clear_line_and_exit_codes() {
         .unwrap();
         w.finish().unwrap();
     }
-    let o = run(&["--input", s(&ts), "--out-dir", s(&out)]);
+    let o = TOOL.run(&["--input", s(&ts), "--out-dir", s(&out)]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("goes to predict"), "{}", stderr(&o));
     // Garbage on stdin.
-    let o = run_stdin(&["--input", "-", "--out-dir", s(&out)], b"not arrow at all");
+    let o = TOOL.run_stdin(&["--input", "-", "--out-dir", s(&out)], b"not arrow at all");
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("stdin: stream 1 is not a prediction stream"),
@@ -687,9 +658,9 @@ fn bad_inputs_fail_with_one_clear_line_and_exit_codes() {
         stderr(&o)
     );
     // Usage errors exit with 2.
-    assert_eq!(run(&["--out-dir", s(&out)]).status.code(), Some(2));
+    assert_eq!(TOOL.run(&["--out-dir", s(&out)]).status.code(), Some(2));
     assert_eq!(
-        run(&["--input", "x", "--out-dir", s(&out), "--class-overviews", "mean"])
+        TOOL.run(&["--input", "x", "--out-dir", s(&out), "--class-overviews", "mean"])
             .status
             .code(),
         Some(2)
@@ -710,7 +681,7 @@ fn clip_and_reprojection_are_checked_on_known_pixels() {
     let manifest = treesits_testkit::generate(&set.cfg).unwrap();
     let out = set.path("maps");
     let aoi = set.cfg.out.join("aoi.gpkg");
-    let o = run(&[
+    let o = TOOL.run(&[
         "--input",
         s(&set.chunks()),
         "--out-dir",
@@ -820,7 +791,7 @@ fn clip_and_reprojection_are_checked_on_known_pixels() {
 fn the_quicklook_shows_the_classes_and_a_legend() {
     let set = set(4, 64, 32);
     let out = set.path("maps");
-    ok(&run(&[
+    ok(&TOOL.run(&[
         "--input",
         s(&set.chunks()),
         "--out-dir",
@@ -881,12 +852,12 @@ fn chunks_read_back_with_the_prediction_reader() {
 fn a_whole_tile_stream_file_works_and_a_rerun_replaces_earlier_products_only() {
     let set = set(2, 32, 16);
     let out = set.path("maps");
-    ok(&run(&["--input", s(&set.chunks()), "--out-dir", s(&out), "-q"]));
+    ok(&TOOL.run(&["--input", s(&set.chunks()), "--out-dir", s(&out), "-q"]));
     std::fs::write(out.join("notes.txt"), "mine").unwrap();
     // Second run: only the first tile, given as one whole-tile stream file (predict --out - > file).
     let stream = set.path("tile.pred.arrows");
     std::fs::write(&stream, set.tiles[0].write_stream(Vec::new()).unwrap()).unwrap();
-    ok(&run(&["--input", s(&stream), "--out-dir", s(&out), "-q"]));
+    ok(&TOOL.run(&["--input", s(&stream), "--out-dir", s(&out), "-q"]));
     let n = names(&out);
     assert!(n.contains(&"notes.txt".to_string()), "{n:?}");
     assert!(n.contains(&format!("{}_class.tif", set.tiles[0].tile)));

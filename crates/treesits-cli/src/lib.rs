@@ -99,11 +99,31 @@ pub fn run_status(tool: &str, body: impl FnOnce() -> anyhow::Result<u8>) -> Exit
         Ok(status) => ExitCode::from(status),
         Err(e) if is_broken_pipe(&e) => ExitCode::from(EXIT_OK),
         Err(e) => {
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("{tool}: error: {}", chain.join(": "));
+            eprintln!("{tool}: error: {}", one_line(&e));
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// An error and its causes as one line, `outer: inner: …`. A cause already said by the text before it
+/// is left out, and so is a cause that only restates the one before it in more words (a typed error
+/// that shows GDAL's reason keeps the whole `GdalError` as its source, whose text wraps that reason).
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    let mut previous = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let text = text.trim();
+        let restates = !previous.is_empty() && text.contains(previous.as_str());
+        if !text.is_empty() && !line.contains(text) && !restates {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(text);
+        }
+        previous = text.to_string();
+    }
+    line
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -116,6 +136,24 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot open x.gpkg ({0}): give a vector file")]
+    struct Outer(#[source] Reason);
+    #[derive(Debug, thiserror::Error)]
+    #[error("HTTP 403")]
+    struct Reason(#[source] Wrapper);
+    #[derive(Debug, thiserror::Error)]
+    #[error("GDAL method 'GDALOpenEx' returned a NULL pointer. Error msg: 'HTTP 403'")]
+    struct Wrapper;
+
+    #[test]
+    fn causes_already_said_are_not_repeated() {
+        let e = anyhow::Error::new(Outer(Reason(Wrapper)));
+        assert_eq!(one_line(&e), "cannot open x.gpkg (HTTP 403): give a vector file");
+        let e = anyhow::Error::new(std::io::Error::other("disk full")).context("writing a.tif");
+        assert_eq!(one_line(&e), "writing a.tif: disk full");
+    }
 
     #[test]
     fn cpu_max_is_read_as_quota_over_period() {

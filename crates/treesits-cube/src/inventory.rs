@@ -41,7 +41,7 @@ pub enum InventoryScanError {
     #[error("cannot read the mask {path}: {source}")]
     Mask { path: Location, source: std::io::Error },
     #[error("--sensors: {0}")]
-    Sensors(String),
+    Sensors(#[from] treesits_core::level2::SensorError),
 }
 
 /// Lists every tile and records what the selection takes from it. `recipe` and `software` are
@@ -54,8 +54,7 @@ pub fn scan_inventory(
     recipe: BTreeMap<String, String>,
     software: BTreeMap<String, String>,
 ) -> Result<Inventory, InventoryScanError> {
-    let sensors = Sensor::parse_list(&selection.sensors.join(","))
-        .map_err(|e| InventoryScanError::Sensors(e.to_string()))?;
+    let sensors = Sensor::parse_list(&selection.sensors.join(","))?;
     // One listing per tile directory, all at once, paired into acquisitions.
     let listings: Vec<(Location, Vec<FileEntry>, Vec<Level2Pair>)> = tiles
         .par_iter()

@@ -4,8 +4,10 @@
 //!   [`scan::ChunkReader`] reads a window of every acquisition along the files' own blocks;
 //! - [`extract`]: the chunks of a tile (Arrow IPC, `cube-extract`), written atomically;
 //! - [`inventory`]: what each tile's products are made from, and what changed since the last run
-//!   (`cube-inventory`).
+//!   (`cube-inventory`); [`inventory_check`]: the whole `cube-inventory` run (tiles, selection,
+//!   recipe, comparison, plan).
 
 pub mod extract;
 pub mod inventory;
+pub mod inventory_check;
 pub mod scan;

@@ -2,11 +2,13 @@
 //!
 //! [`generate`] writes a cube (`cube/datacube-definition.prj`, `cube/Xdddd_Ydddd/*_BOA.tif|*_QAI.tif`),
 //! the truth rasters, an AOI GeoPackage, a WorldCover-like land-cover raster and a `manifest.json`.
-//! [`Scene`] says what any pixel of any acquisition is, for tests.
+//! [`Scene`] says what any pixel of any acquisition is, for tests. [`cli`] is the one harness the
+//! binaries' tests run them with; [`moto`] a local S3 server.
 
 // Band loops index several parallel arrays at once; indices read better there.
 #![allow(clippy::needless_range_loop)]
 
+pub mod cli;
 pub mod generate;
 pub mod moto;
 pub mod noise;
