@@ -11,7 +11,7 @@ use gdal::{Dataset, Metadata};
 use treesits_core::grid::{PrjForm, TileGrid, TileId};
 use treesits_core::species::NON_FOREST;
 use treesits_core::tiles_csv::{parse_tiles_csv, TileListRow};
-use treesits_testkit::cli::Tool;
+use treesits_testkit::cli::{assert_snapshot, stderr, Tool};
 use treesits_testkit::{Manifest, SynthConfig};
 
 const TOOL: Tool = Tool::new("aoi-select", env!("CARGO_BIN_EXE_aoi-select"));
@@ -547,4 +547,43 @@ fn bad_inputs_fail_with_one_clear_line_and_no_output() {
         &["--cube", path_str(&w("no-cube")), "--aoi", aoi],
         "datacube-definition.prj",
     );
+}
+
+/// The interface as reviewed: a changed flag or help text changes tests/snapshots/help*.txt.
+#[test]
+fn help_is_as_reviewed() {
+    assert_snapshot(env!("CARGO_MANIFEST_DIR"), "help", &TOOL.help(&[]));
+}
+
+/// An S3 failure on `--aoi` is reported as what it is, with GDAL's reason, not as an unknown format
+/// (GDAL's last-error state was read after the gdal crate had reset it).
+#[test]
+fn an_s3_aoi_that_fails_to_load_says_why() {
+    let (dir, _) = synth();
+    let moto = treesits_testkit::moto::Moto::start();
+    moto.upload_dir(&dir.join("cube"), "cube", "de");
+    let out = tempfile::tempdir().unwrap();
+    let env = moto.gdal_env();
+    let run = |aoi: &str| {
+        TOOL.command()
+            .args(["--cube", "s3://cube/de", "--aoi", aoi, "--out-dir"])
+            .arg(out.path().join("sel"))
+            .envs(env.clone())
+            .output()
+            .unwrap()
+    };
+    // A missing object and a missing bucket: GDAL's reason, not "not a vector format".
+    for aoi in ["s3://cube/de/no-such-aoi.gpkg", "s3://no-such-bucket/aoi.gpkg"] {
+        let r = run(aoi);
+        TOOL.fails_with(&r, &format!("cannot open --aoi {} as a vector (", aoi.replace("s3://", "/vsis3/")));
+        let err = stderr(&r);
+        assert!(!err.contains("not a vector format OGR recognises"), "{err}");
+        assert!(!err.contains("NULL pointer"), "{err}");
+        assert!(!out.path().join("sel").exists());
+    }
+    // The same AOI uploaded loads.
+    moto.put(&dir.join("aoi.gpkg"), "cube", "de/aoi.gpkg");
+    let r = run("s3://cube/de/aoi.gpkg");
+    TOOL.ok(&r);
+    assert!(out.path().join("sel/tiles.csv").exists());
 }

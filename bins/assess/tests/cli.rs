@@ -8,7 +8,7 @@ use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
 use gdal::vector::{Geometry, LayerAccess, LayerOptions, OGRFieldType, OGRwkbGeometryType};
 use gdal::{DriverManager, Metadata};
 use serde_json::Value;
-use treesits_testkit::cli::{s, stderr, Tool};
+use treesits_testkit::cli::{assert_snapshot, s, stderr, Tool};
 
 const TOOL: Tool = Tool::new("assess", env!("CARGO_BIN_EXE_assess"));
 /// The test map: 10 × 10 pixels of 10 m in ETRS89-LAEA.
@@ -222,6 +222,9 @@ fn a_reference_raster_is_compared_pixel_by_pixel() {
         "{md}"
     );
     assert!(md.contains("| **pine** | 5 | **27** | 0 | 32 |"), "{md}");
+    // The whole report, so a changed layout shows in review (temporary paths redacted).
+    let md = md.replace(dir.path().to_str().unwrap(), "[TMP]");
+    assert_snapshot(env!("CARGO_MANIFEST_DIR"), "accuracy_raster.md", &md);
     assert!(
         stderr(&o).contains("97 samples (raster): overall accuracy 0.918, kappa 0.868"),
         "{}",
@@ -563,4 +566,10 @@ fn bad_inputs_are_refused_by_message_and_exit_code() {
         "cannot be used with",
         &out,
     );
+}
+
+/// The interface as reviewed: a changed flag or help text changes tests/snapshots/help*.txt.
+#[test]
+fn help_is_as_reviewed() {
+    assert_snapshot(env!("CARGO_MANIFEST_DIR"), "help", &TOOL.help(&[]));
 }

@@ -11,7 +11,7 @@ use treesits_core::grid::PrjForm;
 use treesits_core::{Date, Level2Name, Product, QaiScreen, Sensor};
 use treesits_gdal::ForceLayout;
 use treesits_gdal::{GeoTiffSpec, TiffLayout};
-use treesits_testkit::cli::{s, Tool};
+use treesits_testkit::cli::{assert_snapshot, s, Tool};
 use treesits_testkit::moto::{python, Moto};
 use treesits_testkit::SynthConfig;
 
@@ -860,4 +860,10 @@ fn bad_inputs_fail_with_one_clear_line_and_leave_no_chunks() {
         &out,
         &[victim.file_name().unwrap().to_str().unwrap()],
     );
+}
+
+/// The interface as reviewed: a changed flag or help text changes tests/snapshots/help*.txt.
+#[test]
+fn help_is_as_reviewed() {
+    assert_snapshot(env!("CARGO_MANIFEST_DIR"), "help", &TOOL.help(&[]));
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 use treesits_core::grid::PrjForm;
 use treesits_core::Sensor;
 use treesits_gdal::ForceLayout;
-use treesits_testkit::cli::{s, stderr, stdout, Tool};
+use treesits_testkit::cli::{assert_snapshot, s, stderr, stdout, Tool};
 use treesits_testkit::moto::Moto;
 use treesits_testkit::SynthConfig;
 
@@ -657,4 +657,12 @@ fn s3_cube_is_checked_through_listings() {
         )
     );
     drop(moto);
+}
+
+/// The interface as reviewed: a changed flag or help text changes tests/snapshots/help*.txt.
+#[test]
+fn help_is_as_reviewed() {
+    assert_snapshot(env!("CARGO_MANIFEST_DIR"), "help", &TOOL.help(&[]));
+    assert_snapshot(env!("CARGO_MANIFEST_DIR"), "help_scan", &TOOL.help(&["scan"]));
+    assert_snapshot(env!("CARGO_MANIFEST_DIR"), "help_check", &TOOL.help(&["check"]));
 }

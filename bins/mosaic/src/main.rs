@@ -56,7 +56,7 @@ struct Cli {
     #[arg(long)]
     allow_partial: bool,
     /// Overviews of the class COG: mode (the most frequent class) or nearest (faster).
-    #[arg(long, value_name = "mode|nearest", default_value = "mode")]
+    #[arg(long, value_name = "mode|nearest", default_value = "mode", value_parser = parse_class_overviews)]
     class_overviews: OverviewResampling,
     /// Longest side of the quicklook's map, in pixels.
     #[arg(long, value_name = "PIXELS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(64..=16384))]
@@ -78,6 +78,14 @@ fn parse_epsg(s: &str) -> anyhow::Result<u32> {
         .map_err(|_| anyhow::anyhow!("--t-srs '{s}' is not an EPSG code: give e.g. 3857 or EPSG:3857"))?;
     treesits_map::mosaic::check_epsg(code).map_err(|e| anyhow::anyhow!("--t-srs {s}: {e}"))?;
     Ok(code)
+}
+
+/// Class overviews must stay classes: averaging class codes gives codes of no class.
+fn parse_class_overviews(s: &str) -> Result<OverviewResampling, String> {
+    match s.parse::<OverviewResampling>().map_err(|e| e.to_string())? {
+        OverviewResampling::Average => Err("average would average class codes: use mode or nearest".into()),
+        r => Ok(r),
+    }
 }
 
 fn read_cube_def(arg: &str) -> anyhow::Result<CubeDefinition> {

@@ -11,7 +11,7 @@ use gdal::{Dataset, Metadata};
 use treesits_core::prediction::{PredictionReader, PROB_NODATA};
 use treesits_core::species::{tree_species, CLASS_NODATA};
 use treesits_core::{TileGrid, TileId};
-use treesits_testkit::cli::{s, stderr, Tool};
+use treesits_testkit::cli::{assert_snapshot, s, stderr, Tool};
 use treesits_testkit::predictions::{tile_predictions, PredictionSpec, TilePredictions};
 use treesits_testkit::SynthConfig;
 
@@ -873,4 +873,21 @@ fn a_whole_tile_stream_file_works_and_a_rerun_replaces_earlier_products_only() {
     assert_tiles_equal(&one, &out, None);
     assert_mosaic_equals(&one, &out.join("mosaic_class.tif"));
     assert_eq!(names(set.dir.path()), vec!["chunks", "maps", "tile.pred.arrows"]);
+}
+
+/// The interface as reviewed: a changed flag or help text changes tests/snapshots/help*.txt.
+#[test]
+fn help_is_as_reviewed() {
+    assert_snapshot(env!("CARGO_MANIFEST_DIR"), "help", &TOOL.help(&[]));
+}
+
+/// `--class-overviews` takes what its help says (mode|nearest): averaging class codes is refused.
+#[test]
+fn class_overviews_cannot_average_class_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("map");
+    let r = TOOL.run(&["--input", "-", "--out-dir", s(&out), "--class-overviews", "average"]);
+    assert_eq!(r.status.code(), Some(2), "{}", stderr(&r));
+    assert!(stderr(&r).contains("average would average class codes"), "{}", stderr(&r));
+    assert!(!out.exists());
 }

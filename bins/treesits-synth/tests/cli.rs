@@ -1,7 +1,7 @@
 //! End-to-end tests of `treesits-synth`: run the real binary, read what it wrote back with GDAL.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use gdal::raster::GdalDataType;
 use gdal::vector::LayerAccess;
@@ -9,10 +9,13 @@ use gdal::{Dataset, Metadata};
 use treesits_core::level2::{LANDSAT_BANDS, SENTINEL2_BANDS};
 use treesits_core::qai::{CloudState, Qai};
 use treesits_core::{CubeDefinition, Level2Name, Product, Sensor, TileId};
+use treesits_testkit::cli::{assert_snapshot, Tool};
 use treesits_testkit::Scene;
 
+const TOOL: Tool = Tool::new("treesits-synth", env!("CARGO_BIN_EXE_treesits-synth"));
+
 fn synth(out: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_treesits-synth"))
+    TOOL.command()
         .arg("--out")
         .arg(out)
         .args(args)
@@ -441,4 +444,10 @@ fn refuses_foreign_or_existing_output_and_bad_arguments() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left.len(), 2, "{left:?}");
+}
+
+/// The interface as reviewed: a changed flag or help text changes tests/snapshots/help.txt.
+#[test]
+fn help_is_as_reviewed() {
+    assert_snapshot(env!("CARGO_MANIFEST_DIR"), "help", &TOOL.help(&[]));
 }

@@ -83,8 +83,9 @@ impl std::fmt::Display for GdalCause {
 }
 
 impl std::error::Error for GdalCause {
+    /// The whole `GdalError`; none when GDAL gave no reason (its text would only say "NULL pointer").
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
+        (!reason(&self.0).is_empty()).then_some(&self.0 as _)
     }
 }
 
@@ -98,11 +99,21 @@ impl From<gdal::errors::GdalError> for GdalCause {
 mod tests {
     use super::*;
 
+    fn open_verbose(path: &str) -> gdal::errors::Result<gdal::Dataset> {
+        gdal::Dataset::open_ex(
+            path,
+            gdal::DatasetOptions {
+                open_flags: gdal::GdalOpenFlags::GDAL_OF_VERBOSE_ERROR,
+                ..Default::default()
+            },
+        )
+    }
+
     #[test]
     fn the_last_error_is_read_once() {
         clear_last_error();
         assert_eq!(take_last_error(), None);
-        assert!(gdal::Dataset::open("/nonexistent/treesits/x.tif").is_err());
+        assert!(open_verbose("/nonexistent/treesits/x.tif").is_err());
         // The gdal crate has already turned the error into a GdalError and GDAL keeps it as the last
         // error too; reading it resets it.
         let first = take_last_error();
@@ -112,7 +123,7 @@ mod tests {
 
     #[test]
     fn a_cause_shows_gdals_reason_and_keeps_the_error() {
-        let e = gdal::Dataset::open("/nonexistent/treesits/y.tif").unwrap_err();
+        let e = open_verbose("/nonexistent/treesits/y.tif").unwrap_err();
         let cause = GdalCause(e);
         let text = cause.to_string();
         assert!(text.contains("y.tif") && !text.contains("NULL pointer"), "{text}");

@@ -24,7 +24,8 @@ pub fn open(path: &str, flags: GdalOpenFlags, unknown: &'static str) -> Result<D
     Dataset::open_ex(
         path,
         DatasetOptions {
-            open_flags: flags | GdalOpenFlags::GDAL_OF_READONLY,
+            // Without VERBOSE_ERROR, GDALOpenEx fails silently: no reason (an S3 403, a timeout).
+            open_flags: flags | GdalOpenFlags::GDAL_OF_READONLY | GdalOpenFlags::GDAL_OF_VERBOSE_ERROR,
             ..Default::default()
         },
     )

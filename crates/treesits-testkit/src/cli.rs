@@ -78,7 +78,14 @@ impl Tool {
     pub fn help(&self, subcommand: &[&str]) -> String {
         let mut args: Vec<&str> = subcommand.to_vec();
         args.push("--help");
-        let out = self.run(&args);
+        // clap wraps help to the terminal; a fixed width makes the text the same everywhere.
+        let out = self
+            .command()
+            .args(&args)
+            .env("COLUMNS", "100")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin));
         self.ok(&out);
         stdout(&out)
     }
