@@ -73,9 +73,7 @@ struct Cli {
 }
 
 fn gdal_path(flag: &str, arg: &str) -> anyhow::Result<String> {
-    let loc = Location::parse(arg)
-        .map_err(anyhow::Error::msg)
-        .with_context(|| flag.to_string())?;
+    let loc = Location::parse(arg).with_context(|| flag.to_string())?;
     Ok(loc.gdal_path())
 }
 
@@ -172,8 +170,7 @@ fn main() -> ExitCode {
             .classes
             .as_deref()
             .map(assess::parse_class_labels)
-            .transpose()
-            .map_err(anyhow::Error::msg)?;
+            .transpose()?;
         let opts = AssessOptions {
             map: gdal_path("--map", &cli.map)?,
             references: cli

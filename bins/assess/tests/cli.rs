@@ -122,6 +122,26 @@ fn write_points(path: &Path, srs: Option<&SpatialRef>, points: &[((f64, f64), Op
     ds.close().unwrap();
 }
 
+/// Adds an empty point layer `name` to the vector at `path`.
+fn add_layer(path: &Path, name: &str) {
+    let mut ds = gdal::Dataset::open_ex(
+        path,
+        gdal::DatasetOptions {
+            open_flags: gdal::GdalOpenFlags::GDAL_OF_UPDATE | gdal::GdalOpenFlags::GDAL_OF_VECTOR,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    ds.create_layer(LayerOptions {
+        name,
+        srs: Some(&wgs84()),
+        ty: OGRwkbGeometryType::wkbPoint,
+        options: None,
+    })
+    .unwrap();
+    ds.close().unwrap();
+}
+
 fn read_json(p: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
@@ -547,6 +567,43 @@ fn bad_inputs_are_refused_by_message_and_exit_code() {
         ],
         1,
         "(no such file)",
+        &out,
+    );
+    // A reference GDAL cannot open: GDAL's own reason, not the gdal crate's wrapper.
+    let junk = d.join("junk.gpkg");
+    std::fs::write(&junk, b"not a vector").unwrap();
+    let o = TOOL.run(&["--map", s(&map), "--reference", s(&junk), "--out-dir", s(&out)]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("cannot open --reference {} (", junk.display()))
+            && e.contains("): give a point vector")
+            && !e.contains("NULL pointer"),
+        "{e}"
+    );
+    // Two layers: choose one; a layer that is not there.
+    let two = d.join("two.gpkg");
+    write_points(&two, Some(&wgs84()), &[(lonlat(1.0, 1.0), Some("0"))]);
+    add_layer(&two, "more");
+    assert_fails(
+        &["--map", s(&map), "--reference", s(&two), "--out-dir", s(&out)],
+        1,
+        "two.gpkg has 2 layers (samples, more): choose one with --layer",
+        &out,
+    );
+    assert_fails(
+        &[
+            "--map",
+            s(&map),
+            "--reference",
+            s(&two),
+            "--layer",
+            "plots",
+            "--out-dir",
+            s(&out),
+        ],
+        1,
+        "two.gpkg has no layer named 'plots': its layers are samples, more",
         &out,
     );
     // Usage errors: no output, mixing --out-dir and --json.
