@@ -575,7 +575,13 @@ fn an_s3_aoi_that_fails_to_load_says_why() {
     // A missing object and a missing bucket: GDAL's reason, not "not a vector format".
     for aoi in ["s3://cube/de/no-such-aoi.gpkg", "s3://no-such-bucket/aoi.gpkg"] {
         let r = run(aoi);
-        TOOL.fails_with(&r, &format!("cannot open --aoi {} as a vector (", aoi.replace("s3://", "/vsis3/")));
+        TOOL.fails_with(
+            &r,
+            &format!(
+                "cannot open --aoi {} as a vector (",
+                aoi.replace("s3://", "/vsis3/")
+            ),
+        );
         let err = stderr(&r);
         assert!(!err.contains("not a vector format OGR recognises"), "{err}");
         assert!(!err.contains("NULL pointer"), "{err}");

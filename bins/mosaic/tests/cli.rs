@@ -886,8 +886,19 @@ fn help_is_as_reviewed() {
 fn class_overviews_cannot_average_class_codes() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("map");
-    let r = TOOL.run(&["--input", "-", "--out-dir", s(&out), "--class-overviews", "average"]);
+    let r = TOOL.run(&[
+        "--input",
+        "-",
+        "--out-dir",
+        s(&out),
+        "--class-overviews",
+        "average",
+    ]);
     assert_eq!(r.status.code(), Some(2), "{}", stderr(&r));
-    assert!(stderr(&r).contains("average would average class codes"), "{}", stderr(&r));
+    assert!(
+        stderr(&r).contains("average would average class codes"),
+        "{}",
+        stderr(&r)
+    );
     assert!(!out.exists());
 }

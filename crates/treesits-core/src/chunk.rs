@@ -97,6 +97,34 @@ fn meta_err(s: impl Into<String>) -> ChunkError {
 }
 
 impl ChunkMetadata {
+    /// A small, valid example for tests and documentation: chunk 1 of 10 (rows 300..600) of tile
+    /// X0058_Y0056 (3000 × 3000 px of 10 m), SEN2A + SEN2B, bands BLUE and GREEN, 2021, the
+    /// nodata + cloud screen. Change what a test needs with struct update syntax
+    /// (`ChunkMetadata { band_names: …, ..ChunkMetadata::example() }`).
+    pub fn example() -> ChunkMetadata {
+        ChunkMetadata {
+            tile_id: TileId::new(58, 56),
+            crs_wkt: "PROJCS[\"x\"]".into(),
+            geotransform: [4_000_000.0, 10.0, 0.0, 3_000_000.5, 0.0, -10.0],
+            tile_size: (3000, 3000),
+            window: PixelWindow {
+                row: 300,
+                col: 0,
+                rows: 300,
+                cols: 3000,
+            },
+            chunk_index: Some(1),
+            chunk_count: 10,
+            sensors: vec![Sensor::Sen2a, Sensor::Sen2b],
+            band_names: vec!["BLUE".into(), "GREEN".into()],
+            scale: 10_000.0,
+            nodata: -9999,
+            date_start: "2021-01-01".parse().expect("a valid date"),
+            date_end: "2021-12-31".parse().expect("a valid date"),
+            qai_screen: "nodata,cloud".into(),
+        }
+    }
+
     /// The metadata as schema key/value pairs.
     pub fn to_map(&self) -> Metadata {
         let g = &self.geotransform;
@@ -498,27 +526,7 @@ mod tests {
     use super::*;
 
     fn meta() -> ChunkMetadata {
-        ChunkMetadata {
-            tile_id: TileId::new(58, 56),
-            crs_wkt: "PROJCS[\"x\"]".into(),
-            geotransform: [4_000_000.0, 10.0, 0.0, 3_000_000.5, 0.0, -10.0],
-            tile_size: (3000, 3000),
-            window: PixelWindow {
-                row: 300,
-                col: 0,
-                rows: 300,
-                cols: 3000,
-            },
-            chunk_index: Some(1),
-            chunk_count: 10,
-            sensors: vec![Sensor::Sen2a, Sensor::Sen2b],
-            band_names: vec!["BLUE".into(), "GREEN".into()],
-            scale: 10_000.0,
-            nodata: -9999,
-            date_start: "2021-01-01".parse().unwrap(),
-            date_end: "2021-12-31".parse().unwrap(),
-            qai_screen: "nodata,cloud".into(),
-        }
+        ChunkMetadata::example()
     }
 
     #[test]

@@ -374,30 +374,14 @@ impl<R: Read> Iterator for PredictionReader<R> {
 mod tests {
     use super::*;
     use crate::species::tree_species;
-    use crate::{PixelWindow, Sensor, TileId};
+    use crate::Sensor;
 
     fn meta(probabilities: bool, uncertainty: Option<Uncertainty>) -> PredictionMetadata {
         PredictionMetadata {
             source: ChunkMetadata {
-                tile_id: TileId::new(58, 56),
-                crs_wkt: "PROJCS[\"x\"]".into(),
-                geotransform: [4_000_000.0, 10.0, 0.0, 3_000_000.5, 0.0, -10.0],
-                tile_size: (3000, 3000),
-                window: PixelWindow {
-                    row: 300,
-                    col: 0,
-                    rows: 300,
-                    cols: 3000,
-                },
-                chunk_index: Some(1),
-                chunk_count: 10,
                 sensors: vec![Sensor::Sen2a],
                 band_names: vec!["BLUE".into()],
-                scale: 10_000.0,
-                nodata: -9999,
-                date_start: "2021-01-01".parse().unwrap(),
-                date_end: "2021-12-31".parse().unwrap(),
-                qai_screen: "nodata,cloud".into(),
+                ..ChunkMetadata::example()
             },
             model_id: "m1".into(),
             classes: tree_species()[..3].to_vec(),

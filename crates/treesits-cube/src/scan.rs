@@ -385,6 +385,81 @@ pub struct ChunkReader<'a> {
     group_bytes: Option<usize>,
 }
 
+/// Which pixels are valid on which acquisition: `words` u64 per acquisition, one bit per pixel.
+#[derive(Clone, Copy)]
+struct Validity<'v> {
+    valid: &'v [u64],
+    words: usize,
+}
+
+/// Empties `out` (keeping its memory) and fills the positions of the window's `n` selected pixels.
+fn start_columns(
+    out: &mut ChunkColumns,
+    w: &PixelWindow,
+    n: usize,
+    bands: usize,
+    pixel: &impl Fn(usize) -> usize,
+) {
+    out.row.clear();
+    out.row.extend((0..n).map(|i| (w.row + pixel(i) / w.cols) as u32));
+    out.col.clear();
+    out.col.extend((0..n).map(|i| (w.col + pixel(i) % w.cols) as u32));
+    out.offsets.clear();
+    out.offsets.push(0);
+    out.date.clear();
+    out.sensor.clear();
+    out.bands.resize_with(bands, Vec::new);
+    out.bands.iter_mut().for_each(Vec::clear);
+}
+
+/// Offsets from the per-pixel counts in `cursor`, which then hold each pixel's first output
+/// position; the value columns are sized to the total, which is returned.
+fn size_columns(out: &mut ChunkColumns, cursor: &mut [u32]) -> usize {
+    let mut total = 0u32;
+    for c in cursor.iter_mut() {
+        let count = *c;
+        *c = total;
+        total += count;
+        out.offsets.push(total as i32);
+    }
+    let total = total as usize;
+    out.date.resize(total, 0);
+    out.sensor.resize(total, 0);
+    for b in &mut out.bands {
+        b.resize(total, 0);
+    }
+    total
+}
+
+/// Consecutive groups of the `used` acquisitions whose band windows (`window_len` values each) and
+/// merge program (one entry per valid observation, `obs[k]`) fit `budget` bytes, at most
+/// [`MAX_GROUP`] acquisitions each.
+fn acquisition_groups<'u>(
+    used: &'u [usize],
+    obs: &[usize],
+    window_len: usize,
+    budget: usize,
+) -> Vec<&'u [usize]> {
+    let per_acq = window_len * std::mem::size_of::<i16>();
+    let per_obs = std::mem::size_of::<(u32, u32)>();
+    let mut groups = Vec::new();
+    let mut first = 0;
+    while first < used.len() {
+        let mut end = first + 1;
+        let mut group_obs = obs[used[first]];
+        while end < used.len()
+            && end - first < MAX_GROUP
+            && (end + 1 - first) * per_acq + (group_obs + obs[used[end]]) * per_obs <= budget
+        {
+            group_obs += obs[used[end]];
+            end += 1;
+        }
+        groups.push(&used[first..end]);
+        first = end;
+    }
+    groups
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum File {
     Boa,
@@ -543,30 +618,53 @@ impl<'a> ChunkReader<'a> {
         let selected = self.selected(w)?;
         let n = selected.as_ref().map_or(w.len(), Vec::len);
         let pixel = |i: usize| selected.as_ref().map_or(i, |s| s[i] as usize);
-        let bands = self.scan.bands;
         let mut out = spare;
-        out.row.clear();
-        out.row.extend((0..n).map(|i| (w.row + pixel(i) / w.cols) as u32));
-        out.col.clear();
-        out.col.extend((0..n).map(|i| (w.col + pixel(i) % w.cols) as u32));
-        out.offsets.clear();
-        out.offsets.push(0);
-        out.date.clear();
-        out.sensor.clear();
-        out.bands.resize_with(bands, Vec::new);
-        out.bands.iter_mut().for_each(Vec::clear);
+        start_columns(&mut out, w, n, self.scan.bands, &pixel);
         if n == 0 {
             // Nothing of this window is in the mask: no file is read.
             return Ok(out);
         }
-        // Pass 1: QAI only, to size every pixel's list. Bit i of valid[k]: pixel i is valid on
-        // acquisition k. `cursor` counts each pixel's valid observations for now.
-        let n_acq = self.scan.acquisitions.len();
         let words = n.div_ceil(64);
         let mut valid = std::mem::take(&mut self.valid);
+        let mut cursor = std::mem::take(&mut self.cursor);
+        self.screen_pass(w, n, &pixel, &mut valid, &mut cursor)?;
+        let total = size_columns(&mut out, &mut cursor);
+        // Pass 2: the BOA bands of acquisitions with any valid pixel, each read once. Writing each
+        // acquisition's values straight into the pixel-major output would stream through all of
+        // the output once per acquisition and band; instead the same band of a group of
+        // acquisitions is read side by side and merged into the output in one sequential pass,
+        // following a program (output position, index of the value) built once per group.
+        let obs: Vec<usize> = valid
+            .chunks(words)
+            .map(|bits| bits.iter().map(|b| b.count_ones() as usize).sum())
+            .collect();
+        let used: Vec<usize> = (0..obs.len()).filter(|&k| obs[k] > 0).collect();
+        let budget = self
+            .group_bytes
+            .unwrap_or_else(|| group_budget(total, self.scan.bands));
+        for group in acquisition_groups(&used, &obs, w.len(), budget) {
+            let bits = Validity { valid: &valid, words };
+            self.merge_group(group, w, bits, &mut cursor, &pixel, &mut out)?;
+        }
+        self.valid = valid;
+        self.cursor = cursor;
+        Ok(out)
+    }
+
+    /// Pass 1: QAI only, to size every pixel's list. Bit i of `valid[k]`: pixel i is valid on
+    /// acquisition k; `cursor` counts each pixel's valid observations.
+    fn screen_pass(
+        &mut self,
+        w: &PixelWindow,
+        n: usize,
+        pixel: &impl Fn(usize) -> usize,
+        valid: &mut Vec<u64>,
+        cursor: &mut Vec<u32>,
+    ) -> Result<(), CubeError> {
+        let n_acq = self.scan.acquisitions.len();
+        let words = n.div_ceil(64);
         valid.clear();
         valid.resize(n_acq * words, 0);
-        let mut cursor = std::mem::take(&mut self.cursor);
         cursor.clear();
         cursor.resize(n, 0);
         for k in 0..n_acq {
@@ -581,99 +679,67 @@ impl<'a> ChunkReader<'a> {
                 *c += ok as u32;
             }
         }
-        // Offsets from the counts; the cursors then start at each pixel's first position.
-        let mut total = 0u32;
-        for c in cursor.iter_mut() {
-            let count = *c;
-            *c = total;
-            total += count;
-            out.offsets.push(total as i32);
-        }
-        let total = total as usize;
-        out.date.resize(total, 0);
-        out.sensor.resize(total, 0);
-        for b in &mut out.bands {
-            b.resize(total, 0);
-        }
-        // Pass 2: the BOA bands of acquisitions with any valid pixel, each read once. Writing each
-        // acquisition's values straight into the pixel-major output would stream through all of
-        // the output once per acquisition and band; instead the same band of a group of
-        // acquisitions is read side by side and merged into the output in one sequential pass,
-        // following a program (output position, index of the value) built once per group.
-        let obs: Vec<usize> = (0..n_acq)
-            .map(|k| {
-                valid[k * words..(k + 1) * words]
-                    .iter()
-                    .map(|b| b.count_ones() as usize)
-                    .sum()
+        Ok(())
+    }
+
+    /// Merges one group of acquisitions into `out`: their dates and sensors, then band by band their
+    /// valid values, each pixel's in (date, sensor) order.
+    fn merge_group(
+        &mut self,
+        group: &[usize],
+        w: &PixelWindow,
+        bits: Validity,
+        cursor: &mut [u32],
+        pixel: &impl Fn(usize) -> usize,
+        out: &mut ChunkColumns,
+    ) -> Result<(), CubeError> {
+        let wl = w.len();
+        let stamps: Vec<(i32, u8)> = group
+            .iter()
+            .map(|&k| {
+                let acq = &self.scan.acquisitions[k];
+                (acq.date.days_since_epoch(), acq.sensor.code())
             })
             .collect();
-        let used: Vec<usize> = (0..n_acq).filter(|&k| obs[k] > 0).collect();
-        let wl = w.len();
-        let per_acq = wl * std::mem::size_of::<i16>();
-        let per_obs = std::mem::size_of::<(u32, u32)>();
-        let budget = self.group_bytes.unwrap_or_else(|| group_budget(total, bands));
-        let mut first = 0;
-        while first < used.len() {
-            let mut end = first + 1;
-            let mut group_obs = obs[used[first]];
-            while end < used.len()
-                && end - first < MAX_GROUP
-                && (end + 1 - first) * per_acq + (group_obs + obs[used[end]]) * per_obs <= budget
-            {
-                group_obs += obs[used[end]];
-                end += 1;
-            }
-            let group = &used[first..end];
-            first = end;
-            let stamps: Vec<(i32, u8)> = group
-                .iter()
-                .map(|&k| {
-                    let acq = &self.scan.acquisitions[k];
-                    (acq.date.days_since_epoch(), acq.sensor.code())
-                })
-                .collect();
-            // The merge program: (output position, index in `windows`), in output order.
-            let mut program = std::mem::take(&mut self.program);
-            program.clear();
-            for wi in 0..words {
-                let mut any = group.iter().fold(0u64, |a, &k| a | valid[k * words + wi]);
-                while any != 0 {
-                    let bit = any.trailing_zeros() as usize;
-                    let i = wi * 64 + bit;
-                    let px = pixel(i);
-                    for (g, &k) in group.iter().enumerate() {
-                        if valid[k * words + wi] >> bit & 1 == 1 {
-                            let pos = cursor[i];
-                            cursor[i] += 1;
-                            program.push((pos, (g * wl + px) as u32));
-                            (out.date[pos as usize], out.sensor[pos as usize]) = stamps[g];
-                        }
-                    }
-                    any &= any - 1;
-                }
-            }
-            // Every value is overwritten by the reads: no need to clear.
-            let mut windows = std::mem::take(&mut self.windows);
-            windows.resize(group.len() * wl, 0);
-            for (b, dst) in out.bands.iter_mut().enumerate() {
+        // The merge program: (output position, index in `windows`), in output order.
+        let mut program = std::mem::take(&mut self.program);
+        program.clear();
+        let (valid, words) = (bits.valid, bits.words);
+        for wi in 0..words {
+            let mut any = group.iter().fold(0u64, |a, &k| a | valid[k * words + wi]);
+            while any != 0 {
+                let bit = any.trailing_zeros() as usize;
+                let i = wi * 64 + bit;
+                let px = pixel(i);
                 for (g, &k) in group.iter().enumerate() {
-                    self.read_file(k, File::Boa, b + 1, w, true)?;
-                    windows[g * wl..(g + 1) * wl].copy_from_slice(&self.band);
+                    if valid[k * words + wi] >> bit & 1 == 1 {
+                        let pos = cursor[i];
+                        cursor[i] += 1;
+                        program.push((pos, (g * wl + px) as u32));
+                        (out.date[pos as usize], out.sensor[pos as usize]) = stamps[g];
+                    }
                 }
-                for &(pos, from) in &program {
-                    dst[pos as usize] = windows[from as usize];
-                }
+                any &= any - 1;
             }
-            for &k in group {
-                self.release(k, File::Boa);
-            }
-            self.program = program;
-            self.windows = windows;
         }
-        self.valid = valid;
-        self.cursor = cursor;
-        Ok(out)
+        // Every value is overwritten by the reads: no need to clear.
+        let mut windows = std::mem::take(&mut self.windows);
+        windows.resize(group.len() * wl, 0);
+        for (b, dst) in out.bands.iter_mut().enumerate() {
+            for (g, &k) in group.iter().enumerate() {
+                self.read_file(k, File::Boa, b + 1, w, true)?;
+                windows[g * wl..(g + 1) * wl].copy_from_slice(&self.band);
+            }
+            for &(pos, from) in &program {
+                dst[pos as usize] = windows[from as usize];
+            }
+        }
+        for &k in group {
+            self.release(k, File::Boa);
+        }
+        self.program = program;
+        self.windows = windows;
+        Ok(())
     }
 
     /// Reads every band of every file for a window, the same way [`ChunkReader::read`] reads them,

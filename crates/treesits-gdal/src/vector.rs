@@ -33,7 +33,7 @@ pub fn open(path: &str, flags: GdalOpenFlags, unknown: &'static str) -> Result<D
         if !path.starts_with("/vsi") && !Path::new(path).exists() {
             OpenError::Missing
         } else {
-            OpenError::Gdal(GdalCause(e), unknown)
+            OpenError::Gdal(GdalCause::new(e), unknown)
         }
     })
 }
@@ -61,7 +61,7 @@ pub fn choose_layer<'a>(ds: &'a Dataset, name: Option<&str>) -> Result<Layer<'a>
         }),
         None => match names.len() {
             0 => Err(LayerError::NoLayers),
-            1 => ds.layer(0).map_err(|e| LayerError::Unreadable(GdalCause(e))),
+            1 => ds.layer(0).map_err(|e| LayerError::Unreadable(GdalCause::new(e))),
             count => Err(LayerError::Ambiguous {
                 count,
                 available: names.join(", "),

@@ -25,13 +25,14 @@ use gdal::raster::{rasterize, Buffer, RasterizeOptions};
 use gdal::vector::Geometry;
 use gdal::{Dataset, DriverManager, Metadata};
 use rayon::prelude::*;
-use treesits_core::chunk::ChunkMetadata;
+use treesits_core::chunk::{ChunkError, ChunkMetadata};
 use treesits_core::prediction::{PredictionColumns, PredictionMetadata, PredictionReader, PROB_NODATA};
 use treesits_core::species::{classes_json, SpeciesClass, CLASS_NODATA};
 use treesits_core::staged_dir::StagedDir;
 use treesits_core::{CubeDefinition, PixelWindow, TileGrid, TileId};
 
 use treesits_gdal::cog::{self, CogOptions, OverviewResampling};
+use treesits_gdal::error::GdalCause;
 use treesits_gdal::{GeoTiffSpec, TiffLayout};
 use treesits_select::aoi::{Aoi, AoiError, AoiSource};
 
@@ -60,8 +61,27 @@ pub enum MosaicError {
         "{arg} {path}: no tile of the inputs reaches the polygons; check that {arg} covers the mapped area"
     )]
     ClippedAway { arg: &'static str, path: String },
-    #[error("writing {what}: {reason}")]
-    Write { what: String, reason: String },
+    #[error("{input}: {source}")]
+    Read { input: String, source: std::io::Error },
+    #[error("{input}: {source}")]
+    ChunkGrid { input: String, source: ChunkGridError },
+    #[error("--cube-def does not fit the chunks' {resolution} m pixels: {source}")]
+    CubeDefGrid {
+        resolution: f64,
+        source: treesits_core::grid::GridError,
+    },
+    #[error(
+        "stdin: stream {stream} is not a prediction stream ({source}); pipe predict's output into mosaic"
+    )]
+    NotAStream { stream: usize, source: ChunkError },
+    #[error("{input}: {source}")]
+    Chunk { input: String, source: ChunkError },
+    #[error("{input}: not a prediction chunk ({source}); give the *{CHUNK_SUFFIX} files predict writes")]
+    NotAChunk { input: String, source: ChunkError },
+    #[error("writing {file}: {source}")]
+    WriteRaster { file: String, source: GdalCause },
+    #[error("writing {path}: {source}")]
+    WriteFile { path: PathBuf, source: std::io::Error },
     #[error("no prediction chunks in the inputs: give chunk files, directories holding *{CHUNK_SUFFIX} files, or - for a stream on stdin")]
     NoInput,
 }
@@ -73,18 +93,32 @@ fn input_err(input: impl std::fmt::Display, reason: impl Into<String>) -> Mosaic
     }
 }
 
-fn write_err(what: impl Into<String>) -> impl FnOnce(gdal::errors::GdalError) -> MosaicError {
-    let what = what.into();
-    move |e| MosaicError::Write {
-        what,
-        reason: e.to_string(),
+fn write_err(file: impl Into<String>) -> impl FnOnce(gdal::errors::GdalError) -> MosaicError {
+    let file = file.into();
+    move |e| MosaicError::WriteRaster {
+        file,
+        source: GdalCause::new(e),
     }
 }
 
-fn io_err(what: &Path) -> impl FnOnce(std::io::Error) -> MosaicError + '_ {
-    move |e| MosaicError::Write {
-        what: what.display().to_string(),
-        reason: e.to_string(),
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> MosaicError + '_ {
+    move |source| MosaicError::WriteFile {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn read_err(input: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> MosaicError {
+    move |source| MosaicError::Read {
+        input: input.to_string(),
+        source,
+    }
+}
+
+fn chunk_err(input: impl std::fmt::Display) -> impl FnOnce(ChunkError) -> MosaicError {
+    move |source| MosaicError::Chunk {
+        input: input.to_string(),
+        source,
     }
 }
 
@@ -110,9 +144,9 @@ fn wildcard_match(pattern: &[u8], name: &[u8]) -> bool {
 
 fn list_dir(dir: &Path, keep: impl Fn(&str) -> bool) -> Result<Vec<PathBuf>, MosaicError> {
     let mut out = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(|e| input_err(dir.display(), e.to_string()))?;
+    let entries = std::fs::read_dir(dir).map_err(read_err(dir.display()))?;
     for e in entries {
-        let e = e.map_err(|e| input_err(dir.display(), e.to_string()))?;
+        let e = e.map_err(read_err(dir.display()))?;
         let name = e.file_name().to_string_lossy().into_owned();
         if !name.starts_with('.') && keep(&name) && e.path().is_file() {
             out.push(e.path());
@@ -275,15 +309,18 @@ impl Reference {
         from: &str,
         cube_def: Option<&CubeDefinition>,
     ) -> Result<Reference, MosaicError> {
-        let derived = grid_from_chunk(&meta.source).map_err(|r| input_err(from, r.to_string()))?;
+        let derived = grid_from_chunk(&meta.source).map_err(|source| MosaicError::ChunkGrid {
+            input: from.to_string(),
+            source,
+        })?;
         let (grid, overridden) = match cube_def {
             None => (derived, false),
             Some(def) => {
-                let grid = TileGrid::new(def.clone(), derived.resolution).map_err(|e| {
-                    MosaicError::Mismatch(format!(
-                        "--cube-def does not fit the chunks' {} m pixels: {e}",
-                        derived.resolution
-                    ))
+                let grid = TileGrid::new(def.clone(), derived.resolution).map_err(|source| {
+                    MosaicError::CubeDefGrid {
+                        resolution: derived.resolution,
+                        source,
+                    }
                 })?;
                 if grid.tile_pixels != derived.tile_pixels {
                     return Err(MosaicError::Mismatch(format!(
@@ -334,7 +371,10 @@ impl Reference {
                 self.model_id
             );
         }
-        let derived = grid_from_chunk(&meta.source).map_err(|r| input_err(from, r.to_string()))?;
+        let derived = grid_from_chunk(&meta.source).map_err(|source| MosaicError::ChunkGrid {
+            input: from.to_string(),
+            source,
+        })?;
         let g = &self.grid;
         let tile = meta.source.tile_id;
         if derived.tile_pixels != g.tile_pixels || !close(derived.resolution, g.resolution, g.resolution) {
@@ -391,12 +431,10 @@ struct ChunkFile {
 }
 
 fn open_chunk(path: &Path) -> Result<PredictionReader<BufReader<File>>, MosaicError> {
-    let f = File::open(path).map_err(|e| input_err(path.display(), e.to_string()))?;
-    PredictionReader::new(BufReader::new(f)).map_err(|e| {
-        input_err(
-            path.display(),
-            format!("not a prediction chunk ({e}); give the *{CHUNK_SUFFIX} files predict writes"),
-        )
+    let f = File::open(path).map_err(read_err(path.display()))?;
+    PredictionReader::new(BufReader::new(f)).map_err(|source| MosaicError::NotAChunk {
+        input: path.display().to_string(),
+        source,
     })
 }
 
@@ -939,7 +977,7 @@ fn write_file_tile(run: &Run, plan: &TilePlan) -> Result<Option<TileOutput>, Mos
             Some(i) => {
                 let mut batches = 0;
                 for c in reader {
-                    let c = c.map_err(|e| input_err(&from, e.to_string()))?;
+                    let c = c.map_err(chunk_err(&from))?;
                     if batches > 0 {
                         return Err(input_err(
                             &from,
@@ -992,7 +1030,7 @@ fn write_stream_batches<R: std::io::Read>(
     from: &str,
 ) -> Result<(), MosaicError> {
     for (j, c) in reader.enumerate() {
-        let c = c.map_err(|e| input_err(from, e.to_string()))?;
+        let c = c.map_err(chunk_err(from))?;
         let first = c.row.iter().min();
         let last = c.row.iter().max();
         if let (Some(&a), Some(&b)) = (first, last) {
@@ -1057,7 +1095,7 @@ impl<'a> StdinTile<'a> {
         }
         let Some(w) = &mut self.writer else {
             for c in reader {
-                c.map_err(|e| input_err(from, e.to_string()))?;
+                c.map_err(chunk_err(from))?;
             }
             self.windows.push(meta.source.window);
             return Ok(());
@@ -1077,7 +1115,7 @@ impl<'a> StdinTile<'a> {
                     ));
                 }
                 for c in reader {
-                    let c = c.map_err(|e| input_err(from, e.to_string()))?;
+                    let c = c.map_err(chunk_err(from))?;
                     w.write_rows(meta.source.window, &c, from)?;
                 }
             }
@@ -1139,10 +1177,7 @@ impl<'a> StdinTile<'a> {
 }
 
 fn at_end(input: &mut dyn BufRead) -> Result<bool, MosaicError> {
-    Ok(input
-        .fill_buf()
-        .map_err(|e| input_err("stdin", e.to_string()))?
-        .is_empty())
+    Ok(input.fill_buf().map_err(read_err("stdin"))?.is_empty())
 }
 
 /// Reads tiles from stdin: one or more prediction streams back to back, each holding one chunk or a
@@ -1154,13 +1189,9 @@ fn stdin_tiles(run: &Run, input: &mut dyn BufRead) -> Result<Vec<TileOutput>, Mo
     let mut streams = 0usize;
     while !at_end(input)? {
         streams += 1;
-        let reader = PredictionReader::new(&mut *input).map_err(|e| {
-            input_err(
-                "stdin",
-                format!(
-                    "stream {streams} is not a prediction stream ({e}); pipe predict's output into mosaic"
-                ),
-            )
+        let reader = PredictionReader::new(&mut *input).map_err(|source| MosaicError::NotAStream {
+            stream: streams,
+            source,
         })?;
         let meta = reader.metadata().clone();
         let tile = meta.source.tile_id;
@@ -1234,38 +1265,91 @@ struct Product<'a> {
     web: bool,
 }
 
-/// Makes every map product from the inputs into `opts.out_dir`; all or nothing.
+/// Makes every product from `inputs` into `opts.out_dir`: the tiles, the mosaics, the quicklook,
+/// committed together (an earlier run's products in the directory are replaced as a whole).
 pub fn run(
     inputs: &[Input],
     stdin: &mut dyn BufRead,
     opts: &MosaicOptions,
 ) -> Result<MosaicSummary, MosaicError> {
     let started = Instant::now();
-    // Plan the chunk files first: their metadata alone says whether the tiles are complete and
-    // on one grid, so a bad set fails before anything is written.
-    let mut files = Vec::new();
     let mut run_state = Run {
         opts,
         dir: PathBuf::new(),
         reference: OnceLock::new(),
         clip: OnceLock::new(),
     };
+    let plans = plan_files(&run_state, inputs, opts.allow_partial)?;
+    let staged = StagedDir::new(&opts.out_dir).map_err(io_err(&opts.out_dir))?;
+    run_state.dir = staged.path().to_path_buf();
+    let run = &run_state;
+
+    let (outputs, clipped_away) = write_tiles(run, inputs, stdin, &plans)?;
+    let Some(reference) = run.reference.get() else {
+        return Err(MosaicError::NoInput);
+    };
+    if outputs.is_empty() {
+        return Err(MosaicError::ClippedAway {
+            arg: opts.clip.as_ref().map_or("--clip", |c| c.arg),
+            path: opts.clip.as_ref().map_or_else(String::new, |c| c.path.clone()),
+        });
+    }
+    log::info!(
+        "{} tiles written in {:.1} s; building the mosaics",
+        outputs.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let mut summary = MosaicSummary {
+        tiles: outputs.len(),
+        partial_tiles: outputs.iter().filter(|o| o.partial).count(),
+        clipped_away_tiles: clipped_away,
+        mapped_pixels: outputs.iter().map(|o| o.mapped).sum(),
+        ..Default::default()
+    };
+    let products = mosaic_products(reference, &outputs, opts.class_overviews);
+    summary.cog_seconds = write_mosaics(&run.dir, reference, &outputs, &products, opts)?;
+    let t = Instant::now();
+    crate::quicklook::write_quicklook(
+        &run.dir.join("mosaic_class.tif"),
+        &reference.classes,
+        &reference.model_id,
+        opts.quicklook_px,
+        &run.dir.join("quicklook.png"),
+    )?;
+    log::info!("quicklook.png written in {:.2} s", t.elapsed().as_secs_f64());
+    summary.files = file_names(&run.dir)?;
+    staged
+        .commit_with(is_product, "quicklook.png")
+        .map_err(io_err(&opts.out_dir))?;
+    Ok(summary)
+}
+
+/// Plans the chunk files first: their metadata alone says whether the tiles are complete and on one
+/// grid, so a bad set fails before anything is written.
+fn plan_files(run: &Run, inputs: &[Input], allow_partial: bool) -> Result<Vec<TilePlan>, MosaicError> {
+    let mut files = Vec::new();
     for input in inputs {
         if let Input::File(path) = input {
             let reader = open_chunk(path)?;
             let meta = reader.metadata().clone();
-            run_state.admit(&meta, &path.display().to_string())?;
+            run.admit(&meta, &path.display().to_string())?;
             files.push(ChunkFile {
                 path: path.clone(),
                 meta,
             });
         }
     }
-    let plans = plan_tiles(files, opts.allow_partial)?;
-    let staged = StagedDir::new(&opts.out_dir).map_err(io_err(&opts.out_dir))?;
-    run_state.dir = staged.path().to_path_buf();
-    let run = &run_state;
+    plan_tiles(files, allow_partial)
+}
 
+/// Writes every tile (stdin's streams, then the planned files in parallel), sorted by tile; also
+/// says how many tiles `--clip` left out.
+fn write_tiles(
+    run: &Run,
+    inputs: &[Input],
+    stdin: &mut dyn BufRead,
+    plans: &[TilePlan],
+) -> Result<(Vec<TileOutput>, usize), MosaicError> {
     let mut outputs = Vec::new();
     if inputs.contains(&Input::Stdin) {
         outputs = stdin_tiles(run, stdin)?;
@@ -1282,29 +1366,17 @@ pub fn run(
         .collect::<Result<Vec<_>, _>>()?;
     let clipped_away = from_files.iter().filter(|o| o.is_none()).count();
     outputs.extend(from_files.into_iter().flatten());
-    let Some(reference) = run.reference.get() else {
-        return Err(MosaicError::NoInput);
-    };
-    if outputs.is_empty() {
-        return Err(MosaicError::ClippedAway {
-            arg: opts.clip.as_ref().map_or("--clip", |c| c.arg),
-            path: opts.clip.as_ref().map_or_else(String::new, |c| c.path.clone()),
-        });
-    }
     outputs.sort_by_key(|o| o.tile);
-    log::info!(
-        "{} tiles written in {:.1} s; building the mosaics",
-        outputs.len(),
-        started.elapsed().as_secs_f64()
-    );
+    Ok((outputs, clipped_away))
+}
 
-    let mut summary = MosaicSummary {
-        tiles: outputs.len(),
-        partial_tiles: outputs.iter().filter(|o| o.partial).count(),
-        clipped_away_tiles: clipped_away,
-        mapped_pixels: outputs.iter().map(|o| o.mapped).sum(),
-        ..Default::default()
-    };
+/// The mosaics to build: class and probability always; uncertainty and per-class probabilities when
+/// every tile carries them.
+fn mosaic_products<'a>(
+    reference: &'a Reference,
+    outputs: &[TileOutput],
+    class_overviews: OverviewResampling,
+) -> Vec<Product<'a>> {
     let classes = &reference.classes;
     let class_meta = vrt::class_metadata(classes, &reference.model_id);
     let uint16 = |description: String, source_band: usize| VrtBand {
@@ -1325,7 +1397,7 @@ pub fn run(
                 classes: Some(classes),
             }],
             metadata: class_meta.clone(),
-            cog: Some(opts.class_overviews),
+            cog: Some(class_overviews),
             web: true,
         },
         Product {
@@ -1366,9 +1438,20 @@ pub fn run(
     } else if some(|o| o.probabilities) {
         log::warn!("only some tiles carry per-class probabilities: no per-class mosaic (the tiles' own files are written)");
     }
+    products
+}
 
-    let dir = staged.path().to_path_buf();
-    for p in &products {
+/// Writes each product's VRT over the tiles and, where it has one, its COG (and the reprojected web
+/// COG); returns (COG file, seconds to build it).
+fn write_mosaics(
+    dir: &Path,
+    reference: &Reference,
+    outputs: &[TileOutput],
+    products: &[Product],
+    opts: &MosaicOptions,
+) -> Result<Vec<(String, f64)>, MosaicError> {
+    let mut cog_seconds = Vec::new();
+    for p in products {
         let tiles = VrtTiles {
             grid: &reference.grid,
             tiles: outputs
@@ -1377,8 +1460,7 @@ pub fn run(
                 .collect(),
             block: (TILE_BLOCK, TILE_BLOCK),
         };
-        let vrt_name = format!("mosaic_{}.vrt", p.name);
-        let vrt_path = dir.join(&vrt_name);
+        let vrt_path = dir.join(format!("mosaic_{}.vrt", p.name));
         std::fs::write(&vrt_path, vrt::mosaic_vrt(&tiles, &p.bands, &p.metadata))
             .map_err(io_err(&vrt_path))?;
         let Some(resampling) = p.cog else { continue };
@@ -1387,48 +1469,46 @@ pub fn run(
             targets.push((format!("mosaic_{}_epsg{epsg}.tif", p.name), Some(epsg)));
         }
         for (name, epsg) in targets {
-            let t = Instant::now();
             let options = CogOptions {
                 overview_resampling: resampling,
                 threads: opts.threads,
                 target_epsg: epsg,
             };
-            // scripts/bench-mosaic reads this line to run gdal_translate with the same options.
-            log::debug!(
-                "COG options for {name}: {}",
-                options
-                    .creation_options()
-                    .iter()
-                    .map(|o| format!("-co {o}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            );
-            cog::write_cog(&vrt_path, &dir.join(&name), &options).map_err(write_err(name.clone()))?;
-            let secs = t.elapsed().as_secs_f64();
+            let secs = write_cog_timed(&vrt_path, &dir.join(&name), &options)?;
             log::info!("{name}: COG built in {secs:.2} s");
-            summary.cog_seconds.push((name, secs));
+            cog_seconds.push((name, secs));
         }
     }
-    let t = Instant::now();
-    crate::quicklook::write_quicklook(
-        &dir.join("mosaic_class.tif"),
-        classes,
-        &reference.model_id,
-        opts.quicklook_px,
-        &dir.join("quicklook.png"),
-    )?;
-    log::info!("quicklook.png written in {:.2} s", t.elapsed().as_secs_f64());
+    Ok(cog_seconds)
+}
 
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .map_err(io_err(&dir))?
+fn write_cog_timed(vrt: &Path, out: &Path, options: &CogOptions) -> Result<f64, MosaicError> {
+    let t = Instant::now();
+    let name = out
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    // scripts/bench-mosaic reads this line to run gdal_translate with the same options.
+    log::debug!(
+        "COG options for {name}: {}",
+        options
+            .creation_options()
+            .iter()
+            .map(|o| format!("-co {o}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    cog::write_cog(vrt, out, options).map_err(write_err(name))?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// The names of the files in `dir`, sorted.
+fn file_names(dir: &Path) -> Result<Vec<String>, MosaicError> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(io_err(dir))?
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect();
     names.sort();
-    summary.files = names;
-    staged
-        .commit_with(is_product, "quicklook.png")
-        .map_err(io_err(&opts.out_dir))?;
-    Ok(summary)
+    Ok(names)
 }
 
 #[cfg(test)]
@@ -1478,7 +1558,6 @@ mod tests {
     fn the_grid_is_recovered_from_a_tile_geotransform() {
         let m = ChunkMetadata {
             tile_id: TileId::new(982, 858),
-            crs_wkt: "x".into(),
             geotransform: [4_420_026.25, 10.0, 0.0, 2_858_919.5, 0.0, -10.0],
             tile_size: (200, 200),
             window: PixelWindow {
@@ -1489,13 +1568,7 @@ mod tests {
             },
             chunk_index: None,
             chunk_count: 4,
-            sensors: vec![],
-            band_names: vec![],
-            scale: 1.0,
-            nodata: 0,
-            date_start: "2021-01-01".parse().unwrap(),
-            date_end: "2021-12-31".parse().unwrap(),
-            qai_screen: "none".into(),
+            ..ChunkMetadata::example()
         };
         let g = grid_from_chunk(&m).unwrap();
         assert_eq!(g.definition.origin_map, (2_456_026.25, 4_574_919.5));

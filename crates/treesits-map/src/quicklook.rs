@@ -101,7 +101,7 @@ pub fn render(
 ) -> Result<Canvas, QuicklookError> {
     let read = |e| QuicklookError::Read {
         path: class_raster.to_path_buf(),
-        source: GdalCause(e),
+        source: GdalCause::new(e),
     };
     let ds = Dataset::open(class_raster).map_err(read)?;
     let (w, h) = ds.raster_size();
@@ -181,6 +181,6 @@ pub fn write_quicklook(
     let canvas = render(class_raster, classes, &title, size)?;
     canvas.write_png(out).map_err(|e| QuicklookError::Write {
         path: out.to_path_buf(),
-        source: GdalCause(e),
+        source: GdalCause::new(e),
     })
 }

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use gdal::raster::{rasterize, RasterizeOptions};
-use gdal::spatial_ref::SpatialRef;
+use gdal::spatial_ref::{CoordTransform, SpatialRef};
 use gdal::vector::{Geometry, LayerAccess, OGRwkbGeometryType};
 use gdal::{DriverManager, GdalOpenFlags, Metadata};
 use rayon::prelude::*;
@@ -217,7 +217,7 @@ impl Aoi {
                     arg,
                     path: path.clone(),
                     filter: filter.clone(),
-                    source: GdalMessage(GdalCause(e).to_string()),
+                    source: GdalMessage(GdalCause::new(e).to_string()),
                 })?;
         }
         let srs = layer.spatial_ref().ok_or_else(|| AoiError::NoCrs {
@@ -228,76 +228,14 @@ impl Aoi {
         let reproject = |e: gdal::errors::GdalError| AoiError::Reproject {
             arg,
             path: path.clone(),
-            source: GdalCause(e),
+            source: GdalCause::new(e),
         };
         let cube_srs = gis_order(SpatialRef::from_wkt(cube_wkt).map_err(reproject)?);
-        let to_cube =
-            gdal::spatial_ref::CoordTransform::new(&gis_order(srs), &cube_srs).map_err(reproject)?;
+        let to_cube = CoordTransform::new(&gis_order(srs), &cube_srs).map_err(reproject)?;
 
-        // Drivers that hand the filter to a database (GeoPackage: SQLite) report a bad one only
-        // while reading; the error is what tells "invalid filter" from "selects nothing".
-        clear_last_error();
-        let mut features = 0;
-        let mut polygons = Vec::new();
-        let mut extent: Option<Extent> = None;
-        for feature in layer.features() {
-            features += 1;
-            let Some(g) = feature.geometry() else { continue };
-            if g.is_empty() {
-                continue;
-            }
-            let mut parts = Vec::new();
-            if let Some(kind) = push_polygons(g, &mut parts) {
-                return Err(AoiError::NotPolygon {
-                    arg,
-                    path: path.clone(),
-                    fid: feature.fid().unwrap_or(0),
-                    kind,
-                });
-            }
-            for part in parts {
-                let mut p = part.transform(&to_cube).map_err(reproject)?;
-                p.flatten_to_2d();
-                let envelope = envelope_of(&p);
-                if !(envelope.xmin.is_finite() && envelope.ymax.is_finite()) {
-                    continue;
-                }
-                extent = Some(extent.map_or(envelope, |e| union(e, envelope)));
-                let wkb = p.wkb().map_err(reproject)?;
-                polygons.push(AoiPolygon { wkb, envelope });
-            }
-        }
-        if features == 0 {
-            if let Some(reason) = take_last_error() {
-                return Err(match &source.filter {
-                    Some(filter) => AoiError::BadFilter {
-                        arg,
-                        path: path.clone(),
-                        filter: filter.clone(),
-                        source: GdalMessage(reason),
-                    },
-                    None => AoiError::UnreadableFeatures {
-                        arg,
-                        path: path.clone(),
-                        source: GdalMessage(reason),
-                    },
-                });
-            }
-        }
+        let (features, polygons, extent) = read_polygons(source, &mut layer, &to_cube)?;
         let Some(extent) = extent else {
-            return Err(match (&source.filter, features) {
-                (Some(filter), 0) => AoiError::FilterSelectsNothing {
-                    arg,
-                    path: path.clone(),
-                    layer: layer_name,
-                    filter: filter.clone(),
-                },
-                _ => AoiError::EmptyLayer {
-                    arg,
-                    path: path.clone(),
-                    layer: layer_name,
-                },
-            });
+            return Err(no_polygons(source, layer_name, features));
         };
         Ok(Aoi {
             source: source.clone(),
@@ -305,6 +243,86 @@ impl Aoi {
             polygons,
             extent,
         })
+    }
+}
+
+/// The polygons of the layer's features in the cube's CRS: (features read, polygons, their
+/// envelope; `None` when there is no polygon).
+fn read_polygons(
+    source: &AoiSource,
+    layer: &mut gdal::vector::Layer,
+    to_cube: &CoordTransform,
+) -> Result<(usize, Vec<AoiPolygon>, Option<Extent>), AoiError> {
+    let (arg, path) = (source.arg, &source.path);
+    let reproject = |e: gdal::errors::GdalError| AoiError::Reproject {
+        arg,
+        path: path.clone(),
+        source: GdalCause::new(e),
+    };
+    // Drivers that hand the filter to a database (GeoPackage: SQLite) report a bad one only
+    // while reading; the error is what tells "invalid filter" from "selects nothing".
+    clear_last_error();
+    let mut features = 0;
+    let mut polygons = Vec::new();
+    let mut extent: Option<Extent> = None;
+    for feature in layer.features() {
+        features += 1;
+        let Some(g) = feature.geometry() else { continue };
+        if g.is_empty() {
+            continue;
+        }
+        let mut parts = Vec::new();
+        if let Some(kind) = push_polygons(g, &mut parts) {
+            return Err(AoiError::NotPolygon {
+                arg,
+                path: path.clone(),
+                fid: feature.fid().unwrap_or(0),
+                kind,
+            });
+        }
+        for part in parts {
+            let mut p = part.transform(to_cube).map_err(reproject)?;
+            p.flatten_to_2d();
+            let envelope = envelope_of(&p);
+            if !(envelope.xmin.is_finite() && envelope.ymax.is_finite()) {
+                continue;
+            }
+            extent = Some(extent.map_or(envelope, |e| union(e, envelope)));
+            let wkb = p.wkb().map_err(reproject)?;
+            polygons.push(AoiPolygon { wkb, envelope });
+        }
+    }
+    if features == 0 {
+        if let Some(reason) = take_last_error() {
+            return Err(match &source.filter {
+                Some(filter) => AoiError::BadFilter {
+                    arg,
+                    path: path.clone(),
+                    filter: filter.clone(),
+                    source: GdalMessage(reason),
+                },
+                None => AoiError::UnreadableFeatures {
+                    arg,
+                    path: path.clone(),
+                    source: GdalMessage(reason),
+                },
+            });
+        }
+    }
+    Ok((features, polygons, extent))
+}
+
+/// Why a layer gave no polygon: a filter that selects nothing, or a layer without polygons.
+fn no_polygons(source: &AoiSource, layer: String, features: usize) -> AoiError {
+    let (arg, path) = (source.arg, source.path.clone());
+    match (&source.filter, features) {
+        (Some(filter), 0) => AoiError::FilterSelectsNothing {
+            arg,
+            path,
+            layer,
+            filter: filter.clone(),
+        },
+        _ => AoiError::EmptyLayer { arg, path, layer },
     }
 }
 
@@ -437,7 +455,7 @@ impl Worker {
                     .map_err(|e| AoiError::Reproject {
                         arg: plan.aoi.source.arg,
                         path: plan.aoi.source.path.clone(),
-                        source: GdalCause(e),
+                        source: GdalCause::new(e),
                     })
             })
             .collect::<Result<_, _>>()?;
@@ -453,7 +471,7 @@ impl Worker {
         let extent = grid.definition.tile_extent(tile);
         let rasterise = |e: gdal::errors::GdalError| AoiError::Rasterise {
             tile,
-            source: GdalCause(e),
+            source: GdalCause::new(e),
         };
         // Clip each polygon to the tile first: rasterising then costs the tile's share of a detailed
         // boundary, not the whole country's.
@@ -509,7 +527,7 @@ impl Worker {
         let path = dir.join(&name);
         let write_err = |e: gdal::errors::GdalError| AoiError::WriteRaster {
             path: path.clone(),
-            source: GdalCause(e),
+            source: GdalCause::new(e),
         };
         let layout = TiffLayout::Strips {
             rows: grid.block_rows,

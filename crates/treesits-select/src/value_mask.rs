@@ -71,7 +71,7 @@ pub struct OpenMaskRaster {
 fn gdal_failure(path: &str) -> impl Fn(gdal::errors::GdalError) -> MaskError + '_ {
     move |e| MaskError {
         path: path.to_string(),
-        problem: MaskProblem::Gdal(GdalCause(e)),
+        problem: MaskProblem::Gdal(GdalCause::new(e)),
     }
 }
 
@@ -124,7 +124,7 @@ impl OpenMaskRaster {
             path: path.to_string(),
             problem,
         };
-        let ds = Dataset::open(path).map_err(|e| fail(MaskProblem::Open(GdalCause(e))))?;
+        let ds = Dataset::open(path).map_err(|e| fail(MaskProblem::Open(GdalCause::new(e))))?;
         if ds.raster_count() == 0 {
             return Err(fail(MaskProblem::NoBand));
         }
