@@ -1,6 +1,7 @@
 process AOI_SELECT {
     tag "${meta.id}"
     label 'process_low'
+    container "${params.container_registry}/treesits-gdal-tools:${params.image_tag}"
 
     input:
     tuple val(meta), path(aoi, stageAs: 'aoi/*'), path(masks, stageAs: 'masks/*')

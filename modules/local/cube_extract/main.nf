@@ -1,6 +1,7 @@
 process CUBE_EXTRACT {
     tag "${meta.id}"
     label 'process_medium'
+    container "${params.container_registry}/treesits-gdal-tools:${params.image_tag}"
 
     input:
     tuple val(meta), path(mask, stageAs: 'mask/*')

@@ -1,6 +1,7 @@
 process CUBE_INVENTORY {
     tag "${meta.id}"
     label 'process_single'
+    container "${params.container_registry}/treesits-gdal-tools:${params.image_tag}"
     // The cube changes under the same path: list it again on every run, -resume or not.
     cache false
 

@@ -1,6 +1,7 @@
 process PREDICT {
     tag "${meta.id}"
     label 'process_gpu'
+    container "${params.container_registry}/treesits-predict${params.device == 'cpu' ? '-cpu' : '-cuda'}:${params.image_tag}"
 
     input:
     tuple val(meta), path(chunks, stageAs: 'in/*')

@@ -2,6 +2,7 @@
 process SYNTH {
     tag "${meta.id}"
     label 'process_low'
+    container "${params.container_registry}/treesits-gdal-tools:${params.image_tag}"
 
     input:
     val meta
