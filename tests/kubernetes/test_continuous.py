@@ -218,7 +218,8 @@ class EmulatedPod:
             else:
                 env[e["name"]] = self.rewrite(e["value"], container)
         argv = [self.rewrite(a, container) for a in container["command"] + (container.get("args") or [])]
-        cwd = self.rewrite(container.get("workingDir", str(self.tmp)), container)
+        # No workingDir: the emulation's own directory (it lies under /tmp, which a container may mount).
+        cwd = self.rewrite(container["workingDir"], container) if "workingDir" in container else str(self.tmp)
         for volume in self.mounts(container).values():
             self.volume_dir(volume, container)
         return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
