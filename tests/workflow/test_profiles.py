@@ -168,7 +168,7 @@ class ProfileResolutionTest(unittest.TestCase):
         registry = "ghcr.io/treesits"
         for name in ("docker", "k8s,s3"):
             procs = self.resolved[name]["v2"]["processes"]
-            for proc in ("AOI_SELECT", "CUBE_INVENTORY", "CUBE_EXTRACT", "MOSAIC", "SYNTH"):
+            for proc in ("AOI_SELECT", "CUBE_INVENTORY", "CUBE_EXTRACT", "MOSAIC", "ASSESS", "SYNTH"):
                 self.assertEqual(procs[proc]["container"], f"{registry}/treesits-gdal-tools:0.1.0", (name, proc))
             # device auto: the CUDA image (it falls back to the CPU when there is no GPU).
             self.assertEqual(procs["PREDICT"]["container"], f"{registry}/treesits-predict-cuda:0.1.0", name)

@@ -11,6 +11,9 @@ process CUBE_EXTRACT {
     tuple val(meta), path('chunks/*.arrows'), emit: chunks
     path 'versions.yml'                     , emit: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def args = task.ext.args ?: ''
     // The tile's first and last acquisition in the window (from CUBE_INVENTORY's plan): the task

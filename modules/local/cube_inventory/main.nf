@@ -16,6 +16,9 @@ process CUBE_INVENTORY {
     tuple val(meta), path('inventory.json'), path('plan.csv'), emit: inventory
     path 'versions.yml'                                      , emit: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def args = task.ext.args ?: ''
     def command = previous ? "check --previous '${previous}'" : 'scan'

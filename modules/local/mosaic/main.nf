@@ -13,6 +13,9 @@ process MOSAIC {
     path 'inventory.json'         , emit: inventory
     path 'versions.yml'           , emit: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def args = task.ext.args ?: ''
     def clip_arg = clip ? "--clip '${clip}'" : ''

@@ -11,6 +11,9 @@ process PREDICT {
     tuple val(meta), path('pred/*.pred.arrows'), emit: predictions
     path 'versions.yml'                        , emit: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def args = task.ext.args ?: ''
     """

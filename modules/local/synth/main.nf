@@ -15,6 +15,9 @@ process SYNTH {
     path 'synth/manifest.json'                           , emit: manifest
     path 'versions.yml'                                  , emit: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def args = task.ext.args ?: ''
     """
