@@ -470,6 +470,7 @@ def resolveOne = { Map spec ->
     def scopes = config.findAll { k, v -> k != 'process' && k != 'params' }
     return [params: jsonable(params), processes: result, scopes: jsonable(scopes),
             generic: jsonable(processScope.findAll { k, v -> !k.startsWith('with') }),
-            selectors: processScope.keySet().findAll { it.startsWith('with') } as List]
+            selectors: processScope.findAll { k, v -> k.startsWith('with') }.collectEntries { k, v ->
+                [(k): (v instanceof Map ? v.keySet().sort() : [])] }]
 }
 print JsonOutput.toJson(specs instanceof List ? specs.collect { resolveOne(it as Map) } : resolveOne(specs as Map))
