@@ -260,7 +260,8 @@ class ProfileResolutionTest(unittest.TestCase):
 
         Nextflow puts the pod directive's (and k8s.securityContext's) securityContext into the pod spec;
         allowPrivilegeEscalation and capabilities are container-level fields that no pod option sets
-        (PodSpecBuilder only ever sets the container's `privileged: true`), see docs/decisions.md."""
+        (PodSpecBuilder writes a container securityContext only for `privileged: true` and capabilities
+        Nextflow adds itself), see docs/decisions.md."""
         for name, r in self.each("k8s"):
             for proc, p in r["processes"].items():
                 pod = p["k8s_pod"]
