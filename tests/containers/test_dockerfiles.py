@@ -160,6 +160,7 @@ def test_final_stage_runs_under_nextflow_and_any_uid(dockerfile):
         # Nothing world-writable (the build checks it); what Nextflow writes goes to /tmp.
         assert "a+rwX" not in text and "o+w" not in text
         assert "chmod -R a+rX,go-w /.nextflow /pipeline" in text
+        assert "mkdir -p /.nextflow/tmp/ver" in text  # the launcher's mkdir of it must not fail at run time
         assert 'test -z "$(find /.nextflow /pipeline -perm -0002 -print -quit)"' in text
         for var in ("NXF_LAUNCHER=/tmp/", "NXF_PLUGINS_DIR=${NXF_PLUGINS_DIR}"):
             assert var in env, var
