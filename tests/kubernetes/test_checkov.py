@@ -43,10 +43,10 @@ def checkov():
     return binary
 
 
-def run_checkov(binary, tmp_path):
+def run_checkov(binary, tmp_path, framework="kubernetes"):
     env = dict(os.environ, BC_SKIP_MAPPING="TRUE", CHECKOV_RUN_SCA_PACKAGE_SCAN_V2="false", LOG_LEVEL="WARNING")
     run = subprocess.run(
-        [str(binary), "--framework", "kubernetes", "--output", "json", "--quiet", "--compact", "--skip-download",
+        [str(binary), "--framework", framework, "--output", "json", "--quiet", "--compact", "--skip-download",
          "--directory", str(tmp_path)],
         capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode in (0, 1), run.stderr[-2000:]
@@ -54,17 +54,20 @@ def run_checkov(binary, tmp_path):
     reports = reports if isinstance(reports, list) else [reports]
     found = {}
     for report in reports:
-        assert report["check_type"] == "kubernetes"
+        assert report["check_type"] == framework
         assert report["summary"]["passed"] > 20, "checkov ran almost no checks"
         for f in report["results"]["failed_checks"]:
+            if framework == "dockerfile":  # by image directory
+                found.setdefault(Path(f["file_path"]).parent.name, set()).add(f["check_id"])
+                continue
             # "Kind.namespace.name" (namespaced) or "Kind.name"; our names have no dots.
             parts = f["resource"].split(".")
             found.setdefault(Path(f["file_path"]).stem, set()).add((f["check_id"], f"{parts[0]}/{parts[-1]}"))
     return found
 
 
-def accepted():
-    entries = yaml.safe_load((HERE / "checkov-accepted.yaml").read_text())["accepted"]
+def accepted(section="accepted"):
+    entries = yaml.safe_load((HERE / "checkov-accepted.yaml").read_text())[section]
     for e in entries:
         assert len(e["why"]) > 80, f"{e['check']}: say why it is accepted"
     return entries
@@ -110,3 +113,13 @@ def test_checkov_reports_what_it_should(checkov, tmp_path):
     checks = {c for c, _ in found}
     assert {"CKV_K8S_16", "CKV_K8S_20", "CKV_K8S_22", "CKV_K8S_23", "CKV_K8S_28"} <= checks, sorted(checks)
     assert all(r == "Pod/bad" for _, r in found)
+
+
+def test_checkov_dockerfile_findings_are_exactly_the_accepted_ones(checkov):
+    found = run_checkov(checkov, ROOT / "containers", framework="dockerfile")
+    images = sorted(p.parent.name for p in (ROOT / "containers").glob("*/Dockerfile"))
+    entries = accepted("accepted_dockerfiles")
+    for image in images:
+        expected = {e["check"] for e in entries if image in e["resources"]}
+        assert found.get(image, set()) == expected, f"containers/{image}/Dockerfile: {found.get(image)} vs {expected}"
+    assert set(found) <= set(images)
