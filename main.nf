@@ -30,26 +30,31 @@ workflow {
         error "treesits: --window is a rolling window; it cannot be combined with --start/--end (a fixed window)"
     }
 
+    def files_of = { list -> list.toString().tokenize(',').collect { file(it.trim(), checkIfExists: true) } }
+
     if (params.cube) {
         if (!params.aoi) {
             error "treesits: --aoi is required with --cube (AOI polygons, e.g. a GeoPackage)"
         }
         cube        = Channel.value(params.cube.toString().replaceAll('/+$', ''))
         aoi         = Channel.value(file(params.aoi, checkIfExists: true))
-        masks       = Channel.value(params.forest_mask
-            ? params.forest_mask.toString().tokenize(',').collect { file(it.trim(), checkIfExists: true) }
-            : [])
+        masks       = Channel.value(params.forest_mask ? files_of(params.forest_mask) : [])
         ch_versions = Channel.empty()
+        reference   = Channel.value(params.reference ? files_of(params.reference) : [])
     } else {
-        // No cube given: the test profile makes a synthetic one (cube, AOI, land cover, truth).
+        // No cube given: the test profile makes a synthetic one (cube, AOI, land cover, truth), and
+        // assesses its map against the synthetic truth unless --reference says otherwise.
         SYNTH ( [ id: 'synthetic' ] )
         cube        = SYNTH.out.cube.map { meta, dir -> dir.toString() }.first()
         aoi         = SYNTH.out.aoi.map { meta, f -> f }.first()
         masks       = SYNTH.out.landcover.map { meta, files -> files }.first()
         ch_versions = SYNTH.out.versions
+        reference   = params.reference
+            ? Channel.value(files_of(params.reference))
+            : SYNTH.out.truth.map { meta, dir -> files("${dir}/*_truth.tif").sort { it.name } }.first()
     }
 
-    TREESITS ( cube, aoi, masks, model )
+    TREESITS ( cube, aoi, masks, model, reference )
 
     TREESITS.out.versions
         .mix(ch_versions)

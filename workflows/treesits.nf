@@ -1,6 +1,6 @@
 /*
  * aoi-select → cube-inventory → cube-extract (one task per tile) → predict (one task per group of
- * chunks) → mosaic. The tile id travels in meta; channels are sorted before grouping so -resume sees
+ * chunks) → mosaic → assess (when there is reference data). The tile id travels in meta; channels are sorted before grouping so -resume sees
  * the same tasks.
  *
  * cube-inventory lists the cube on every run and puts each tile's input fingerprint, product key and
@@ -15,13 +15,15 @@ include { CUBE_INVENTORY } from '../modules/local/cube_inventory/main'
 include { CUBE_EXTRACT } from '../modules/local/cube_extract/main'
 include { PREDICT      } from '../modules/local/predict/main'
 include { MOSAIC       } from '../modules/local/mosaic/main'
+include { ASSESS       } from '../modules/local/assess/main'
 
 workflow TREESITS {
     take:
     cube    // value: cube root (local path, mount path or s3:// URI)
     aoi     // value: AOI vector file
-    masks   // value: list of value-mask rasters (may be empty)
-    model   // path: ONNX model
+    masks     // value: list of value-mask rasters (may be empty)
+    model     // path: ONNX model
+    reference // value: list of reference files, points or class rasters (empty: no assessment)
 
     main:
     ch_versions = Channel.empty()
@@ -101,7 +103,15 @@ workflow TREESITS {
     MOSAIC ( ch_predictions, params.clip ? aoi : [], ch_inventory )
     ch_versions = ch_versions.mix(MOSAIC.out.versions)
 
+    // The map against the reference data; the reports are published beside the map.
+    ch_assess = MOSAIC.out.map
+        .combine(reference.map { [ it ] })
+        .filter { meta, files, refs -> refs }
+    ASSESS ( ch_assess.map { meta, files, refs -> [ meta, files ] }, ch_assess.map { meta, files, refs -> refs } )
+    ch_versions = ch_versions.mix(ASSESS.out.versions)
+
     emit:
     map      = MOSAIC.out.map
+    accuracy = ASSESS.out.report
     versions = ch_versions
 }

@@ -102,7 +102,7 @@ def test_arg_defaults_equal_versions_env():
                 assert value == pins[name], (
                     f"{dockerfile.relative_to(ROOT)}: ARG {name}={value} but versions.env has {pins[name]}"
                 )
-            elif name.endswith(("_IMAGE", "_VERSION")):
+            elif name.endswith(("_IMAGE", "_VERSION", "_SHA256")):
                 pytest.fail(f"{dockerfile.relative_to(ROOT)}: ARG {name} is a version but not in versions.env")
     assert used == set(pins), f"versions.env keys no Dockerfile declares: {sorted(set(pins) - used)}"
 
@@ -114,6 +114,8 @@ def test_versions_env_is_fully_qualified_and_pinned():
             assert "." in host or host == "localhost", f"{key}={value}: not fully qualified (registry host first)"
             tag = value.rpartition(":")[2]
             assert "@sha256:" in value or (re.search(r"\d", tag) and tag != "latest"), f"{key}={value}: not pinned"
+        elif key.endswith("_SHA256"):
+            assert re.fullmatch(r"[0-9a-f]{64}", value), f"{key}={value}: not a sha256"
         else:
             assert re.fullmatch(r"\d+(\.\d+)+", value), f"{key}={value}: not an exact version"
 
@@ -155,7 +157,14 @@ def test_final_stage_runs_under_nextflow_and_any_uid(dockerfile):
 
     if "NEXTFLOW_IMAGE" in from_arg:
         # The Nextflow base ships bash and ps; the submitter runs nextflow itself, not task scripts.
-        assert "chmod -R a+rwX /.nextflow" in text
+        # Nothing world-writable (the build checks it); what Nextflow writes goes to /tmp.
+        assert "a+rwX" not in text and "o+w" not in text
+        assert "chmod -R a+rX,go-w /.nextflow /pipeline" in text
+        assert "mkdir -p /.nextflow/tmp/ver" in text  # the launcher's mkdir of it must not fail at run time
+        assert 'test -z "$(find /.nextflow /pipeline -perm -0002 -print -quit)"' in text
+        for var in ("NXF_LAUNCHER=/tmp/", "NXF_PLUGINS_DIR=${NXF_PLUGINS_DIR}"):
+            assert var in env, var
+        assert arg_defaults(dockerfile)["NXF_PLUGINS_DIR"].startswith("/tmp/")
     else:
         installs = " ".join(arg for k, arg in final if k == "RUN" and "apt-get install" in arg)
         for package in ("bash", "procps"):
@@ -195,8 +204,29 @@ def test_build_script_passes_exactly_the_declared_pins():
     assert len(lines) == len(IMAGES)
     for line in lines:
         image = re.search(r"containers/([a-z-]+)/Dockerfile", line).group(1)
-        passed = dict(re.findall(r"--build-arg ([A-Z_]+)=(\S+)", line))
+        passed = dict(re.findall(r"--build-arg ([A-Z_][A-Z0-9_]*)=(\S+)", line))
         declared = {a.partition("=")[0] for k, a in instructions(CONTAINERS / image / "Dockerfile") if k == "ARG"}
         expected = {k: v for k, v in pins.items() if k in declared}
         assert {k: v for k, v in passed.items() if k in pins} == expected, image
         assert f"-t localhost/treesits/treesits-{image}:" in line
+
+
+def test_downloaded_wheels_are_checked_against_pinned_hashes():
+    # Every pip download in every Dockerfile goes through a requirements line with the sha256 pinned in
+    # versions.env, and pip refuses anything else (--require-hashes).
+    pins = read_versions()
+    seen = set()
+    for dockerfile in DOCKERFILES:
+        for keyword, arg in instructions(dockerfile):
+            if keyword != "RUN" or not re.search(r"\bpip (download|install)\b", arg):
+                continue
+            assert "pip install" not in arg, f"{dockerfile.relative_to(ROOT)}: pip install in an image"
+            for command in re.findall(r"pip download[^&;]*", arg):
+                assert "--require-hashes" in command and "-r /tmp/ort-requirements.txt" in command, command
+            (package, version_arg, hash_arg) = re.search(
+                r"printf '([a-z-]+)==%s --hash=sha256:%s\\n' \"\$\{([A-Z_]+)\}\" \"\$\{([A-Z0-9_]+)\}\"", arg).groups()
+            defaults = arg_defaults(dockerfile)
+            assert defaults[version_arg] == pins[version_arg] and defaults[hash_arg] == pins[hash_arg]
+            seen.add((package, pins[version_arg], pins[hash_arg]))
+    assert {p for p, _, _ in seen} == {"onnxruntime", "onnxruntime-gpu"}
+    assert len({h for _, _, h in seen}) == 2

@@ -218,7 +218,8 @@ class EmulatedPod:
             else:
                 env[e["name"]] = self.rewrite(e["value"], container)
         argv = [self.rewrite(a, container) for a in container["command"] + (container.get("args") or [])]
-        cwd = self.rewrite(container.get("workingDir", str(self.tmp)), container)
+        # No workingDir: the emulation's own directory (it lies under /tmp, which a container may mount).
+        cwd = self.rewrite(container["workingDir"], container) if "workingDir" in container else str(self.tmp)
         for volume in self.mounts(container).values():
             self.volume_dir(volume, container)
         return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
@@ -354,17 +355,20 @@ def test_the_real_check_starts_nextflow_only_after_an_acquisition_lands(tmp_path
     files (it reads listings only) and a map published at a local outdir."""
     binary = ROOT / "target/release/cube-inventory"
     assert binary.exists(), f"{binary} is missing: cargo build --release -p cube-inventory"
-    outdir = tmp_path / "maps"
-    outdir.mkdir()
+    # A local outdir as the pod sees it: in the check container's scratch volume (/tmp).
+    outdir_in_pod = "/tmp/maps"
 
     def edit(text):
-        return re.sub(r"^outdir:.*$", f"outdir: {outdir}", text, flags=re.M)
+        return re.sub(r"^outdir:.*$", f"outdir: {outdir_in_pod}", text, flags=re.M)
 
     objects, pod, emulated = emulate(CONTINUOUS[0], tmp_path, status=0, edit_params=edit)
     # The real program instead of the stub (the stubs directory is first on the pod's PATH).
     (emulated.stubs / "cube-inventory").unlink()
     (emulated.stubs / "cube-inventory").symlink_to(binary)
     (check,) = pod["initContainers"]
+    outdir = emulated.host_path(check, outdir_in_pod)
+    assert outdir != Path(outdir_in_pod)
+    outdir.mkdir()
     cube = emulated.host_path(check, params_of(objects)["cube"])
     cube.mkdir(parents=True, exist_ok=True)
     for tile in ["X0058_Y0056", "X0059_Y0056"]:

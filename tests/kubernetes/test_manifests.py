@@ -29,12 +29,25 @@ TARGET_IDS = [str(p.relative_to(K8S)) for p in TARGETS]
 K8S_VERSIONS = ["1.27.0", "1.30.0", "1.37.0"]
 NAMESPACE = "treesits"
 
-# What Nextflow's k8s executor calls, and nothing more: it creates, watches, reads logs of and deletes
-# task pods, or the Jobs that wrap them (k8s.computeResourceType = 'Job'); Jobs are in the batch group.
+# What Nextflow's k8s executor calls with k8s.computeResourceType = 'Job', and nothing more (its K8sClient
+# requests, by API path): POST/GET/DELETE .../jobs[/{name}], GET .../jobs/{name}/status (when a task's
+# pod is gone), GET .../pods?labelSelector=job-name=... (list), GET .../pods/{name}/status and
+# .../pods/{name}/log, DELETE .../pods/{name} (a Job's pods). The Job controller creates the pods, so no
+# pod create; no watch (Nextflow polls); no pods/exec (only `kuberun login` uses it). Jobs: batch group.
+NEXTFLOW_CALLS = [
+    ("POST", "/apis/batch/v1/namespaces/treesits/jobs"),
+    ("DELETE", "/apis/batch/v1/namespaces/treesits/jobs/nf-1234"),
+    ("GET", "/apis/batch/v1/namespaces/treesits/jobs/nf-1234/status"),
+    ("GET", "/api/v1/namespaces/treesits/pods?labelSelector=job-name=nf-1234"),
+    ("GET", "/api/v1/namespaces/treesits/pods/nf-1234-x7k2q/status"),
+    ("GET", "/api/v1/namespaces/treesits/pods/nf-1234-x7k2q/log"),
+    ("DELETE", "/api/v1/namespaces/treesits/pods/nf-1234-x7k2q"),
+]
 NEXTFLOW_RULES = [
-    {"apiGroups": [""], "resources": ["pods", "pods/status", "pods/log", "pods/exec"],
-     "verbs": ["get", "list", "watch", "create", "delete"]},
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "delete"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "delete"]},
+    {"apiGroups": [""], "resources": ["pods/status", "pods/log"], "verbs": ["get"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "create", "delete"]},
+    {"apiGroups": ["batch"], "resources": ["jobs/status"], "verbs": ["get"]},
 ]
 
 
@@ -256,6 +269,38 @@ def test_role_grants_exactly_what_nextflow_needs(target):
     assert not by_kind(objects, "ClusterRole") and not by_kind(objects, "ClusterRoleBinding")
 
 
+def rbac_request(method, path):
+    """(apiGroup, resource[/subresource], verb) of a namespaced API request, as the RBAC authorizer sees it."""
+    path, _, query = path.partition("?")
+    parts = path.strip("/").split("/")
+    group = "" if parts[0] == "api" else parts[1]
+    rest = parts[parts.index("namespaces") + 2:]
+    resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
+    named = len(rest) > 1
+    verb = {"POST": "create", "DELETE": "delete", "PUT": "update", "PATCH": "patch"}.get(method)
+    if verb is None:
+        verb = "get" if named else ("watch" if "watch=" in query else "list")
+    return group, resource, verb
+
+
+def allowed(rules, group, resource, verb):
+    return any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"] for r in rules)
+
+
+def test_role_allows_every_call_nextflow_makes_and_nothing_it_does_not():
+    needed = {rbac_request(m, p) for m, p in NEXTFLOW_CALLS}
+    for request in needed:
+        assert allowed(NEXTFLOW_RULES, *request), request
+    granted = {(g, res, v) for r in NEXTFLOW_RULES for g in r["apiGroups"] for res in r["resources"] for v in r["verbs"]}
+    # Beyond the calls: only reads of the objects themselves (get/list of pods and Jobs), which other
+    # Nextflow versions make and which reveal nothing the account did not create.
+    extra = granted - needed
+    assert extra <= {("", "pods", "get"), ("batch", "jobs", "get"), ("batch", "jobs", "list")}, sorted(extra)
+    for request in [("", "pods", "create"), ("", "pods/exec", "create"), ("", "pods/exec", "get"),
+                    ("", "secrets", "get"), ("", "configmaps", "create"), ("", "jobs", "create")]:
+        assert not allowed(NEXTFLOW_RULES, *request), request
+
+
 @pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
 def test_rolebinding_ties_the_submitter_account_to_the_role(target):
     objects = render(target)
@@ -294,11 +339,39 @@ def test_pods_are_unprivileged_non_root_and_have_requests(target):
             assert "memory" in c["resources"].get("limits", {}), f"{name}/{c['name']}: no memory limit"
 
 
-def test_namespace_enforces_pod_security_baseline():
-    ns = one(render(K8S / "base"), "Namespace")
-    labels = ns["metadata"]["labels"]
-    assert labels["pod-security.kubernetes.io/enforce"] in ("baseline", "restricted")
-    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+# (the namespace's Pod Security levels: tests/kubernetes/test_pod_security.py)
+
+
+# ---------------------------------------------------------------- network
+
+
+def s3_port(endpoint):
+    if not endpoint:
+        return 443  # AWS S3
+    scheme, _, rest = endpoint.partition("://")
+    host = rest.split("/")[0]
+    return int(host.rpartition(":")[2]) if ":" in host else {"https": 443, "http": 80}[scheme]
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+def test_network_policy_denies_ingress_and_allows_only_the_pipelines_egress(target):
+    objects = render(target)
+    policy = one(objects, "NetworkPolicy")
+    spec = policy["spec"]
+    assert spec["podSelector"] == {}, "every pod of the namespace"
+    assert spec["policyTypes"] == ["Ingress", "Egress"] and spec["ingress"] == []
+    (egress,) = spec["egress"]
+    assert set(egress) == {"ports"}, "by port only: S3 and the API server have no fixed address"
+    ports = {(p["protocol"], p["port"]) for p in egress["ports"]}
+    assert {("UDP", 53), ("TCP", 53), ("TCP", 443), ("TCP", 6443)} <= ports  # DNS, API server
+    params = yaml.safe_load(one(objects, "ConfigMap")["data"]["params.yaml"])
+    assert ("TCP", s3_port(params["s3_endpoint"])) in ports, params["s3_endpoint"]
+    assert all(port in (53, 80, 443, 6443, 8080) for _, port in ports), ports
+
+
+def test_s3_port_reads_endpoints():
+    assert s3_port("") == 443 and s3_port("https://cloud.fra1-1.cloudferro.com:8080") == 8080
+    assert s3_port("http://minio.local/") == 80 and s3_port("https://s3.example.org") == 443
 
 
 # ---------------------------------------------------------------- the submitter Job
@@ -348,7 +421,8 @@ def test_s3_credentials_are_secret_references_only(target):
 
 
 def test_no_credentials_anywhere_in_the_repository_manifests():
-    pattern = re.compile(r"(aws_secret_access_key|secret_key|password)\s*[:=]\s*\S{8,}", re.I)
+    # A <placeholder> (the guide's example s3.env) is not a credential.
+    pattern = re.compile(r"(aws_secret_access_key|secret_key|password)\s*[:=]\s*(?!<[\w-]+>\s)\S{8,}", re.I)
     for path in list(K8S.rglob("*")) + [ROOT / "docs/operations.md"]:
         if path.is_file():
             assert not pattern.search(path.read_text()), f"{path}: looks like a credential"
@@ -358,13 +432,14 @@ def test_no_credentials_anywhere_in_the_repository_manifests():
 
 
 @pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
-def test_volumes_are_read_write_many(target):
+def test_volumes_are_shared_by_all_nodes(target):
+    # Many nodes at once: the cube read-only (ReadOnlyMany), the work volume read-write (ReadWriteMany).
     objects = render(target)
     cube_pv = one(objects, "PersistentVolume", "treesits-cube")
-    assert cube_pv["spec"]["accessModes"] == ["ReadWriteMany"] and "nfs" in cube_pv["spec"]
+    assert cube_pv["spec"]["accessModes"] == ["ReadOnlyMany"] and "nfs" in cube_pv["spec"]
     assert cube_pv["spec"]["claimRef"] == {"namespace": NAMESPACE, "name": "treesits-cube"}
-    for claim in by_kind(objects, "PersistentVolumeClaim"):
-        assert claim["spec"]["accessModes"] == ["ReadWriteMany"], claim["metadata"]["name"]
+    access = {c["metadata"]["name"]: c["spec"]["accessModes"] for c in by_kind(objects, "PersistentVolumeClaim")}
+    assert access == {"treesits-cube": ["ReadOnlyMany"], "treesits-work": ["ReadWriteMany"]}
     cube_pvc = one(objects, "PersistentVolumeClaim", "treesits-cube")
     assert cube_pvc["spec"]["volumeName"] == "treesits-cube" and cube_pvc["spec"]["storageClassName"] == ""
 

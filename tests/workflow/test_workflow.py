@@ -4,8 +4,13 @@
 - nextflow_schema.json is a valid JSON Schema (draft 2020-12) and agrees with the params of nextflow.config;
 - contract tests: each module's `script:` block is rendered as Nextflow would (params, task.ext.args from
   conf/modules.config, inputs) and run against the real binaries, task after task, in task directories
-  staged like Nextflow's; the chained results make the map, which is checked against the synthetic truth.
-  A flag renamed in a binary but not in a module makes its task fail here.
+  staged like Nextflow's; the chained results make the map, which is checked against the synthetic truth,
+  and ASSESS's report must find the same accuracy. A flag renamed in a binary but not in a module makes
+  its task fail here. An AOI reaching beyond the cube runs too;
+- module conventions (nf-core): container, when, ext.args, stub, versions; each module's meta.yml and
+  nf-test file agree with its inputs and outputs.
+
+Per-profile configuration (images, resources, GPU, pod options) is tests/workflow/test_profiles.py.
 
 Run: python3 tests/workflow/test_workflow.py   (binaries on PATH: scripts/test puts target/release first)
 """
@@ -113,6 +118,16 @@ class SchemaTest(unittest.TestCase):
         refs = {a["$ref"] for a in self.schema["allOf"]}
         self.assertEqual(refs, {f"#/$defs/{k}" for k in self.schema["$defs"]})
 
+    def test_schema_id_and_home_page_are_the_repository(self):
+        import re
+
+        cargo = re.search(r'(?m)^repository\s*=\s*"([^"]+)"', (REPO / "Cargo.toml").read_text()).group(1)
+        home = re.search(r"(?m)^\s*homePage\s*=\s*'([^']+)'", (REPO / "nextflow.config").read_text()).group(1)
+        self.assertEqual(home, cargo)
+        self.assertEqual(self.schema["$id"], f"{home}/raw/main/nextflow_schema.json")
+        # Resource ceilings are resourceLimits only (nf-core deprecates params.max_*).
+        self.assertFalse([k for k in self.params if k.startswith("max_")])
+
     def test_schema_and_config_params_agree(self):
         props = self.schema_properties()
         self.assertEqual(sorted(props), sorted(self.params), "params in nextflow.config vs nextflow_schema.json")
@@ -146,6 +161,69 @@ class SchemaTest(unittest.TestCase):
             params = yaml.safe_load(f.read_text())
             self.assertEqual([e.message for e in validator.iter_errors(params)], [], f)
             self.assertTrue(set(params) <= set(self.params), f"{f}: unknown params {set(params) - set(self.params)}")
+
+
+def module_interface(main_nf: str) -> tuple:
+    """(process name, input names, output emit names) of a module's main.nf."""
+    import re
+
+    name = re.search(r"(?m)^process\s+(\w+)\s*\{", main_nf).group(1)
+    inputs = re.search(r"(?s)\n\s*input:\s*\n(.*?)\n\s*output:", main_nf).group(1)
+    outputs = re.search(r"(?s)\n\s*output:\s*\n(.*?)\n\s*(when|script):", main_nf).group(1)
+    names = [re.findall(r"(?:val|path)\s*\(?\s*(\w+)", line.split("//")[0]) for line in inputs.splitlines() if line.strip()]
+    return name, names, re.findall(r"emit:\s*(\w+)", outputs)
+
+
+class ModuleConventionsTest(unittest.TestCase):
+    """nf-core's module conventions, and each module's meta.yml and nf-test file in step with it."""
+
+    def modules(self):
+        found = sorted(REPO.glob("modules/local/*/main.nf"))
+        self.assertEqual(len(found), 7, found)
+        return found
+
+    def test_every_module_follows_the_conventions(self):
+        base = (REPO / "conf/base.config").read_text()
+        for main_nf in self.modules():
+            text = main_nf.read_text()
+            name, inputs, emits = module_interface(text)
+            self.assertIn('tag "${meta.id}"', text, name)
+            [label] = [l for l in text.splitlines() if l.strip().startswith("label ")]
+            self.assertIn(f"withLabel: {label.split()[1].strip(chr(39))}", base, name)
+            self.assertRegex(text, r'\n    container "\$\{params.container_registry\}/treesits-[a-z-]+(\$\{[^}]+\})?[a-z-]*:\$\{params.image_tag\}"\n', name)
+            self.assertIn("    when:\n    task.ext.when == null || task.ext.when\n", text, name)
+            self.assertIn("def args = task.ext.args ?: ''", text, name)
+            self.assertIn("\n    stub:\n", text, name)
+            self.assertEqual(emits[-1], "versions", name)
+            self.assertIn("path 'versions.yml'", text, name)
+            self.assertNotIn("params.max_", text, name)
+
+    def test_meta_yml_describes_each_module(self):
+        import yaml
+
+        for main_nf in self.modules():
+            name, inputs, emits = module_interface(main_nf.read_text())
+            meta = yaml.safe_load((main_nf.parent / "meta.yml").read_text())
+            self.assertEqual(meta["name"], main_nf.parent.name)
+            self.assertTrue(meta["description"] and meta["tools"], name)
+            described = [[next(iter(e)) for e in item] if isinstance(item, list) else [next(iter(item))]
+                         for item in meta["input"]]
+            self.assertEqual(described, inputs, f"{name}: meta.yml inputs")
+            self.assertEqual(list(meta["output"]), emits, f"{name}: meta.yml outputs")
+
+    def test_every_module_has_an_nf_test_naming_its_outputs(self):
+        self.assertIn("cannot be installed", (REPO / "modules/local/README.md").read_text())
+        for main_nf in self.modules():
+            name, inputs, emits = module_interface(main_nf.read_text())
+            test = (main_nf.parent / "tests/main.nf.test").read_text()
+            self.assertIn(f'process "{name}"', test)
+            self.assertIn('script "../main.nf"', test)
+            self.assertIn('options "-stub"', test, name)
+            for emit in emits:
+                self.assertIn(f"process.out.{emit}", test, f"{name}: the nf-test does not check output {emit}")
+            for i in range(len(inputs)):
+                self.assertIn(f"input[{i}]", test, name)
+            self.assertNotIn(f"input[{len(inputs)}]", test, name)
 
 
 def read_csv(path: Path) -> list:
@@ -194,21 +272,21 @@ class ModuleContractTest(unittest.TestCase):
         self.assertEqual(versions_of(synth, "SYNTH", "treesits-synth"), self.tool_version("treesits-synth"))
         return synth / "synth"
 
-    def run_pipeline(self, world: Path, cube: Path, outdir: Path, incremental: bool) -> dict:
+    def run_pipeline(self, world: Path, cube: Path, outdir: Path, incremental: bool, aoi: Path = None) -> dict:
         """One run of workflows/treesits.nf, task by task, publishing into outdir as modules.config
         does. Returns the plan, the tiles' metas, the tiles extracted, and the mosaic task dir (None
         when the workflow's gate stops it)."""
         p = self.params | {"incremental": incremental, "outdir": str(outdir)}
+        aoi = aoi or world / "aoi_laea.gpkg"
         ModuleContractTest.runs += 1
         run = self.work / f"run{self.runs}"
 
         # AOI_SELECT: the AOI and the land-cover masks staged as aoi/* and masks/*
         aoi_task = self.task_dir(f"run{self.runs}/aoi_select")
         landcover = sorted((world / "landcover").glob("*.tif"))
-        stage(aoi_task, {"aoi/aoi_laea.gpkg": world / "aoi_laea.gpkg",
-                         **{f"masks/{f.name}": f for f in landcover}})
+        stage(aoi_task, {f"aoi/{aoi.name}": aoi, **{f"masks/{f.name}": f for f in landcover}})
         [cmd] = self.render_module("aoi_select", "AOI_SELECT", [{
-            "meta": {"id": "aoi"}, "aoi": "aoi/aoi_laea.gpkg", "masks": [f"masks/{f.name}" for f in landcover],
+            "meta": {"id": "aoi"}, "aoi": f"aoi/{aoi.name}", "masks": [f"masks/{f.name}" for f in landcover],
             "cube": str(cube), "mask_values": p["forest_mask_values"]}], params=p)
         self.assertIn("--mask-values 10", cmd)
         run_task(aoi_task, cmd)
@@ -292,11 +370,11 @@ class ModuleContractTest(unittest.TestCase):
         if incremental and all(t["status"] == "unchanged" for t in plan.values()):
             return result
         m = self.task_dir(f"run{self.runs}/mosaic")
-        stage(m, {f"in/{f.name}": f for f in predictions} | {"clip/aoi_laea.gpkg": world / "aoi_laea.gpkg",
+        stage(m, {f"in/{f.name}": f for f in predictions} | {f"clip/{aoi.name}": aoi,
                                                                "inventory/inventory.json": inv_task / "inventory.json"})
         [cmd] = self.render_module("mosaic", "MOSAIC", [{
             "meta": {"id": "mosaic"}, "predictions": [f"in/{f.name}" for f in predictions],
-            "clip": "clip/aoi_laea.gpkg" if p["clip"] else [], "inventory": "inventory/inventory.json"}], params=p)
+            "clip": f"clip/{aoi.name}" if p["clip"] else [], "inventory": "inventory/inventory.json"}], params=p)
         run_task(m, cmd)
         for name in ["mosaic_class.vrt", "mosaic_class.tif", "quicklook.png"]:
             self.assertTrue((m / "map" / name).is_file(), name)
@@ -340,6 +418,33 @@ class ModuleContractTest(unittest.TestCase):
         print(f"\nworkflow contract test: overall accuracy {accuracy:.3f} on {total} pixels", file=sys.stderr)
         self.assertGreaterEqual(accuracy, 0.90)
 
+        # ASSESS: the mosaic's map staged as map/*, the synthetic truth rasters as reference/* (what
+        # main.nf gives it under -profile test); its report must find the accuracy counted above.
+        a = self.task_dir("assess")
+        truth = sorted((world / "truth").glob("*_truth.tif"))
+        self.assertEqual(len(truth), p["synth_tiles"])
+        stage(a, {f"map/{f.name}": f for f in (m / "map").iterdir()} | {f"reference/{f.name}": f for f in truth})
+        [cmd] = self.render_module("assess", "ASSESS", [{
+            "meta": {"id": "mosaic"}, "map": [f"map/{f.name}" for f in (m / "map").iterdir()],
+            "reference": [f"reference/{f.name}" for f in truth]}], params=p)
+        self.assertIn("--field 'class'", cmd)
+        run_task(a, cmd)
+        report = json.loads((a / "accuracy/accuracy.json").read_text())
+        self.assertTrue((a / "accuracy/accuracy.md").read_text().strip())
+        self.assertEqual(versions_of(a, "ASSESS", "assess"), self.tool_version("assess"))
+        self.assertEqual(report["samples"], total)
+        self.assertAlmostEqual(report["overall_accuracy"], accuracy, places=9)
+        self.assertGreaterEqual(report["overall_accuracy"], 0.90)
+        self.assertGreater(report["kappa"], 0.8)
+        # A Shapefile's side files are staged but only the .shp is passed.
+        [cmd] = self.render_module("assess", "ASSESS", [{
+            "meta": {"id": "mosaic"}, "map": ["map/mosaic_class.tif"],
+            "reference": ["reference/plots.shp", "reference/plots.dbf", "reference/plots.shx", "reference/plots.prj"]}],
+            params=p | {"reference_layer": "plots", "reference_field": "species"})
+        self.assertIn("--reference 'reference/plots.shp' \\\n", cmd)
+        self.assertNotIn(".dbf", cmd)
+        self.assertIn("--layer 'plots' --field 'species'", cmd)
+
         # The same world through scripts/demo (the README's demo, a shell pipeline of the binaries) gives
         # the same map, pixel for pixel.
         demo = self.work / "demo"
@@ -354,6 +459,33 @@ class ModuleContractTest(unittest.TestCase):
                                           read_byte_raster(demo / "map" / f"{tile}_class.tif"), err_msg=tile)
         np.testing.assert_array_equal(read_byte_raster(m / "map" / "mosaic_class.tif"),
                                       read_byte_raster(demo / "map" / "mosaic_class.tif"))
+
+    def test_an_aoi_at_the_cube_edge_maps_the_tiles_the_cube_has(self):
+        """An AOI that reaches beyond the cube: the tiles the cube lacks are left out (aoi-select
+        --existing-only), not handed to cube-inventory, which would stop with "no such directory"."""
+        world = self.synth()
+        cube = (world / "cube").resolve()
+        tiles = sorted(d.name for d in cube.iterdir() if d.is_dir())
+        west = min(tiles, key=lambda t: (int(t[1:5]), int(t[7:11])))
+        boa = sorted((cube / west).glob("*_BOA.tif"))[0]
+        info = json.loads(subprocess.run(["gdalinfo", "-json", str(boa)], check=True, capture_output=True, text=True).stdout)
+        x0, dx, _, y0, _, dy = info["geoTransform"]
+        cols, rows = info["size"]
+        # A band from beyond the cube's west edge into its second tile (so every land-cover mask overlaps
+        # the AOI): the tile west of the cube is covered too.
+        self.assertEqual(tiles, [west, f"X{int(west[1:5]) + 1:04d}{west[5:]}"])
+        xmin, xmax, ymax, ymin = x0 - 20 * dx, x0 + (cols + 30) * dx, y0 + 10 * dy, y0 + 40 * dy
+        csv = self.work / "edge.csv"
+        csv.write_text(f'id,WKT\n1,"POLYGON(({xmin} {ymin},{xmax} {ymin},{xmax} {ymax},{xmin} {ymax},{xmin} {ymin}))"\n')
+        aoi = self.work / "edge.gpkg"
+        subprocess.run(["ogr2ogr", "-q", "-f", "GPKG", "-a_srs", info["coordinateSystem"]["wkt"], "-nln", "edge",
+                        "-oo", "GEOM_POSSIBLE_NAMES=WKT", "-oo", "KEEP_GEOM_COLUMNS=NO", str(aoi), str(csv)], check=True)
+        r = self.run_pipeline(world, cube, self.work / "edge-results", incremental=False, aoi=aoi)
+        self.assertEqual([row["tile_id"] for row in r["rows"]], tiles)
+        self.assertEqual(sorted(r["plan"]), tiles)
+        self.assertEqual(r["extracted"], tiles)
+        for tile in tiles:
+            self.assertTrue((self.work / "edge-results/map" / f"{tile}_class.tif").is_file(), tile)
 
     def test_incremental_runs_redo_exactly_the_tile_that_changed(self):
         world = self.synth()

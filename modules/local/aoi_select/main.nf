@@ -1,6 +1,7 @@
 process AOI_SELECT {
     tag "${meta.id}"
     label 'process_low'
+    container "${params.container_registry}/treesits-gdal-tools:${params.image_tag}"
 
     input:
     tuple val(meta), path(aoi, stageAs: 'aoi/*'), path(masks, stageAs: 'masks/*')
@@ -11,13 +12,19 @@ process AOI_SELECT {
     tuple val(meta), path('selection/tiles.csv'), path('selection/*.mask.tif'), emit: selection
     path 'versions.yml'                                                       , emit: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def args = task.ext.args ?: ''
     def mask_args = masks ? (masks instanceof List ? masks : [masks]).collect { "--mask '${it}'" }.join(' ') + " --mask-values ${mask_values}" : ''
+    // --existing-only: an AOI may reach beyond the cube; the tiles the cube lacks have no data and are
+    // left out (cube-inventory would stop on them).
     """
     aoi-select \\
         --cube '${cube}' \\
         --aoi '${aoi}' \\
+        --existing-only \\
         --out-dir selection \\
         --threads ${task.cpus} \\
         ${mask_args} \\

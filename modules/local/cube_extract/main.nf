@@ -1,6 +1,7 @@
 process CUBE_EXTRACT {
     tag "${meta.id}"
     label 'process_medium'
+    container "${params.container_registry}/treesits-gdal-tools:${params.image_tag}"
 
     input:
     tuple val(meta), path(mask, stageAs: 'mask/*')
@@ -9,6 +10,9 @@ process CUBE_EXTRACT {
     output:
     tuple val(meta), path('chunks/*.arrows'), emit: chunks
     path 'versions.yml'                     , emit: versions
+
+    when:
+    task.ext.when == null || task.ext.when
 
     script:
     def args = task.ext.args ?: ''

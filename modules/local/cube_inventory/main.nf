@@ -1,6 +1,7 @@
 process CUBE_INVENTORY {
     tag "${meta.id}"
     label 'process_single'
+    container "${params.container_registry}/treesits-gdal-tools:${params.image_tag}"
     // The cube changes under the same path: list it again on every run, -resume or not.
     cache false
 
@@ -14,6 +15,9 @@ process CUBE_INVENTORY {
     output:
     tuple val(meta), path('inventory.json'), path('plan.csv'), emit: inventory
     path 'versions.yml'                                      , emit: versions
+
+    when:
+    task.ext.when == null || task.ext.when
 
     script:
     def args = task.ext.args ?: ''

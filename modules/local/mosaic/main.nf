@@ -1,6 +1,7 @@
 process MOSAIC {
     tag "${meta.id}"
     label 'process_medium'
+    container "${params.container_registry}/treesits-gdal-tools:${params.image_tag}"
 
     input:
     tuple val(meta), path(predictions, stageAs: 'in/*')
@@ -11,6 +12,9 @@ process MOSAIC {
     tuple val(meta), path('map/*'), emit: map
     path 'inventory.json'         , emit: inventory
     path 'versions.yml'           , emit: versions
+
+    when:
+    task.ext.when == null || task.ext.when
 
     script:
     def args = task.ext.args ?: ''

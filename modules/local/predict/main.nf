@@ -1,6 +1,7 @@
 process PREDICT {
     tag "${meta.id}"
     label 'process_gpu'
+    container "${params.container_registry}/treesits-predict${params.device == 'cpu' ? '-cpu' : '-cuda'}:${params.image_tag}"
 
     input:
     tuple val(meta), path(chunks, stageAs: 'in/*')
@@ -9,6 +10,9 @@ process PREDICT {
     output:
     tuple val(meta), path('pred/*.pred.arrows'), emit: predictions
     path 'versions.yml'                        , emit: versions
+
+    when:
+    task.ext.when == null || task.ext.when
 
     script:
     def args = task.ext.args ?: ''

@@ -2,6 +2,7 @@
 process SYNTH {
     tag "${meta.id}"
     label 'process_low'
+    container "${params.container_registry}/treesits-gdal-tools:${params.image_tag}"
 
     input:
     val meta
@@ -13,6 +14,9 @@ process SYNTH {
     tuple val(meta), path('synth/truth')                 , emit: truth
     path 'synth/manifest.json'                           , emit: manifest
     path 'versions.yml'                                  , emit: versions
+
+    when:
+    task.ext.when == null || task.ext.when
 
     script:
     def args = task.ext.args ?: ''
