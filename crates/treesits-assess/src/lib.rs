@@ -296,7 +296,7 @@ fn open_map(opts: &AssessOptions) -> Result<MapInfo, AssessError> {
     })?;
     let band = ds.rasterband(1).map_err(|e| AssessError::MapNoBand {
         path: path.clone(),
-        source: GdalCause(e),
+        source: GdalCause::new(e),
     })?;
     let kind = band.band_type();
     if kind != gdal::raster::GdalDataType::UInt8 {

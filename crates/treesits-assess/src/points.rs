@@ -90,7 +90,7 @@ fn transform_to_map(layer: &Layer, path: &str, map: &MapInfo) -> Result<CoordTra
     let map_srs: SpatialRef = map.grid.srs.clone().expect("the map has a CRS");
     CoordTransform::new(&gis_order(srs), &gis_order(map_srs)).map_err(|e| AssessError::Reproject {
         path: path.to_string(),
-        source: GdalCause(e),
+        source: GdalCause::new(e),
     })
 }
 
@@ -186,7 +186,7 @@ fn point_class(
         .map_err(|e| AssessError::ReadFeature {
             path: path.to_string(),
             fid,
-            source: GdalCause(e),
+            source: GdalCause::new(e),
         })?
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty());
@@ -215,7 +215,7 @@ fn reproject(points: &mut [Sample], to_map: &CoordTransform, path: &str) -> Resu
         .transform_coords(&mut xs, &mut ys, &mut zs)
         .map_err(|e| AssessError::Reproject {
             path: path.to_string(),
-            source: GdalCause(e),
+            source: GdalCause::new(e),
         })?;
     for (p, (x, y)) in points.iter_mut().zip(xs.into_iter().zip(ys)) {
         p.x = x;

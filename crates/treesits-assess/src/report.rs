@@ -31,16 +31,9 @@ fn estimate(e: Option<Estimate>, scale: f64) -> Value {
     }
 }
 
-/// The report as a JSON value.
-pub fn to_json(a: &Assessment) -> Value {
-    let (unit, unit_name) = unit_area(a);
-    let classes: Vec<Value> = a
-        .classes
-        .iter()
-        .map(|c| json!({"code": c.code, "name": c.name}))
-        .collect();
-    let per_class: Vec<Value> = a
-        .classes
+/// Sample counts and unweighted scores per class.
+fn json_per_class(a: &Assessment) -> Vec<Value> {
+    a.classes
         .iter()
         .zip(&a.sample.classes)
         .map(|(c, s)| {
@@ -55,9 +48,12 @@ pub fn to_json(a: &Assessment) -> Value {
                 "f1": s.f1,
             })
         })
-        .collect();
-    let area_classes: Vec<Value> = a
-        .classes
+        .collect()
+}
+
+/// Area-adjusted estimates per class, areas in the report's unit (`unit` per pixel).
+fn json_area_classes(a: &Assessment, unit: f64) -> Vec<Value> {
+    a.classes
         .iter()
         .zip(&a.area.classes)
         .map(|(c, x)| {
@@ -80,7 +76,19 @@ pub fn to_json(a: &Assessment) -> Value {
                 },
             })
         })
+        .collect()
+}
+
+/// The report as a JSON value.
+pub fn to_json(a: &Assessment) -> Value {
+    let (unit, unit_name) = unit_area(a);
+    let classes: Vec<Value> = a
+        .classes
+        .iter()
+        .map(|c| json!({"code": c.code, "name": c.name}))
         .collect();
+    let per_class = json_per_class(a);
+    let area_classes = json_area_classes(a, unit);
     json!({
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -142,8 +150,17 @@ fn area_pm(e: Estimate, unit: f64) -> String {
 
 /// The report as Markdown.
 pub fn to_markdown(a: &Assessment) -> String {
-    let (unit, unit_name) = unit_area(a);
     let mut s = String::new();
+    md_summary(&mut s, a);
+    md_per_class(&mut s, a);
+    md_confusion(&mut s, a);
+    md_area_notes(&mut s, a);
+    md_area_table(&mut s, a);
+    s
+}
+
+/// The inputs, the samples and the overall accuracy.
+fn md_summary(s: &mut String, a: &Assessment) {
     s.push_str("# Accuracy assessment\n\n");
     s.push_str(&format!("- map: `{}`\n", a.map));
     let refs: Vec<String> = a.references.iter().map(|r| format!("`{r}`")).collect();
@@ -168,7 +185,10 @@ pub fn to_markdown(a: &Assessment) -> String {
         f3(a.sample.overall),
         f3(a.sample.kappa)
     ));
+}
 
+/// Precision, recall and F1 per class.
+fn md_per_class(s: &mut String, a: &Assessment) {
     s.push_str("## Per class\n\n");
     s.push_str("| code | class | reference samples | map samples | precision (user's) | recall (producer's) | F1 |\n");
     s.push_str("|---:|---|---:|---:|---:|---:|---:|\n");
@@ -184,7 +204,10 @@ pub fn to_markdown(a: &Assessment) -> String {
             f3(x.f1)
         ));
     }
+}
 
+/// The sample confusion matrix with its totals, the diagonal in bold.
+fn md_confusion(s: &mut String, a: &Assessment) {
     s.push_str("\n## Confusion matrix (sample counts; rows = reference, columns = map)\n\n");
     s.push_str("| reference \\ map |");
     for c in &a.classes {
@@ -212,7 +235,11 @@ pub fn to_markdown(a: &Assessment) -> String {
         s.push_str(&format!(" {} |", a.confusion.map_total(m)));
     }
     s.push_str(&format!(" {} |\n", a.confusion.total()));
+}
 
+/// How the area-adjusted estimates were made, and what they leave out.
+fn md_area_notes(s: &mut String, a: &Assessment) {
+    let (unit, unit_name) = unit_area(a);
     s.push_str("\n## Area-adjusted estimates (Olofsson et al. 2014)\n\n");
     s.push_str(&format!(
         "Strata = map classes, stratum sizes = mapped pixels ({} × {} map units each); ± = 95 % confidence \
@@ -240,6 +267,11 @@ pub fn to_markdown(a: &Assessment) -> String {
             names.join(", ")
         ));
     }
+}
+
+/// Mapped and estimated area, user's and producer's accuracy per class.
+fn md_area_table(s: &mut String, a: &Assessment) {
+    let (unit, unit_name) = unit_area(a);
     s.push_str(&format!(
         "| code | class | mapped area ({unit_name}) | mapped share | user's accuracy | producer's accuracy | estimated area ({unit_name}) |\n"
     ));
@@ -261,7 +293,6 @@ pub fn to_markdown(a: &Assessment) -> String {
             area_pm(x.area_pixels, unit)
         ));
     }
-    s
 }
 
 /// A few lines for stderr.

@@ -200,123 +200,182 @@ pub struct AreaAdjusted {
     pub strata_without_samples: Vec<usize>,
 }
 
+/// The strata of the sample (the map classes): their sizes, weights and sample counts.
+struct Strata<'a> {
+    c: &'a Confusion,
+    /// N_i·: mapped pixels per stratum.
+    mapped_pixels: &'a [u64],
+    /// W_i: the share of the mapped area in stratum i.
+    w: Vec<f64>,
+    /// n_i·: samples per stratum.
+    n: Vec<u64>,
+    /// Variance contribution is undefined when a sampled stratum holds one sample.
+    variance_defined: bool,
+}
+
+impl Strata<'_> {
+    fn new<'a>(c: &'a Confusion, mapped_pixels: &'a [u64]) -> Strata<'a> {
+        let total: u64 = mapped_pixels.iter().sum();
+        let w = mapped_pixels
+            .iter()
+            .map(|&n| if total > 0 { n as f64 / total as f64 } else { 0.0 })
+            .collect();
+        let n: Vec<u64> = (0..c.k).map(|m| c.map_total(m)).collect();
+        Strata {
+            c,
+            mapped_pixels,
+            w,
+            variance_defined: n.iter().all(|&n| n != 1),
+            n,
+        }
+    }
+
+    fn k(&self) -> usize {
+        self.c.k
+    }
+
+    /// n_ij / n_i· of map class (stratum) i and reference class j.
+    fn share(&self, i: usize, j: usize) -> f64 {
+        if self.n[i] == 0 {
+            0.0
+        } else {
+            self.c.get(j, i) as f64 / self.n[i] as f64
+        }
+    }
+
+    fn dof(&self, i: usize) -> f64 {
+        (self.n[i] as f64 - 1.0).max(1.0)
+    }
+
+    fn sampled(&self, i: usize) -> bool {
+        self.n[i] > 0
+    }
+
+    /// weight² · s(1 − s) / (n_i· − 1) with s = n_ij / n_i·: stratum i's term of eqs. 5, 7 and 10.
+    fn variance_term(&self, i: usize, j: usize, weight: f64) -> f64 {
+        let s = self.share(i, j);
+        weight * weight * s * (1.0 - s) / self.dof(i)
+    }
+
+    /// An estimate whose variance is `var`, when the variance is defined.
+    fn estimate(&self, value: f64, var: f64) -> Estimate {
+        Estimate {
+            value,
+            se: self.variance_defined.then(|| var.sqrt()),
+        }
+    }
+
+    /// p̂_ij = W_i · n_ij / n_i· (eq. 4), rows = reference j, columns = map i.
+    fn proportions(&self) -> Vec<Vec<f64>> {
+        let k = self.k();
+        let mut proportions = vec![vec![0.0; k]; k];
+        for (j, row) in proportions.iter_mut().enumerate() {
+            for (i, p) in row.iter_mut().enumerate() {
+                *p = self.w[i] * self.share(i, j);
+            }
+        }
+        proportions
+    }
+
+    /// Ô = Σ p̂_jj (eq. 1), variance from eq. 5; `None` without samples.
+    fn overall(&self, proportions: &[Vec<f64>]) -> Option<Estimate> {
+        (self.c.total() > 0).then(|| {
+            let value: f64 = (0..self.k()).map(|j| proportions[j][j]).sum();
+            let var: f64 = (0..self.k())
+                .filter(|&i| self.sampled(i))
+                .map(|i| self.variance_term(i, i, self.w[i]))
+                .sum();
+            self.estimate(value, var)
+        })
+    }
+
+    /// U_j = n_jj / n_j· (eq. 2), SE from eq. 6; `None` for a stratum without samples.
+    fn users_accuracy(&self, j: usize) -> Option<Estimate> {
+        self.sampled(j).then(|| {
+            let u = self.share(j, j);
+            Estimate {
+                value: u,
+                se: (self.n[j] > 1).then(|| (u * (1.0 - u) / self.dof(j)).sqrt()),
+            }
+        })
+    }
+
+    /// P_j = p̂_jj / p̂_·j (eq. 3), variance from eq. 7; `None` when class j is estimated absent.
+    fn producers_accuracy(&self, j: usize, p_jj: f64, p_ref_j: f64) -> Option<Estimate> {
+        (p_ref_j > 0.0).then(|| {
+            let p = p_jj / p_ref_j;
+            let pixels = |i: usize| self.mapped_pixels[i] as f64;
+            // Eq. 7, with N_i· the mapped pixels of stratum i and N̂_·j = Σ_i N_i·/n_i· · n_ij.
+            let nhat_j: f64 = (0..self.k())
+                .filter(|&i| self.sampled(i))
+                .map(|i| pixels(i) * self.share(i, j))
+                .sum();
+            let u = self.share(j, j);
+            let nj = pixels(j);
+            let first = if self.sampled(j) {
+                nj * nj * (1.0 - p) * (1.0 - p) * u * (1.0 - u) / self.dof(j)
+            } else {
+                0.0
+            };
+            let second: f64 = (0..self.k())
+                .filter(|&i| i != j && self.sampled(i))
+                .map(|i| self.variance_term(i, j, pixels(i)))
+                .sum();
+            self.estimate(p, (first + p * p * second) / (nhat_j * nhat_j))
+        })
+    }
+
+    /// SE(p̂_·j) = sqrt(Σ_i W_i² · (n_ij/n_i·)(1 − n_ij/n_i·) / (n_i· − 1)) (eq. 10).
+    fn proportion_se(&self, j: usize) -> Option<f64> {
+        let var: f64 = (0..self.k())
+            .filter(|&i| self.sampled(i))
+            .map(|i| self.variance_term(i, j, self.w[i]))
+            .sum();
+        self.variance_defined.then(|| var.sqrt())
+    }
+
+    /// Every estimate of class j; `p_ref_j` = p̂_·j, `a` = the mapped area in pixels.
+    fn class_area(&self, j: usize, proportions: &[Vec<f64>], p_ref_j: f64, a: f64) -> ClassArea {
+        let se_p = self.proportion_se(j);
+        ClassArea {
+            mapped_pixels: self.mapped_pixels[j],
+            mapped_proportion: self.w[j],
+            users_accuracy: self.users_accuracy(j),
+            producers_accuracy: self.producers_accuracy(j, proportions[j][j], p_ref_j),
+            proportion: Estimate {
+                value: p_ref_j,
+                se: se_p,
+            },
+            // Eqs. 11 and 12: Â = A · p̂_·j, SE(Â) = A · SE(p̂_·j).
+            area_pixels: Estimate {
+                value: p_ref_j * a,
+                se: se_p.map(|s| s * a),
+            },
+        }
+    }
+}
+
 /// Area-adjusted accuracy and area estimates. `mapped_pixels[m]` is the number of map pixels of class
 /// `m` (the stratum sizes N_i); `c` holds the sample counts.
 pub fn area_adjusted(c: &Confusion, mapped_pixels: &[u64]) -> AreaAdjusted {
     let k = c.k;
     assert_eq!(mapped_pixels.len(), k);
     let total: u64 = mapped_pixels.iter().sum();
-    let a = total as f64;
-    let w: Vec<f64> = mapped_pixels
-        .iter()
-        .map(|&n| if total > 0 { n as f64 / a } else { 0.0 })
-        .collect();
-    let n_i: Vec<u64> = (0..k).map(|m| c.map_total(m)).collect();
-    // n_ij / n_i· of map class (stratum) i and reference class j.
-    let share = |i: usize, j: usize| -> f64 {
-        if n_i[i] == 0 {
-            0.0
-        } else {
-            c.get(j, i) as f64 / n_i[i] as f64
-        }
-    };
-    // Variance contribution is undefined when a sampled stratum holds one sample.
-    let variance_defined = n_i.iter().all(|&n| n != 1);
-    let dof = |i: usize| (n_i[i] as f64 - 1.0).max(1.0);
-    let sampled = |i: usize| n_i[i] > 0;
-
-    let mut proportions = vec![vec![0.0; k]; k];
-    for (j, row) in proportions.iter_mut().enumerate() {
-        for (i, p) in row.iter_mut().enumerate() {
-            *p = w[i] * share(i, j);
-        }
-    }
+    let strata = Strata::new(c, mapped_pixels);
+    let proportions = strata.proportions();
     // p̂_·j: estimated reference-class proportions (column sums in the paper's map-rows orientation).
     let p_ref: Vec<f64> = (0..k).map(|j| proportions[j].iter().sum()).collect();
-
-    let any_sample = c.total() > 0;
-    let overall = any_sample.then(|| {
-        let value: f64 = (0..k).map(|j| proportions[j][j]).sum();
-        let var: f64 = (0..k)
-            .filter(|&i| sampled(i))
-            .map(|i| {
-                let u = share(i, i);
-                w[i] * w[i] * u * (1.0 - u) / dof(i)
-            })
-            .sum();
-        Estimate {
-            value,
-            se: variance_defined.then(|| var.sqrt()),
-        }
-    });
-
-    let mut classes = Vec::with_capacity(k);
-    for j in 0..k {
-        let users_accuracy = sampled(j).then(|| {
-            let u = share(j, j);
-            Estimate {
-                value: u,
-                se: (n_i[j] > 1).then(|| (u * (1.0 - u) / dof(j)).sqrt()),
-            }
-        });
-        let producers_accuracy = (p_ref[j] > 0.0).then(|| {
-            let p = proportions[j][j] / p_ref[j];
-            // Eq. 7, with N_i· the mapped pixels of stratum i and N̂_·j = Σ_i N_i·/n_i· · n_ij.
-            let nhat_j: f64 = (0..k)
-                .filter(|&i| sampled(i))
-                .map(|i| mapped_pixels[i] as f64 * share(i, j))
-                .sum();
-            let u = share(j, j);
-            let nj = mapped_pixels[j] as f64;
-            let first = if sampled(j) {
-                nj * nj * (1.0 - p) * (1.0 - p) * u * (1.0 - u) / dof(j)
-            } else {
-                0.0
-            };
-            let second: f64 = (0..k)
-                .filter(|&i| i != j && sampled(i))
-                .map(|i| {
-                    let s = share(i, j);
-                    let ni = mapped_pixels[i] as f64;
-                    ni * ni * s * (1.0 - s) / dof(i)
-                })
-                .sum();
-            let var = (first + p * p * second) / (nhat_j * nhat_j);
-            Estimate {
-                value: p,
-                se: variance_defined.then(|| var.sqrt()),
-            }
-        });
-        // Eq. 10: SE(p̂_·k) = sqrt(Σ_i W_i² · (n_ik/n_i·)(1 − n_ik/n_i·) / (n_i· − 1)).
-        let var_p: f64 = (0..k)
-            .filter(|&i| sampled(i))
-            .map(|i| {
-                let s = share(i, j);
-                w[i] * w[i] * s * (1.0 - s) / dof(i)
-            })
-            .sum();
-        let se_p = variance_defined.then(|| var_p.sqrt());
-        classes.push(ClassArea {
-            mapped_pixels: mapped_pixels[j],
-            mapped_proportion: w[j],
-            users_accuracy,
-            producers_accuracy,
-            proportion: Estimate {
-                value: p_ref[j],
-                se: se_p,
-            },
-            area_pixels: Estimate {
-                value: p_ref[j] * a,
-                se: se_p.map(|s| s * a),
-            },
-        });
-    }
+    let classes = (0..k)
+        .map(|j| strata.class_area(j, &proportions, p_ref[j], total as f64))
+        .collect();
     AreaAdjusted {
         total_pixels: total,
-        overall,
+        overall: strata.overall(&proportions),
         classes,
+        strata_without_samples: (0..k)
+            .filter(|&i| mapped_pixels[i] > 0 && !strata.sampled(i))
+            .collect(),
         proportions,
-        strata_without_samples: (0..k).filter(|&i| mapped_pixels[i] > 0 && !sampled(i)).collect(),
     }
 }
 

@@ -111,7 +111,7 @@ pub(crate) fn read_window(
         .map_err(|e| AssessError::Read {
             input,
             path: path.to_string(),
-            source: GdalCause(e).into(),
+            source: GdalCause::new(e).into(),
         })
 }
 
