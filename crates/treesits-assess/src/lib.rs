@@ -664,6 +664,48 @@ mod tests {
     }
 
     #[test]
+    fn no_samples_says_where_they_went() {
+        let e = AssessError::NoSamples {
+            references: vec!["a.gpkg".into(), "b.gpkg".into()],
+            map: "m.tif".into(),
+            dropped: Dropped {
+                outside_map: 3,
+                map_nodata: 2,
+                reference_nodata: 1,
+                ignored: 4,
+            },
+        };
+        assert_eq!(
+            e.to_string(),
+            "no reference sample of a.gpkg, b.gpkg falls on a mapped pixel of --map m.tif (3 outside \
+             the map, 2 on map nodata, 1 without a reference class, 4 ignored): check that both \
+             cover the same area"
+        );
+    }
+
+    #[test]
+    fn causes_are_kept_as_sources() {
+        use std::error::Error;
+        let e = AssessError::Read {
+            input: Input::Reference,
+            path: "r.tif".into(),
+            source: ReadFailure::Open(OpenError::Missing),
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot read --reference r.tif (no such file): check that the file is complete \
+             (gdalinfo -checksum)"
+        );
+        assert_eq!(e.source().unwrap().to_string(), "no such file");
+        let e = AssessError::Layer {
+            path: "p.gpkg".into(),
+            source: LayerError::NoLayers,
+        };
+        assert_eq!(e.to_string(), "--reference p.gpkg has no layers");
+        assert!(e.source().unwrap().is::<LayerError>());
+    }
+
+    #[test]
     fn labels_come_from_the_class_table_json() {
         let l = labels_from_json(
             r#"[{"code":0,"name":"spruce"},{"code":10,"name":"non-forest"},{"code":255,"name":"x"}]"#,
