@@ -82,7 +82,7 @@ pub fn reason(e: &gdal::errors::GdalError) -> &str {
 impl std::fmt::Display for GdalCause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match reason(&self.0) {
-            "" => write!(f, "{}", self.0),
+            "" => f.write_str("GDAL gave no reason"),
             r => f.write_str(r),
         }
     }

@@ -13,9 +13,11 @@ pub enum OpenError {
     /// A local path that does not exist.
     #[error("no such file")]
     Missing,
-    /// GDAL's reason (an S3 error, an unknown format, a corrupt file, …).
+    /// GDAL's reason (an S3 error, an unknown format, a corrupt file, …), or the fallback when GDAL
+    /// gave none. The message already shows the reason, so the `GdalError` is kept as data, not
+    /// chained as a source (which would print GDAL's wrapper text after the fallback).
     #[error("{}", .0.reason_or(.1))]
-    Gdal(#[source] GdalCause, &'static str),
+    Gdal(GdalCause, &'static str),
 }
 
 /// Opens `path` (local or `/vsi…`) read-only with `flags` (`GDAL_OF_VECTOR`, `GDAL_OF_RASTER`, …).
