@@ -20,11 +20,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 import kustomize_lite  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-K8S = ROOT / "kubernetes"
-OVERLAYS = sorted(p.parent for p in (K8S / "overlays").glob("*/kustomization.yaml"))
-TARGETS = [K8S / "base"] + OVERLAYS
-TARGET_IDS = [str(p.relative_to(K8S)) for p in TARGETS]
+from k8s_tree import K8S, OVERLAYS, ROOT, TARGET_IDS, TARGETS  # noqa: E402
 # Oldest release we support (EO-Lab's Magnum templates lag), a middle one, the newest bundled schema.
 K8S_VERSIONS = ["1.27.0", "1.30.0", "1.37.0"]
 NAMESPACE = "treesits"

@@ -19,11 +19,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import kustomize_lite  # noqa: E402
 import pod_security  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-K8S = ROOT / "kubernetes"
-OVERLAYS = sorted(p.parent for p in (K8S / "overlays").glob("*/kustomization.yaml"))
-TARGETS = [K8S / "base"] + OVERLAYS
-IDS = [str(p.relative_to(K8S)) for p in TARGETS]
+from k8s_tree import K8S, OVERLAYS, ROOT, TARGET_IDS, TARGETS  # noqa: E402
+IDS = TARGET_IDS
 TASK_POLICY = K8S / "cluster/task-pod-security.yaml"
 CUBE_CLAIM = "treesits-cube"
 # Overlays for clusters older than Kubernetes 1.36 (no MutatingAdmissionPolicy): they enforce baseline.

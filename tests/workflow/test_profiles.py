@@ -14,15 +14,13 @@ Run: python3 tests/workflow/test_profiles.py
 import json
 import os
 import re
-import shutil
-import subprocess
 import tempfile
 import unittest
 from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from groovy_cli import REPO, groovy  # noqa: E402  (this directory is on sys.path when run as a script)
 HERE = Path(__file__).resolve().parent
 GB = 1 << 30
 HOUR = 3600 * 1000
@@ -50,18 +48,6 @@ QUALIFIED = re.compile(r"^[a-z0-9-]+(\.[a-z0-9-]+)+(:[0-9]+)?(/[a-z0-9._-]+)+:[A
 POD_SECURITY_FIELDS = {"appArmorProfile", "fsGroup", "fsGroupChangePolicy", "runAsGroup", "runAsNonRoot", "runAsUser",
                        "seLinuxChangePolicy", "seLinuxOptions", "seccompProfile", "supplementalGroups",
                        "supplementalGroupsPolicy", "sysctls", "windowsOptions"}
-
-
-def groovy(*args: str) -> str:
-    env = dict(os.environ)
-    if not env.get("JAVA_HOME"):
-        java = shutil.which("java")
-        if java:
-            env["JAVA_HOME"] = str(Path(os.path.realpath(java)).parent.parent)
-    r = subprocess.run(["groovy", *args], cwd=REPO, env=env, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise AssertionError(f"groovy {' '.join(args)} failed:\n{r.stdout}\n{r.stderr[-4000:]}")
-    return r.stdout
 
 
 def spec(profiles: list, params: dict = None, configs: list = None, parser: str = "v2") -> dict:

@@ -26,20 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
+from groovy_cli import REPO, groovy  # noqa: E402  (this directory is on sys.path when run as a script)
 HERE = Path(__file__).resolve().parent
-
-
-def groovy(*args: str) -> str:
-    env = dict(os.environ)
-    if not env.get("JAVA_HOME"):
-        java = shutil.which("java")
-        if java:
-            env["JAVA_HOME"] = str(Path(os.path.realpath(java)).parent.parent)
-    r = subprocess.run(["groovy", *args], cwd=REPO, env=env, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise AssertionError(f"groovy {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
-    return r.stdout
 
 
 def render(spec: dict) -> object:
