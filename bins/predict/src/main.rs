@@ -7,8 +7,8 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use treesits_core::contract::ModelContract;
 use treesits_core::prediction::Uncertainty;
+use treesits_infer::batch::{human_bytes, BatchSize};
 use treesits_infer::input;
-use treesits_infer::memory;
 use treesits_infer::pipeline::{Destination, PredictPlan};
 use treesits_infer::runtime::{Device, ModelSession, Runtime, SessionConfig};
 
@@ -50,8 +50,9 @@ struct Cli {
     /// `auto` (CUDA when available, else CPU; the log says which).
     #[arg(long, default_value = "auto", value_name = "cpu|cuda|auto")]
     device: Device,
-    /// Pixels per model call. Default: sized from the free (GPU or host) memory and the model's
-    /// sequence length, between 32 and 8192; the log says which.
+    /// Pixels per model call (default 1024, whatever memory is free, so two runs cut the same
+    /// batches). Results do not depend on it: a batch holds series of one length unless the model's
+    /// contract says it ignores padding.
     #[arg(long, value_name = "PIXELS", value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: Option<u32>,
     /// ONNX Runtime intra-op threads (default: the CPUs this process may use). Reading and packing
@@ -101,32 +102,42 @@ fn main() -> ExitCode {
         };
         let mut session = ModelSession::open(&runtime, &cli.model, &config)?;
         let c = session.contract();
-        let steps = session
-            .shape()
-            .fixed_length
-            .or(c.sequence.max_length)
-            .unwrap_or(memory::UNBOUNDED_STEPS);
-        let batch_size = match (session.shape().fixed_batch, cli.batch_size) {
-            (Some(fixed), requested) => {
-                if requested.is_some_and(|r| r as usize != fixed) {
-                    log::warn!("the model takes batches of exactly {fixed} pixels: --batch-size ignored");
-                }
-                fixed
-            }
-            (None, Some(n)) => n as usize,
-            (None, None) => {
-                let (n, why) = memory::default_batch_size(session.device(), steps);
-                log::info!("batch size {n} ({why})");
-                n
-            }
-        };
+        let batch = BatchSize::choose(session.shape().fixed_batch, cli.batch_size.map(|b| b as usize));
+        if let Some(r) = batch.ignored_request {
+            log::warn!(
+                "the model takes batches of exactly {} pixels: --batch-size {r} ignored",
+                batch.pixels
+            );
+        }
+        let steps = session.shape().fixed_length.or(c.sequence.max_length);
         log::info!(
-            "model {} ({} bands, {} classes) on {} with {threads} threads, batches of up to {batch_size} pixels",
+            "model {} ({} bands, {} classes) on {} with {threads} threads, batches of up to {batch}; {}",
             c.model_id,
             c.bands.len(),
             c.classes.len(),
             session.device(),
+            match steps {
+                Some(t) => format!(
+                    "inputs of at most {} per batch ({t} steps)",
+                    human_bytes(batch.input_bytes(
+                        t,
+                        c.bands.len(),
+                        c.inputs.doy.is_some(),
+                        c.inputs.mask.is_some()
+                    ))
+                ),
+                None => format!(
+                    "inputs of {} per batch and step",
+                    human_bytes(batch.input_bytes(
+                        1,
+                        c.bands.len(),
+                        c.inputs.doy.is_some(),
+                        c.inputs.mask.is_some()
+                    ))
+                ),
+            }
         );
+        let batch_size = batch.pixels;
         let plan = PredictPlan::new(
             sources,
             destination,

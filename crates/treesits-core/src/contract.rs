@@ -118,6 +118,15 @@ pub struct Sequence {
     pub pad_value: f32,
     #[serde(default = "default_long_series")]
     pub long_series: LongSeries,
+    /// Whether the model's output for a series is the same however much padding surrounds it (it
+    /// masks padded steps exactly, e.g. a Transformer with a key padding mask, or an LSTM that honours
+    /// sequence lengths in both directions). Only then does `predict` pad a series to the longest of
+    /// its batch; otherwise (the default, and every contract written before this key existed) a batch
+    /// holds series of one length only, so no padding reaches the model (a model with a fixed
+    /// sequence length always gets exactly that length). Either way a pixel's input never depends on
+    /// the other pixels of its batch.
+    #[serde(default)]
+    pub ignores_padding: bool,
 }
 
 fn default_long_series() -> LongSeries {
@@ -315,6 +324,7 @@ mod tests {
                 padding: PaddingSide::Left,
                 pad_value: 0.0,
                 long_series: LongSeries::Evenly,
+                ignores_padding: false,
             },
             doy: DoyEncoding::None,
             classes: tree_species(),
@@ -403,6 +413,8 @@ mod tests {
         assert_eq!(lstm.doy, DoyEncoding::None);
         assert_eq!(lstm.sequence.padding, PaddingSide::Left);
         assert_eq!(lstm.sequence.max_length, Some(64));
+        // Written before `ignores_padding` existed: read as false (predict never pads them).
+        assert!(!lstm.sequence.ignores_padding && !transformer.sequence.ignores_padding);
         assert_eq!(transformer.inputs.doy.as_deref(), Some("doy"));
         assert_eq!(transformer.inputs.mask.as_deref(), Some("mask"));
         assert_eq!(transformer.doy, DoyEncoding::Sinusoidal { dim: 32 });

@@ -3,17 +3,17 @@
 //!
 //! - [`input`]: chunk files, directories of them, or stdin, read batch by batch;
 //! - [`pack`]: a chunk's observations → `[B, T, bands]` (+ day of year, mask) tensors exactly as the
-//!   contract says, bucketed by series length so little compute goes to padding;
+//!   contract says, bucketed by series length (one length per batch unless the model ignores padding);
 //! - [`runtime`]: the ONNX Runtime library, CPU or CUDA sessions, the model checked against its contract;
 //! - [`classify`]: model outputs → class, probability, per-class probabilities, uncertainty;
 //! - [`pipeline`]: reading and packing on their own thread, overlapped with inference; atomic outputs;
-//! - [`memory`]: the default batch size, from the memory that is free.
+//! - [`batch`]: the batch-size policy (a fixed default, never the memory that happens to be free).
 //!
 //! No GDAL here: `predict`'s container holds ONNX Runtime (+ CUDA) only.
 
+pub mod batch;
 pub mod classify;
 pub mod input;
-pub mod memory;
 pub mod pack;
 pub mod pipeline;
 pub mod runtime;
