@@ -9,6 +9,7 @@
 //! - [`value_set`]: raster value lists and ranges (`10,20-30`);
 //! - [`chunk`], [`prediction`]: the Arrow IPC time-series and prediction chunks;
 //! - [`contract`]: the model contract an ONNX model carries;
+//! - [`inputs`]: input arguments (`-`, files, directories, `*`/`?` patterns) → the streams to read;
 //! - [`inventory`]: what a map was made from, per tile, and what changed since;
 //! - [`atomic`], [`staged_dir`]: outputs written under a temporary name and renamed into place when
 //!   complete (std only, so tools without GDAL use them too).
@@ -18,6 +19,7 @@ pub mod chunk;
 pub mod contract;
 pub mod date;
 pub mod grid;
+pub mod inputs;
 pub mod inventory;
 pub mod level2;
 pub mod prediction;

@@ -14,10 +14,22 @@
 //! sequence length always gets exactly that length.
 
 use treesits_core::chunk::{ChunkColumns, ChunkMetadata};
-use treesits_core::contract::{ModelContract, PaddingSide};
+use treesits_core::contract::{ContractError, ModelContract, PaddingSide};
 use treesits_core::Date;
 
-use crate::InferError;
+/// Why a chunk stream cannot be packed for a model.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    /// The chunk lacks a band the model needs.
+    #[error(transparent)]
+    Bands(#[from] ContractError),
+    #[error("the model's input '{input}' has a fixed sequence length of {fixed} but the contract's 'sequence.max_length' is {}: set max_length to at most {fixed}", max_length.map_or("null".to_string(), |m| m.to_string()))]
+    FixedLength {
+        input: String,
+        fixed: usize,
+        max_length: Option<usize>,
+    },
+}
 
 /// How the observations of one chunk stream become tensors (built once per input stream).
 #[derive(Debug, Clone)]
@@ -79,21 +91,19 @@ impl Packer {
         contract: &ModelContract,
         chunk: &ChunkMetadata,
         fixed_length: Option<usize>,
-    ) -> Result<Packer, InferError> {
-        let band_columns = contract
-            .band_indices(&chunk.band_names)
-            .map_err(|e| InferError::Input(e.to_string()))?;
+    ) -> Result<Packer, PackError> {
+        let band_columns = contract.band_indices(&chunk.band_names)?;
         let (mean, std) = contract.normalisation();
         let s = &contract.scaling;
         let gain = std.iter().map(|sd| s.scale / sd).collect();
         let bias = mean.iter().zip(&std).map(|(m, sd)| (s.offset - m) / sd).collect();
         if let (Some(fixed), max) = (fixed_length, contract.sequence.max_length) {
             if max.is_none_or(|m| m > fixed) {
-                return Err(InferError::Model(format!(
-                    "the model's input '{}' has a fixed sequence length of {fixed} but the contract's 'sequence.max_length' is {}: set max_length to at most {fixed}",
-                    contract.inputs.values,
-                    max.map_or("null".to_string(), |m| m.to_string())
-                )));
+                return Err(PackError::FixedLength {
+                    input: contract.inputs.values.clone(),
+                    fixed,
+                    max_length: max,
+                });
             }
         }
         Ok(Packer {
