@@ -1,5 +1,6 @@
-#!/usr/bin/env python3
 """CI check of the committed fixture models, without PyTorch (numpy, pyarrow, onnxruntime from .venv).
+
+    treesits-check-fixtures [--fixtures DIR]      (or: python3 models/check_fixtures.py, as scripts/test does)
 
 For each `models/fixtures/<name>.onnx`: the contract in its metadata parses and equals the committed
 `<name>.contract.json`; the model's inputs/outputs have the names, element types and (dynamic) shapes the
@@ -10,6 +11,7 @@ Exit status 0 when every check passes, 1 otherwise (one line per failure on stde
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -17,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from .contract import SENTINEL2_BANDS, TRUTH_CLASSES, read_from_onnx
+from .data import Samples, pack
 
-from treesits_models.contract import SENTINEL2_BANDS, TRUTH_CLASSES, read_from_onnx  # noqa: E402
-from treesits_models.data import Samples, pack  # noqa: E402
+# models/fixtures, next to the package in the repository (or give --fixtures)
+FIXTURES_DIR = Path(__file__).resolve().parents[1] / "fixtures"
 
 FIXTURES = ["lstm", "transformer"]
 MAX_BYTES = 2 * 1024 * 1024
@@ -49,13 +51,13 @@ def feed_for(contract: dict, packed) -> dict:
     return feed
 
 
-def check(name: str) -> list[str]:
+def check(name: str, fixtures: Path = FIXTURES_DIR) -> list[str]:
     errors = []
-    path = HERE / "fixtures" / f"{name}.onnx"
+    path = fixtures / f"{name}.onnx"
     if path.stat().st_size > MAX_BYTES:
         errors.append(f"{path.name} is {path.stat().st_size} bytes (limit {MAX_BYTES})")
     contract = read_from_onnx(path)
-    committed = json.loads((HERE / "fixtures" / f"{name}.contract.json").read_text())
+    committed = json.loads((fixtures / f"{name}.contract.json").read_text())
     if contract != committed:
         errors.append(f"{name}.contract.json differs from the contract inside {path.name}: re-run training/export")
     if contract["bands"] != SENTINEL2_BANDS or contract["classes"] != TRUTH_CLASSES:
@@ -107,11 +109,14 @@ def check(name: str) -> list[str]:
     return errors
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="treesits-check-fixtures", description=__doc__.splitlines()[0])
+    p.add_argument("--fixtures", type=Path, default=FIXTURES_DIR, help=f"directory of the fixtures (default {FIXTURES_DIR})")
+    args = p.parse_args(argv)
     failures = []
     for name in FIXTURES:
         try:
-            errs = check(name)
+            errs = check(name, args.fixtures)
         except Exception as e:  # a broken file is a failure of this check, not a crash
             errs = [f"{name}: {type(e).__name__}: {e}"]
         failures += errs

@@ -1,7 +1,7 @@
-#!/usr/bin/env python3
 """Checks that need PyTorch (run by hand with the torch venv; CI runs `check_fixtures.py` instead).
 
-    cd models && /path/to/torch-venv/bin/python torch_checks.py [--work ../out/models-train]
+    cd models && /path/to/torch-venv/bin/treesits-torch-checks [--work ../out/models-train]
+    (or /path/to/torch-venv/bin/python torch_checks.py from models/)
 
 1. Export of freshly initialised models (LSTM uni- and bidirectional, Transformer): onnxruntime == torch
    on batches of several B and T (done inside `export`), contract in the metadata.
@@ -27,13 +27,13 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from . import convert, data
+from .architectures import build
+from .contract import SENTINEL2_BANDS, TRUTH_CLASSES, make_contract, read_from_onnx
+from .export import export
 
-from treesits_models import convert, data  # noqa: E402
-from treesits_models.architectures import build  # noqa: E402
-from treesits_models.contract import SENTINEL2_BANDS, TRUTH_CLASSES, make_contract, read_from_onnx  # noqa: E402
-from treesits_models.export import export  # noqa: E402
+# models/fixtures, next to the package in the repository
+FIXTURES_DIR = Path(__file__).resolve().parents[1] / "fixtures"
 
 # ours → upstream, the inverse of convert.UPSTREAM_NAME_MAP
 TO_UPSTREAM = {"lstm": [("embedding.", "embd."), ("head.", "fc.")],
@@ -115,7 +115,7 @@ def check_conversion(work: Path, tmp: Path, held_out: data.Samples) -> None:
         model = build(arch, **hp)
         model.load_state_dict(ckpt["state_dict"])
         model.eval()
-        fixture = HERE / "fixtures" / f"{arch}.onnx"
+        fixture = FIXTURES_DIR / f"{arch}.onnx"
         contract = read_from_onnx(fixture)
         s = contract["scaling"]
         idx = np.flatnonzero(held_out.n_obs >= 1)[:3000]

@@ -567,6 +567,26 @@ fn a_bidirectional_lstm_gives_the_same_answers_at_every_batch_size() {
         assert!(full > 500, "{full} pixels with observations");
         runs.push(preds);
     }
+    // Two runs with the default batch size write the same bytes (nothing follows free memory).
+    let default_run = |name: &str| -> Vec<Vec<u8>> {
+        let out = cube.path(name);
+        ok(&predict(&[
+            "--model",
+            s(&model),
+            "--input",
+            s(&chunks),
+            "--out-dir",
+            s(&out),
+            "--device",
+            "cpu",
+            "--probabilities",
+        ]));
+        files_in(&out)
+            .iter()
+            .map(|n| std::fs::read(out.join(n)).unwrap())
+            .collect()
+    };
+    assert_eq!(default_run("pred_bilstm_a"), default_run("pred_bilstm_b"));
     for (batch, run) in ["7", "64", "4096"].iter().zip(&runs[1..]) {
         for (a, b) in runs[0].iter().zip(run) {
             assert_eq!(a.class, b.class, "classes at batch size {batch} vs 1");
@@ -939,4 +959,13 @@ fn trained_fixtures_reach_ninety_percent_on_a_held_out_cube() {
         assert!(n > 1000);
         assert!(accuracy >= 0.90, "{}: accuracy {accuracy:.3}", model.display());
     }
+}
+
+/// The whole `--help` text, so a changed interface shows in review (`cargo insta review`, or
+/// `INSTA_UPDATE=always cargo test -p predict` to accept, then read the diff of the `.snap` file).
+#[test]
+fn help_text_is_pinned() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    ok(&out);
+    insta::assert_snapshot!("predict_help", String::from_utf8(out.stdout).unwrap());
 }
