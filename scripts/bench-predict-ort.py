@@ -4,7 +4,8 @@
     bench-predict-ort.py MODEL CHUNK_DIR THREADS BATCH_SIZE
 
 Packs every chunk in CHUNK_DIR as the model's contract says (bands by name, scaling, thinning,
-padding side, day of year, mask) and cuts the pixels into the same length-sorted batches as predict,
+padding side, day of year, mask) and cuts the pixels into the same length-sorted batches as predict
+(one series length per batch unless the contract says the model ignores padding),
 all *before* the clock starts; then times only `session.run` over those batches. Prints one line:
 `<seconds in session.run> <pixels> <batches>`.
 """
@@ -51,9 +52,16 @@ def pack(table, c, fixed_length, batch_size):
     lengths = np.minimum(n_obs, max_length) if max_length else n_obs
     pixels = np.nonzero(n_obs > 0)[0]
     order = pixels[np.argsort(lengths[pixels], kind="stable")]
+    # predict's batches: cut the length-sorted pixels into runs of one length (no padding at all)
+    # unless the model has a fixed length or its contract says it ignores padding.
+    if fixed_length or seq.get("ignores_padding", False):
+        runs = [order]
+    else:
+        cuts = np.flatnonzero(np.diff(lengths[order])) + 1
+        runs = np.split(order, cuts)
+    groups = [run[start:start + batch_size] for run in runs for start in range(0, len(run), batch_size)]
     batches = []
-    for start in range(0, len(order), batch_size):
-        group = order[start:start + batch_size]
+    for group in groups:
         t = fixed_length or int(lengths[group].max())
         x = np.full((len(group), t, k), seq.get("pad_value", 0.0), np.float32)
         d = np.zeros((len(group), t), np.int64)

@@ -2,7 +2,7 @@
 """Builds the tiny ONNX models `predict`'s tests run (committed next to this script; run it only to
 regenerate them):
 
-    PYTHONPATH=<dir with onnx==1.23.2> python models/testdata/make_test_models.py
+    .venv/bin/python models/testdata/make_test_models.py      (onnx==1.23.2, in the repo's .venv)
 
 Every model is linear in its inputs with weights given by a closed formula (`weight` below), so a test
 can recompute the exact expected output from a chunk's values and the contract alone. Each model looks
@@ -19,6 +19,13 @@ at its input in a way that exposes one packing rule:
   logits = x[:,4,:]·W1 + Σ_t x[:,t,:]·W2 + b.
 - `no_contract.onnx`: the graph of linear_left without a contract (its contract is
   `linear_left.contract.json`, for `--contract`).
+
+- `bilstm.onnx`: values[B,T,4] → a bidirectional ONNX `LSTM` (hidden 5, no `sequence_lens`) → the two
+  directions' final states → Linear → softmax. Left padding with 0, `max_length` 8 (evenly thinned),
+  and *no* `ignores_padding` in its contract: both directions read every step they are given, padding
+  included (the backward direction reads the left padding last), as a converted SITS-NN bidirectional
+  LSTM does. The tests check that its answers do not depend on the batch size (predict never pads it)
+  and equal an LSTM run pixel by pixel on the exact series.
 
 Each model's contract is also written as NAME.contract.json, the tests' reference.
 - `missing_tensor.onnx`: linear_left's graph whose contract names an input `values` the graph lacks.
@@ -211,7 +218,56 @@ def fixed_latest():
     save("fixed_latest.onnx", graph, c)
 
 
+def bilstm():
+    """Weights: W[d] = weight(20+d, 4H, bands, 0.08), R[d] = weight(30+d, 4H, H, 0.1),
+    B[d] = weight(40+d, 1, 8H, 0.05) (ONNX gate order i, o, f, c; Wb then Rb), head
+    weight(50, 2H, K, 0.3) + weight(51, 1, K, 0.1) on [forward final state ‖ backward final state]."""
+    bands = ["BLUE", "RED", "NIR", "SWIR1"]
+    hidden, k = 5, 4
+    c = contract(
+        "test-bilstm", bands,
+        {"values": "values"},
+        {"scale": 0.0001, "offset": 0.0, "mean": [0.05, 0.05, 0.25, 0.15], "std": [0.03, 0.03, 0.1, 0.06]},
+        {"max_length": 8, "padding": "left", "pad_value": 0.0, "long_series": "evenly"},
+        {"encoding": "none"},
+        [0, 3, 6, 9],
+        {"name": "probabilities", "kind": "probabilities"},
+    )
+
+    def stacked(name, seed, rows, cols, scale):
+        flat = [v for d in range(2) for r in weight(seed + d, rows, cols, scale) for v in r]
+        return helper.make_tensor(name, TensorProto.FLOAT, [2, rows, cols], flat)
+
+    inits = [
+        stacked("W", 20, 4 * hidden, len(bands), 0.08),
+        stacked("R", 30, 4 * hidden, hidden, 0.1),
+        helper.make_tensor("Bias", TensorProto.FLOAT, [2, 8 * hidden],
+                           [v for d in range(2) for v in weight(40 + d, 1, 8 * hidden, 0.05)[0]]),
+        const("Wout", weight(50, 2 * hidden, k, 0.3)),
+        const("bout", weight(51, 1, k, 0.1)),
+        helper.make_tensor("flat", TensorProto.INT64, [2], [0, -1]),
+    ]
+    nodes = [
+        helper.make_node("Transpose", ["values"], ["x_tbc"], perm=[1, 0, 2]),              # [T,B,C]
+        helper.make_node("LSTM", ["x_tbc", "W", "R", "Bias"], ["", "h_last"], hidden_size=hidden,
+                         direction="bidirectional"),                                       # [2,B,H]
+        helper.make_node("Transpose", ["h_last"], ["h_bdh"], perm=[1, 0, 2]),              # [B,2,H]
+        helper.make_node("Reshape", ["h_bdh", "flat"], ["h"]),                             # [B,2H]
+        helper.make_node("MatMul", ["h", "Wout"], ["hw"]),
+        helper.make_node("Add", ["hw", "bout"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes, "bilstm",
+        [helper.make_tensor_value_info("values", TensorProto.FLOAT, ["B", "T", len(bands)])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["B", k])],
+        initializer=inits,
+    )
+    save("bilstm.onnx", graph, c)
+
+
 if __name__ == "__main__":
     linear_left()
     doy_right_mask()
     fixed_latest()
+    bilstm()

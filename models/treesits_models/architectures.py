@@ -42,8 +42,9 @@ class LSTMClassifier(nn.Module):
     Padded steps are the steps whose every band equals `pad_value` (a real observation never normalises
     to exactly that in every band). Each row is rotated so its real observations come first, the LSTM
     runs from a zero state, and the output at the last real step is taken — so the answer for a series
-    does not depend on how much padding the batch gives it (exactly, for a unidirectional LSTM; the
-    backward direction of a bidirectional one also reads the padding that follows).
+    does not depend on how much padding the batch gives it — exactly for a unidirectional LSTM. The
+    backward direction of a bidirectional one also reads the padding that follows, so its contract must
+    not say `ignores_padding`: predict then gives it batches of one series length, unpadded.
     """
 
     def __init__(self, num_bands: int, num_classes: int, embed_size: int = 32, hidden_size: int = 64,

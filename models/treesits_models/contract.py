@@ -59,6 +59,7 @@ def make_contract(
     scale: float = 1e-4,
     offset: float = 0.0,
     pad_value: float = 0.0,
+    ignores_padding: bool = False,
     output_kind: str = "probabilities",
 ) -> dict:
     """A contract document for a model with inputs `values` (+ `doy`, `mask`) and output `probabilities`."""
@@ -83,6 +84,9 @@ def make_contract(
             "padding": padding,
             "pad_value": float(pad_value),
             "long_series": long_series,
+            # Only a model that masks padding exactly may say so: predict then pads series to the
+            # longest of their batch; otherwise a batch holds series of one length (no padding at all).
+            **({"ignores_padding": True} if ignores_padding else {}),
         },
         "doy": {"encoding": "none"} if doy_dim is None else {"encoding": "sinusoidal", "dim": doy_dim},
         "classes": [dict(k) for k in classes],
@@ -121,8 +125,9 @@ def validate(c: dict) -> dict:
         need(not v or len(v) == len(bands), f"'scaling.{k}' has {len(v)} values for {len(bands)} bands")
     need(all(v > 0 for v in s.get("std", [])), "'scaling.std' values must be positive")
     q = c["sequence"]
-    need(set(q) <= {"max_length", "padding", "pad_value", "long_series"} and "padding" in q,
+    need(set(q) <= {"max_length", "padding", "pad_value", "long_series", "ignores_padding"} and "padding" in q,
          "bad 'sequence' keys")
+    need(isinstance(q.get("ignores_padding", False), bool), "'sequence.ignores_padding' must be true or false")
     need(q["padding"] in ("left", "right"), "'sequence.padding' must be left or right")
     need(q.get("long_series", "evenly") in ("evenly", "latest"), "'sequence.long_series' must be "
          "evenly or latest")

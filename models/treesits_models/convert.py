@@ -141,9 +141,20 @@ def infer_hparams(state: dict) -> tuple[str, dict]:
     if "encoder.layers.0.self_attn.in_proj_weight" in state:
         layers = sum(1 for k in state if re.fullmatch(r"encoder\.layers\.\d+\.self_attn\.in_proj_weight", k))
         width = shape("encoder.layers.0.self_attn.in_proj_weight")[1]
+        if width == embed:
+            raise ConvertError(
+                f"encoder width {width} equals the band embedding's ({embed}): the SITS-NN fork's "
+                "TransformerClassifier layout, which *adds* a sinusoidal table to the band embedding "
+                "instead of concatenating the day-of-year encoding, runs its encoder sequence-first "
+                "(batch_first=False) and classifies from the last step's output. Not converted: the "
+                "weights do not say whether the added table was indexed by day of year or by position "
+                "in the series (the fork's versions differ), and without a mask the last step of a "
+                "padded series is padding; give it a reimplementation or retrain with the reference "
+                "Transformer (python -m treesits_models.train --arch transformer)")
         if width != 2 * embed:
-            raise ConvertError(f"encoder width {width} is not twice the embedding ({embed}): the DOY "
-                               "encoding must be concatenated to the band embedding")
+            raise ConvertError(f"encoder width {width} is neither the band embedding ({embed}) nor twice it: "
+                               "only the DOY encoding concatenated to the band embedding (width 2·embedding) "
+                               "is supported")
         if "encoder.norm.weight" not in state:
             raise ConvertError("the encoder has no final LayerNorm ('transformer_encoder.norm')")
         hp.update(d_model=embed, num_layers=layers,
@@ -231,6 +242,10 @@ def convert(args) -> dict:
         doy_dim=model.doy_dim if arch == "transformer" else None, use_mask=arch == "transformer",
         max_length=args.max_length if args.max_length is not None else (64 if arch == "lstm" else 128),
         padding="left" if arch == "lstm" else "right", long_series=args.long_series,
+        # Never claim the model ignores padding: an upstream LSTM's backward direction (and any
+        # upstream model's training) saw unpadded or differently padded series, so predict must
+        # give it series of one length per batch, unpadded.
+        ignores_padding=False,
     )
     worst = export(model, contract, Path(args.out))
     if args.contract_out:

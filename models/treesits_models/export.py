@@ -46,6 +46,9 @@ def check_matches(model: nn.Module, contract: dict) -> None:
             raise ValueError("the LSTM takes only 'values': set inputs.doy and inputs.mask to null")
         if contract["sequence"]["padding"] != "left":
             raise ValueError("the LSTM reads its last step: sequence.padding must be 'left'")
+        if contract["sequence"].get("ignores_padding", False) and model.hparams["bidirectional"]:
+            raise ValueError("a bidirectional LSTM's backward direction reads padding: its contract must not "
+                             "say sequence.ignores_padding (predict then batches series of one length, unpadded)")
         if contract["sequence"].get("pad_value", 0.0) != model.pad_value:
             raise ValueError(f"the LSTM recognises padding by the value {model.pad_value}: "
                              f"sequence.pad_value must be {model.pad_value}")

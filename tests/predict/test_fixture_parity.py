@@ -5,10 +5,13 @@
    packed by `models/treesits_models/data.pack` (the reference packing), gives p. They must agree to within
    the storage step plus 1e-5: |stored/10000 − p| ≤ 0.5e-4 + 1e-5 for every pixel and class, with class =
    argmax and prob = max. Pixels without observations are class 255 / prob 65535.
-2. The same cube extracted with `--screen none`: the fixtures' accuracy falls markedly (clouds, shadows and
+2. A bidirectional LSTM (models/testdata/bilstm.onnx, which reads padding): at batch sizes 1, 7, 64 and
+   4096 predict equals onnxruntime run pixel by pixel on each exact series (issue 21).
+3. The same cube extracted with `--screen none`: the fixtures' accuracy falls markedly (clouds, shadows and
    nodata reach the model), while with the default screen it stays ≥ 0.90.
 
-Run: python3 tests/predict/test_fixture_parity.py   (scripts/test runs it; binaries from target/release)
+Run: PYTHONPATH=models python3 tests/predict/test_fixture_parity.py   (scripts/test runs it; binaries from
+target/release), or install the package (`pip install -e models`) and drop PYTHONPATH.
 """
 
 import subprocess
@@ -21,11 +24,11 @@ import numpy as np
 import onnxruntime as ort
 import pyarrow.ipc as ipc
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "models"))
+# The treesits_models package (models/pyproject.toml): installed, or on PYTHONPATH as scripts/test sets it.
+from treesits_models.contract import read_from_onnx
+from treesits_models.data import find_binary, load_samples, make_synthetic, pack
 
-from treesits_models.contract import read_from_onnx  # noqa: E402
-from treesits_models.data import find_binary, load_samples, make_synthetic, pack  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 FIXTURES = [REPO / "models/fixtures/lstm.onnx", REPO / "models/fixtures/transformer.onnx"]
 SEED = 11  # the fixtures were trained on seed 1 and evaluated on seed 2
@@ -101,6 +104,41 @@ class FixtureParityTest(unittest.TestCase):
                 np.testing.assert_array_equal(got["prob"][idx], got["probabilities"][idx].max(axis=1))
                 print(f"\n{model.name}: {len(idx)} pixels, largest |predict − onnxruntime| = {worst:.2e} "
                       f"(storage step 1e-4)", file=sys.stderr)
+
+    def test_a_bidirectional_lstm_equals_its_per_pixel_reference_at_every_batch_size(self):
+        """Issue 21: models/testdata/bilstm.onnx reads padding in both directions (its contract does not
+        say it ignores padding), so predict must never pad it. Reference: onnxruntime run pixel by pixel,
+        each on exactly its own (thinned) series — no padding, no batch-mates."""
+        s = self.samples
+        model = REPO / "models/testdata/bilstm.onnx"
+        contract = read_from_onnx(model)
+        self.assertFalse(contract["sequence"].get("ignores_padding", False))
+        session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        name_in, name_out = contract["inputs"]["values"], contract["output"]["name"]
+        idx = np.flatnonzero(s.n_obs > 0)
+        ref = np.concatenate([session.run([name_out], {name_in: pack(s, contract, [i])[0]})[0] for i in idx])
+        # The test has teeth: padded to the longest series of one big batch, the model answers otherwise.
+        padded = session.run([name_out], {name_in: pack(s, contract, idx)[0]})[0]
+        self.assertGreater(float(np.abs(padded - ref).max()), 1e-2, "the fixture must be padding-sensitive")
+        codes = np.array([c["code"] for c in contract["classes"]], dtype=np.uint8)
+        first = None
+        for batch in (1, 7, 64, 4096):
+            with self.subTest(batch_size=batch):
+                got = run_predict(model, self.run_dir / "chunks" / self.tile,
+                                  Path(self.tmp.name) / f"bilstm-{batch}", "--probabilities",
+                                  "--batch-size", str(batch))
+                stored = got["probabilities"][idx].astype(np.float64) / 10000.0
+                worst = float(np.abs(stored - ref).max())
+                self.assertLessEqual(worst, 0.5e-4 + 1e-5, f"batch {batch}: largest difference {worst}")
+                np.testing.assert_array_equal(got["class"][idx], codes[ref.argmax(axis=1)])
+                if first is None:
+                    first = got
+                else:
+                    np.testing.assert_array_equal(got["class"], first["class"])
+                    steps = np.abs(got["probabilities"].astype(np.int32) - first["probabilities"].astype(np.int32))
+                    self.assertLessEqual(int(steps.max()), 1, f"batch {batch} vs 1")
+                print(f"\nbilstm batch {batch}: {len(idx)} pixels, largest |predict − per-pixel onnxruntime| = "
+                      f"{worst:.2e}", file=sys.stderr)
 
     def test_without_the_qai_screen_accuracy_falls_markedly(self):
         s = self.samples

@@ -1,16 +1,15 @@
 //! `predict`: tree-species predictions for time-series chunks with an ONNX model.
+//! Argument parsing and one call into `treesits_infer::task`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Parser;
-use treesits_core::contract::ModelContract;
 use treesits_core::prediction::Uncertainty;
-use treesits_infer::input;
-use treesits_infer::memory;
-use treesits_infer::pipeline::{Destination, PredictPlan};
-use treesits_infer::runtime::{Device, ModelSession, Runtime, SessionConfig};
+use treesits_infer::pipeline::Destination;
+use treesits_infer::runtime::Device;
+use treesits_infer::task::PredictTask;
 
 /// Predict tree species for time-series chunks with an ONNX model (ONNX Runtime on CPU or CUDA).
 ///
@@ -30,10 +29,11 @@ struct Cli {
     /// The ONNX model; it should carry its contract in its metadata (`treesits.contract`).
     #[arg(long, value_name = "FILE")]
     model: PathBuf,
-    /// A chunk file, a directory (every *.arrows in it, by name; *.pred.arrows skipped), or `-` for
-    /// one chunk stream on stdin (as `cube-extract --out -` writes it).
-    #[arg(long, value_name = "FILE|DIR|-")]
-    input: String,
+    /// Chunk files, directories (every *.arrows in them, by name; *.pred.arrows and hidden files
+    /// skipped), `*`/`?` patterns in the file name, or `-` for one chunk stream on stdin (as
+    /// `cube-extract --out -` writes it). Several values: each file is read once, in order.
+    #[arg(long, value_name = "FILE|DIR|-", required = true, num_args = 1..)]
+    input: Vec<String>,
     /// Directory for the predictions (created if needed): one <input name>.pred.arrows per input file,
     /// <tile_id>.pred.arrows for stdin. All files appear together when every input succeeded, or none.
     #[arg(
@@ -50,8 +50,9 @@ struct Cli {
     /// `auto` (CUDA when available, else CPU; the log says which).
     #[arg(long, default_value = "auto", value_name = "cpu|cuda|auto")]
     device: Device,
-    /// Pixels per model call. Default: sized from the free (GPU or host) memory and the model's
-    /// sequence length, between 32 and 8192; the log says which.
+    /// Pixels per model call (default 1024, whatever memory is free, so two runs cut the same
+    /// batches). Results do not depend on it: a batch holds series of one length unless the model's
+    /// contract says it ignores padding.
     #[arg(long, value_name = "PIXELS", value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: Option<u32>,
     /// ONNX Runtime intra-op threads (default: the CPUs this process may use). Reading and packing
@@ -73,81 +74,29 @@ struct Cli {
     log: treesits_cli::LogArgs,
 }
 
-fn read_contract(path: &PathBuf) -> anyhow::Result<ModelContract> {
-    let json = std::fs::read_to_string(path).with_context(|| format!("--contract {}", path.display()))?;
-    ModelContract::from_json(&json).with_context(|| format!("--contract {}", path.display()))
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     treesits_cli::init_logging(&cli.log);
     treesits_cli::run("predict", || {
-        let destination = match (&cli.out_dir, cli.out.as_deref()) {
-            (Some(dir), _) => Destination::Dir(dir.clone()),
+        let destination = match (cli.out_dir, cli.out.as_deref()) {
+            (Some(dir), _) => Destination::Dir(dir),
             (None, Some("-")) => Destination::Stdout,
             _ => bail!("--out only takes '-' (stdout); use --out-dir DIR for files"),
         };
-        let contract = cli.contract.as_ref().map(read_contract).transpose()?;
-        let sources = input::sources(&cli.input)?;
-        let threads = cli
-            .threads
-            .map_or_else(treesits_cli::default_threads, |t| t as usize);
-        let runtime = Runtime::load()?;
-        log::debug!("ONNX Runtime from {}", runtime.library().display());
-        let config = SessionConfig {
-            device: cli.device,
-            threads,
-            contract,
-        };
-        let mut session = ModelSession::open(&runtime, &cli.model, &config)?;
-        let c = session.contract();
-        let steps = session
-            .shape()
-            .fixed_length
-            .or(c.sequence.max_length)
-            .unwrap_or(memory::UNBOUNDED_STEPS);
-        let batch_size = match (session.shape().fixed_batch, cli.batch_size) {
-            (Some(fixed), requested) => {
-                if requested.is_some_and(|r| r as usize != fixed) {
-                    log::warn!("the model takes batches of exactly {fixed} pixels: --batch-size ignored");
-                }
-                fixed
-            }
-            (None, Some(n)) => n as usize,
-            (None, None) => {
-                let (n, why) = memory::default_batch_size(session.device(), steps);
-                log::info!("batch size {n} ({why})");
-                n
-            }
-        };
-        log::info!(
-            "model {} ({} bands, {} classes) on {} with {threads} threads, batches of up to {batch_size} pixels",
-            c.model_id,
-            c.bands.len(),
-            c.classes.len(),
-            session.device(),
-        );
-        let plan = PredictPlan::new(
-            sources,
+        PredictTask {
+            model: cli.model,
+            inputs: cli.input,
             destination,
-            batch_size,
-            cli.probabilities,
-            cli.uncertainty,
-            &session,
-        )?;
-        let started = std::time::Instant::now();
-        let summary = plan.run(&mut session)?;
-        let seconds = started.elapsed().as_secs_f64();
-        log::info!(
-            "{} streams, {} chunks, {} pixels ({} without observations), {} observations in {seconds:.2} s ({:.3} s in the model, {:.0} pixels/s overall)",
-            summary.streams,
-            summary.chunks,
-            summary.pixels,
-            summary.empty_pixels,
-            summary.observations,
-            summary.inference_seconds,
-            summary.pixels as f64 / seconds.max(1e-9)
-        );
+            device: cli.device,
+            batch_size: cli.batch_size.map(|b| b as usize),
+            threads: cli
+                .threads
+                .map_or_else(treesits_cli::default_threads, |t| t as usize),
+            probabilities: cli.probabilities,
+            uncertainty: cli.uncertainty,
+            contract: cli.contract,
+        }
+        .run()?;
         Ok(())
     })
 }

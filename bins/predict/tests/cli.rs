@@ -284,14 +284,64 @@ fn expected_probabilities(name: &str, c: &ModelContract, band_names: &[String], 
                         .sum::<f64>();
             }
         }
+        "bilstm" => {
+            // No padding reaches the model: both directions run over exactly the kept observations.
+            assert_eq!(c.sequence.padding, PaddingSide::Left);
+            assert!(!c.sequence.ignores_padding);
+            let h = bilstm_final_states(&x);
+            for (j, l) in logits.iter_mut().enumerate() {
+                *l = weight(51, 0, j, 0.1) + (0..h.len()).map(|i| h[i] * weight(50, i, j, 0.3)).sum::<f64>();
+            }
+        }
         _ => unreachable!(),
     }
     // Both output kinds end in a softmax (in the graph, or in predict for logits).
-    assert_eq!(c.output.kind == OutputKind::Logits, name != "doy_right_mask");
+    assert_eq!(
+        c.output.kind == OutputKind::Logits,
+        !["doy_right_mask", "bilstm"].contains(&name)
+    );
     let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let e: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
     let total: f64 = e.iter().sum();
     e.into_iter().map(|v| v / total).collect()
+}
+
+/// The test model `bilstm`'s LSTM (models/testdata/make_test_models.py), run in f64 over one
+/// series `x` (steps × bands): [forward final state ‖ backward final state], the ONNX LSTM's
+/// equations with gate order i, o, f, c.
+fn bilstm_final_states(x: &[Vec<f64>]) -> Vec<f64> {
+    const H: usize = 5;
+    let sigmoid = |v: f64| 1.0 / (1.0 + (-v).exp());
+    // Weights as stored (float32).
+    let w = |seed: usize, i: usize, j: usize, scale: f64| f64::from(weight(seed, i, j, scale) as f32);
+    let mut out = Vec::new();
+    for d in 0..2 {
+        let (mut h, mut cell) = ([0.0; H], [0.0; H]);
+        let steps: Vec<&Vec<f64>> = if d == 0 {
+            x.iter().collect()
+        } else {
+            x.iter().rev().collect()
+        };
+        for xt in steps {
+            // gates[g·H + u]: Xt·W[d]ᵀ + Ht−1·R[d]ᵀ + Wb[d] + Rb[d]
+            let gates: Vec<f64> = (0..4 * H)
+                .map(|r| {
+                    (0..xt.len()).map(|b| xt[b] * w(20 + d, r, b, 0.08)).sum::<f64>()
+                        + (0..H).map(|u| h[u] * w(30 + d, r, u, 0.1)).sum::<f64>()
+                        + w(40 + d, 0, r, 0.05)
+                        + w(40 + d, 0, 4 * H + r, 0.05)
+                })
+                .collect();
+            for u in 0..H {
+                let (i, o) = (sigmoid(gates[u]), sigmoid(gates[H + u]));
+                let (f, g) = (sigmoid(gates[2 * H + u]), gates[3 * H + u].tanh());
+                cell[u] = f * cell[u] + i * g;
+                h[u] = o * cell[u].tanh();
+            }
+        }
+        out.extend(h);
+    }
+    out
 }
 
 /// Checks one prediction batch against the chunk batch it came from, pixel by pixel.
@@ -468,6 +518,89 @@ fn every_pixel_equals_the_model_recomputed_from_its_chunk_and_contract() {
         "pixels without observations (nodata path): {empty_total}"
     );
     assert!(thinned > 1000, "long series must be thinned ({thinned} pixels)");
+}
+
+/// Issue 21: a bidirectional LSTM reads padding in both directions, so predict must never pad it.
+/// At batch sizes 1, 7, 64 and 4096 (more than a chunk) every pixel's class and probabilities are
+/// the same, and equal to the LSTM recomputed here over the pixel's exact series (no padding).
+#[test]
+fn a_bidirectional_lstm_gives_the_same_answers_at_every_batch_size() {
+    let (cube, chunks) = sentinel_chunks();
+    let model = testdata("bilstm.onnx");
+    let c = load_contract("bilstm.onnx");
+    let mut runs: Vec<Vec<PredictionColumns>> = Vec::new();
+    for batch in ["1", "7", "64", "4096"] {
+        let out = cube.path(&format!("pred_bilstm_{batch}"));
+        let r = predict(&[
+            "--model",
+            s(&model),
+            "--input",
+            s(&chunks),
+            "--out-dir",
+            s(&out),
+            "--device",
+            "cpu",
+            "--probabilities",
+            "--uncertainty",
+            "margin",
+            "--batch-size",
+            batch,
+        ]);
+        ok(&r);
+        let log = String::from_utf8_lossy(&r.stderr);
+        let chunk_lines: Vec<&str> = log.lines().filter(|l| l.contains("% padding)")).collect();
+        assert_eq!(chunk_lines.len(), 4, "{log}");
+        assert!(
+            chunk_lines.iter().all(|l| l.contains("(0% padding)")),
+            "no padding at all: {log}"
+        );
+        let mut preds = Vec::new();
+        let mut full = 0;
+        for n in files_in(&chunks) {
+            let (cm, cb) = read_chunk_file(&chunks.join(&n));
+            let (_, pb) = read_prediction_file(&out.join(n.replace(".arrows", ".pred.arrows")));
+            for (chunk, pred) in cb.iter().zip(&pb) {
+                full += check_batch("bilstm", &c, &cm.band_names, chunk, pred, "margin").0;
+            }
+            preds.extend(pb);
+        }
+        assert!(full > 500, "{full} pixels with observations");
+        runs.push(preds);
+    }
+    // Two runs with the default batch size write the same bytes (nothing follows free memory).
+    let default_run = |name: &str| -> Vec<Vec<u8>> {
+        let out = cube.path(name);
+        ok(&predict(&[
+            "--model",
+            s(&model),
+            "--input",
+            s(&chunks),
+            "--out-dir",
+            s(&out),
+            "--device",
+            "cpu",
+            "--probabilities",
+        ]));
+        files_in(&out)
+            .iter()
+            .map(|n| std::fs::read(out.join(n)).unwrap())
+            .collect()
+    };
+    assert_eq!(default_run("pred_bilstm_a"), default_run("pred_bilstm_b"));
+    for (batch, run) in ["7", "64", "4096"].iter().zip(&runs[1..]) {
+        for (a, b) in runs[0].iter().zip(run) {
+            assert_eq!(a.class, b.class, "classes at batch size {batch} vs 1");
+            let (pa, pb) = (
+                a.probabilities.as_ref().unwrap(),
+                b.probabilities.as_ref().unwrap(),
+            );
+            let worst = pa.iter().zip(pb).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
+            assert!(
+                worst <= 1,
+                "probabilities at batch size {batch} vs 1 differ by {worst} storage steps"
+            );
+        }
+    }
 }
 
 #[test]
@@ -826,4 +959,13 @@ fn trained_fixtures_reach_ninety_percent_on_a_held_out_cube() {
         assert!(n > 1000);
         assert!(accuracy >= 0.90, "{}: accuracy {accuracy:.3}", model.display());
     }
+}
+
+/// The whole `--help` text, so a changed interface shows in review (`cargo insta review`, or
+/// `INSTA_UPDATE=always cargo test -p predict` to accept, then read the diff of the `.snap` file).
+#[test]
+fn help_text_is_pinned() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    ok(&out);
+    insta::assert_snapshot!("predict_help", String::from_utf8(out.stdout).unwrap());
 }

@@ -26,16 +26,47 @@ pub const METADATA_KEY: &str = "treesits.contract";
 /// Version of the contract layout below; `predict` refuses other versions.
 pub const CONTRACT_VERSION: u32 = 1;
 
+/// What is wrong with a contract (or with a chunk for it), naming the key or band.
 #[derive(Debug, thiserror::Error)]
 pub enum ContractError {
     #[error("model contract is not valid JSON for contract version {CONTRACT_VERSION}: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("model contract: {0}")]
-    Invalid(String),
-}
-
-fn invalid(s: impl Into<String>) -> ContractError {
-    ContractError::Invalid(s.into())
+    #[error(
+        "model contract: contract version {0} is not supported (this build reads version {CONTRACT_VERSION})"
+    )]
+    UnsupportedVersion(u64),
+    #[error("model contract: no 'contract_version' number")]
+    NoVersion,
+    #[error("model contract: 'model_id' is empty")]
+    EmptyModelId,
+    #[error("model contract: 'bands' is empty")]
+    NoBands,
+    #[error("model contract: band '{0}' is listed twice in 'bands'")]
+    DuplicateBand(String),
+    #[error("model contract: 'scaling.scale' must be a finite non-zero number")]
+    BadScale,
+    #[error("model contract: 'scaling.{key}' has {got} values for {bands} bands")]
+    StatisticsLength {
+        key: &'static str,
+        got: usize,
+        bands: usize,
+    },
+    #[error("model contract: 'scaling.std' values must be positive")]
+    BadStd,
+    #[error("model contract: 'sequence.max_length' must be at least 1")]
+    ZeroMaxLength,
+    #[error("model contract: 'inputs.doy' is '{0}' but 'doy.encoding' is none")]
+    DoyWithoutEncoding(String),
+    #[error("model contract: 'doy.encoding' needs an 'inputs.doy' tensor name")]
+    EncodingWithoutDoy,
+    #[error("model contract: 'classes' is empty")]
+    NoClasses,
+    #[error("model contract: class '{0}' has code {CLASS_NODATA}, the class rasters' nodata value")]
+    NodataClass(String),
+    #[error("model contract: class code {0} is listed twice")]
+    DuplicateClass(u8),
+    #[error("model contract: the model needs band '{band}' but the chunk has only {} ({}): extract with the sensors the model was trained on", chunk_bands.len(), chunk_bands.join(","))]
+    MissingBand { band: String, chunk_bands: Vec<String> },
 }
 
 /// The whole contract (the JSON document).
@@ -118,6 +149,15 @@ pub struct Sequence {
     pub pad_value: f32,
     #[serde(default = "default_long_series")]
     pub long_series: LongSeries,
+    /// Whether the model's output for a series is the same however much padding surrounds it (it
+    /// masks padded steps exactly, e.g. a Transformer with a key padding mask, or an LSTM that honours
+    /// sequence lengths in both directions). Only then does `predict` pad a series to the longest of
+    /// its batch; otherwise (the default, and every contract written before this key existed) a batch
+    /// holds series of one length only, so no padding reaches the model (a model with a fixed
+    /// sequence length always gets exactly that length). Either way a pixel's input never depends on
+    /// the other pixels of its batch.
+    #[serde(default)]
+    pub ignores_padding: bool,
 }
 
 fn default_long_series() -> LongSeries {
@@ -159,12 +199,8 @@ impl ModelContract {
         let v: serde_json::Value = serde_json::from_str(s)?;
         match v.get("contract_version").and_then(serde_json::Value::as_u64) {
             Some(n) if n == u64::from(CONTRACT_VERSION) => {}
-            Some(n) => {
-                return Err(invalid(format!(
-                    "contract version {n} is not supported (this build reads version {CONTRACT_VERSION})"
-                )))
-            }
-            None => return Err(invalid("no 'contract_version' number")),
+            Some(n) => return Err(ContractError::UnsupportedVersion(n)),
+            None => return Err(ContractError::NoVersion),
         }
         let c: ModelContract = serde_json::from_value(v)?;
         c.validate()?;
@@ -178,62 +214,50 @@ impl ModelContract {
     /// Checks what serde cannot: lengths, uniqueness, ranges.
     pub fn validate(&self) -> Result<(), ContractError> {
         if self.model_id.trim().is_empty() {
-            return Err(invalid("'model_id' is empty"));
+            return Err(ContractError::EmptyModelId);
         }
         if self.bands.is_empty() {
-            return Err(invalid("'bands' is empty"));
+            return Err(ContractError::NoBands);
         }
         for (i, b) in self.bands.iter().enumerate() {
             if self.bands[..i].contains(b) {
-                return Err(invalid(format!("band '{b}' is listed twice in 'bands'")));
+                return Err(ContractError::DuplicateBand(b.clone()));
             }
         }
         let n = self.bands.len();
         let s = &self.scaling;
         if !(s.scale.is_finite() && s.scale != 0.0) {
-            return Err(invalid("'scaling.scale' must be a finite non-zero number"));
+            return Err(ContractError::BadScale);
         }
-        if !s.mean.is_empty() && s.mean.len() != n {
-            return Err(invalid(format!(
-                "'scaling.mean' has {} values for {n} bands",
-                s.mean.len()
-            )));
-        }
-        if !s.std.is_empty() && s.std.len() != n {
-            return Err(invalid(format!(
-                "'scaling.std' has {} values for {n} bands",
-                s.std.len()
-            )));
+        for (key, values) in [("mean", &s.mean), ("std", &s.std)] {
+            if !values.is_empty() && values.len() != n {
+                return Err(ContractError::StatisticsLength {
+                    key,
+                    got: values.len(),
+                    bands: n,
+                });
+            }
         }
         if s.std.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
-            return Err(invalid("'scaling.std' values must be positive"));
+            return Err(ContractError::BadStd);
         }
         if self.sequence.max_length == Some(0) {
-            return Err(invalid("'sequence.max_length' must be at least 1"));
+            return Err(ContractError::ZeroMaxLength);
         }
         match (&self.doy, &self.inputs.doy) {
-            (DoyEncoding::None, Some(name)) => {
-                return Err(invalid(format!(
-                    "'inputs.doy' is '{name}' but 'doy.encoding' is none"
-                )))
-            }
-            (DoyEncoding::Sinusoidal { .. }, None) => {
-                return Err(invalid("'doy.encoding' needs an 'inputs.doy' tensor name"))
-            }
+            (DoyEncoding::None, Some(name)) => return Err(ContractError::DoyWithoutEncoding(name.clone())),
+            (DoyEncoding::Sinusoidal { .. }, None) => return Err(ContractError::EncodingWithoutDoy),
             _ => {}
         }
         if self.classes.is_empty() {
-            return Err(invalid("'classes' is empty"));
+            return Err(ContractError::NoClasses);
         }
         for (i, c) in self.classes.iter().enumerate() {
             if c.code == CLASS_NODATA {
-                return Err(invalid(format!(
-                    "class '{}' has code {CLASS_NODATA}, the class rasters' nodata value",
-                    c.name
-                )));
+                return Err(ContractError::NodataClass(c.name.clone()));
             }
             if self.classes[..i].iter().any(|o| o.code == c.code) {
-                return Err(invalid(format!("class code {} is listed twice", c.code)));
+                return Err(ContractError::DuplicateClass(c.code));
             }
         }
         Ok(())
@@ -260,13 +284,13 @@ impl ModelContract {
         self.bands
             .iter()
             .map(|b| {
-                chunk_bands.iter().position(|c| c == b).ok_or_else(|| {
-                    invalid(format!(
-                        "the model needs band '{b}' but the chunk has only {} ({}): extract with the sensors the model was trained on",
-                        chunk_bands.len(),
-                        chunk_bands.join(",")
-                    ))
-                })
+                chunk_bands
+                    .iter()
+                    .position(|c| c == b)
+                    .ok_or_else(|| ContractError::MissingBand {
+                        band: b.clone(),
+                        chunk_bands: chunk_bands.to_vec(),
+                    })
             })
             .collect()
     }
@@ -315,6 +339,7 @@ mod tests {
                 padding: PaddingSide::Left,
                 pad_value: 0.0,
                 long_series: LongSeries::Evenly,
+                ignores_padding: false,
             },
             doy: DoyEncoding::None,
             classes: tree_species(),
@@ -403,6 +428,8 @@ mod tests {
         assert_eq!(lstm.doy, DoyEncoding::None);
         assert_eq!(lstm.sequence.padding, PaddingSide::Left);
         assert_eq!(lstm.sequence.max_length, Some(64));
+        // Written before `ignores_padding` existed: read as false (predict never pads them).
+        assert!(!lstm.sequence.ignores_padding && !transformer.sequence.ignores_padding);
         assert_eq!(transformer.inputs.doy.as_deref(), Some("doy"));
         assert_eq!(transformer.inputs.mask.as_deref(), Some("mask"));
         assert_eq!(transformer.doy, DoyEncoding::Sinusoidal { dim: 32 });

@@ -11,6 +11,7 @@
 //! - [`contract`]: the model contract an ONNX model carries;
 //! - [`location`]: local paths or `s3://bucket/key`, and the GDAL path of each (`/vsis3/…`);
 //! - [`names`]: every file-name and metadata-key contract between the tools;
+//! - [`inputs`]: input arguments (`-`, files, directories, `*`/`?` patterns) → the streams to read;
 //! - [`inventory`]: what a map was made from, per tile, and what changed since;
 //! - [`atomic`], [`staged_dir`]: outputs written under a temporary name and renamed into place when
 //!   complete (std only, so tools without GDAL use them too).
@@ -21,6 +22,7 @@ pub mod chunk;
 pub mod contract;
 pub mod date;
 pub mod grid;
+pub mod inputs;
 pub mod inventory;
 pub mod level2;
 pub mod location;

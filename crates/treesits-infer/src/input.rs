@@ -1,17 +1,19 @@
-//! Where time-series chunks come from: a chunk file, every `*.arrows` file of a directory (sorted by
-//! name, prediction chunks skipped), or one stream on stdin; read batch by batch, so memory is one
-//! chunk however long the stream.
+//! Where time-series chunks come from: chunk files, every `*.arrows` file of a directory (sorted by
+//! name, prediction chunks skipped), `*`/`?` patterns, or one stream on stdin
+//! ([`treesits_core::inputs`] expands them); read batch by batch, so memory is one chunk however long
+//! the stream.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arrow_ipc::reader::StreamReader;
 use treesits_core::chunk::{ChunkColumns, ChunkMetadata};
+use treesits_core::inputs::{self, Input, InputFilter};
 
-use crate::InferError;
+use crate::{InferError, StreamDamage};
 
 /// File name ending of time-series chunks.
 pub const CHUNK_SUFFIX: &str = ".arrows";
@@ -27,13 +29,28 @@ pub enum ChunkSource {
     Stdin,
 }
 
+impl std::fmt::Display for ChunkSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChunkSource::File(p) => write!(f, "{}", p.display()),
+            ChunkSource::Stdin => f.write_str("stdin"),
+        }
+    }
+}
+
+impl From<Input> for ChunkSource {
+    fn from(i: Input) -> ChunkSource {
+        match i {
+            Input::File(p) => ChunkSource::File(p),
+            Input::Stdin => ChunkSource::Stdin,
+        }
+    }
+}
+
 impl ChunkSource {
     /// How the source is named in messages.
     pub fn label(&self) -> String {
-        match self {
-            ChunkSource::File(p) => p.display().to_string(),
-            ChunkSource::Stdin => "stdin".to_string(),
-        }
+        self.to_string()
     }
 
     /// The prediction file name for this source: `a_chunk0001.arrows` → `a_chunk0001.pred.arrows`;
@@ -55,47 +72,27 @@ impl ChunkSource {
     /// Opens the stream and reads its metadata.
     pub fn open(&self) -> Result<ChunkStream, InferError> {
         let reader: Box<dyn Read + Send> = match self {
-            ChunkSource::File(p) => {
-                Box::new(File::open(p).map_err(|e| InferError::Input(format!("{}: {e}", p.display())))?)
-            }
+            ChunkSource::File(p) => Box::new(File::open(p).map_err(|source| InferError::OpenChunk {
+                path: p.clone(),
+                source,
+            })?),
             ChunkSource::Stdin => Box::new(std::io::stdin()),
         };
-        ChunkStream::new(reader, self.label())
+        ChunkStream::new(reader, self.clone())
     }
 }
 
-/// Expands `--input`: `-` (stdin), a chunk file, or a directory of chunk files.
-pub fn sources(input: &str) -> Result<Vec<ChunkSource>, InferError> {
-    if input == "-" {
-        return Ok(vec![ChunkSource::Stdin]);
-    }
-    let path = Path::new(input);
-    if path.is_file() {
-        return Ok(vec![ChunkSource::File(path.to_path_buf())]);
-    }
-    if !path.is_dir() {
-        return Err(InferError::Input(format!(
-            "--input {input}: no such file or directory (give a chunk file, a directory of them, or - for stdin)"
-        )));
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(|e| InferError::Input(format!("--input {input}: {e}")))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            p.is_file()
-                && name.ends_with(CHUNK_SUFFIX)
-                && !name.ends_with(PREDICTION_SUFFIX)
-                && !name.starts_with('.')
-        })
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(InferError::Input(format!(
-            "--input {input}: the directory holds no *{CHUNK_SUFFIX} chunk files (cube-extract --out-dir writes them)"
-        )));
-    }
-    Ok(files.into_iter().map(ChunkSource::File).collect())
+/// Expands `--input` values (treesits_core::inputs): `-` (stdin), chunk files, directories (their
+/// `*.arrows` files by name, prediction chunks and hidden files skipped) and `*`/`?` patterns.
+pub fn sources(args: &[String]) -> Result<Vec<ChunkSource>, InferError> {
+    let filter = InputFilter::new(CHUNK_SUFFIX)
+        .excluding(PREDICTION_SUFFIX)
+        .written_by("cube-extract --out-dir");
+    Ok(inputs::expand(args, &filter)
+        .map_err(InferError::Inputs)?
+        .into_iter()
+        .map(ChunkSource::from)
+        .collect())
 }
 
 /// Records whether the underlying reader ran into its end: a stream that ends without Arrow's
@@ -117,38 +114,44 @@ impl<R: Read> Read for EofWatch<R> {
 
 /// An open chunk stream: its metadata, then its batches one by one.
 pub struct ChunkStream {
-    label: String,
+    input: ChunkSource,
     meta: ChunkMetadata,
     reader: StreamReader<BufReader<EofWatch<Box<dyn Read + Send>>>>,
     eof: Arc<AtomicBool>,
 }
 
 impl ChunkStream {
-    pub fn new(mut reader: Box<dyn Read + Send>, label: String) -> Result<ChunkStream, InferError> {
-        let damaged = |e: &dyn std::fmt::Display| {
-            InferError::Input(format!(
-                "{label}: not a readable Arrow IPC stream ({e}): the file is damaged or truncated; extract it again with cube-extract"
-            ))
+    pub fn new(mut reader: Box<dyn Read + Send>, input: ChunkSource) -> Result<ChunkStream, InferError> {
+        let damaged = |cause| InferError::NotAStream {
+            input: input.clone(),
+            cause,
         };
         // Look at the first message's header before Arrow does: a garbage length would have it
         // allocate up to 2 GiB before failing. A stream starts with the continuation marker and the
         // length of its (small) schema message.
         let mut header = [0u8; 8];
-        reader.read_exact(&mut header).map_err(|e| damaged(&e))?;
+        reader
+            .read_exact(&mut header)
+            .map_err(|e| damaged(StreamDamage::Io(e)))?;
         let len = i32::from_le_bytes([header[4], header[5], header[6], header[7]]);
         if header[..4] != [0xff; 4] || !(1..=SCHEMA_MESSAGE_MAX).contains(&len) {
-            return Err(damaged(&"no stream header"));
+            return Err(damaged(StreamDamage::NoHeader));
         }
         let eof = Arc::new(AtomicBool::new(false));
         let watched = EofWatch {
             inner: Box::new(std::io::Cursor::new(header).chain(reader)) as Box<dyn Read + Send>,
             eof: eof.clone(),
         };
-        let reader = StreamReader::try_new(BufReader::new(watched), None).map_err(|e| damaged(&e))?;
-        let meta = ChunkMetadata::from_map(reader.schema().metadata())
-            .map_err(|e| InferError::Input(format!("{label}: {e}")))?;
+        let reader = StreamReader::try_new(BufReader::new(watched), None)
+            .map_err(|e| damaged(StreamDamage::Arrow(e)))?;
+        let meta = ChunkMetadata::from_map(reader.schema().metadata()).map_err(|source| {
+            InferError::ChunkMetadata {
+                input: input.clone(),
+                source,
+            }
+        })?;
         Ok(ChunkStream {
-            label,
+            input,
             meta,
             reader,
             eof,
@@ -159,32 +162,34 @@ impl ChunkStream {
         &self.meta
     }
 
-    pub fn label(&self) -> &str {
-        &self.label
+    pub fn source(&self) -> &ChunkSource {
+        &self.input
     }
 
     /// The next chunk, `None` at the end-of-stream marker; a stream cut short is an error.
     pub fn next_chunk(&mut self) -> Result<Option<ChunkColumns>, InferError> {
-        let label = &self.label;
+        let input = || self.input.clone();
         match self.reader.next() {
             Some(Ok(batch)) => {
-                let columns = ChunkColumns::from_record_batch(&batch)
-                    .map_err(|e| InferError::Input(format!("{label}: {e}")))?;
+                let columns =
+                    ChunkColumns::from_record_batch(&batch).map_err(|source| InferError::ChunkColumns {
+                        input: input(),
+                        source,
+                    })?;
                 if columns.bands.len() != self.meta.band_names.len() {
-                    return Err(InferError::Input(format!(
-                        "{label}: a batch has {} band columns but the metadata lists {}",
-                        columns.bands.len(),
-                        self.meta.band_names.len()
-                    )));
+                    return Err(InferError::BandColumns {
+                        input: input(),
+                        got: columns.bands.len(),
+                        listed: self.meta.band_names.len(),
+                    });
                 }
                 Ok(Some(columns))
             }
-            Some(Err(e)) => Err(InferError::Input(format!(
-                "{label}: reading a chunk failed ({e}): the file is damaged or truncated; extract it again with cube-extract"
-            ))),
-            None if self.eof.load(Ordering::Relaxed) => Err(InferError::Input(format!(
-                "{label}: the stream ends without its end-of-stream marker: the writer did not finish (a failed cube-extract or a truncated file); extract it again"
-            ))),
+            Some(Err(cause)) => Err(InferError::ReadChunk {
+                input: input(),
+                cause,
+            }),
+            None if self.eof.load(Ordering::Relaxed) => Err(InferError::Truncated { input: input() }),
             None => Ok(None),
         }
     }
@@ -220,6 +225,10 @@ mod tests {
         }
     }
 
+    fn file(name: &str) -> ChunkSource {
+        ChunkSource::File(name.into())
+    }
+
     fn stream(batches: usize) -> Vec<u8> {
         let mut w = ChunkWriter::new(Vec::new(), &meta()).unwrap();
         for i in 0..batches {
@@ -239,7 +248,7 @@ mod tests {
     #[test]
     fn batches_are_read_one_by_one_and_truncation_is_detected() {
         let bytes = stream(2);
-        let mut s = ChunkStream::new(Box::new(std::io::Cursor::new(bytes.clone())), "a".into()).unwrap();
+        let mut s = ChunkStream::new(Box::new(std::io::Cursor::new(bytes.clone())), file("a")).unwrap();
         assert_eq!(s.metadata(), &meta());
         assert_eq!(s.next_chunk().unwrap().unwrap().row, vec![0]);
         assert_eq!(s.next_chunk().unwrap().unwrap().row, vec![1]);
@@ -247,7 +256,7 @@ mod tests {
 
         // Without the 8-byte end-of-stream marker: cut at a batch boundary.
         let cut = bytes[..bytes.len() - 8].to_vec();
-        let mut s = ChunkStream::new(Box::new(std::io::Cursor::new(cut)), "b".into()).unwrap();
+        let mut s = ChunkStream::new(Box::new(std::io::Cursor::new(cut)), file("b")).unwrap();
         s.next_chunk().unwrap();
         s.next_chunk().unwrap();
         let e = s.next_chunk().unwrap_err().to_string();
@@ -258,13 +267,13 @@ mod tests {
 
         // Cut inside a batch.
         let cut = bytes[..bytes.len() - 40].to_vec();
-        let mut s = ChunkStream::new(Box::new(std::io::Cursor::new(cut)), "c".into()).unwrap();
+        let mut s = ChunkStream::new(Box::new(std::io::Cursor::new(cut)), file("c")).unwrap();
         s.next_chunk().unwrap();
         let e = s.next_chunk().unwrap_err().to_string();
         assert!(e.contains("c: reading a chunk failed"), "{e}");
 
         for garbage in [&b"garbage!"[..], b"ab", &bytes[..12]] {
-            let e = ChunkStream::new(Box::new(std::io::Cursor::new(garbage.to_vec())), "d".into())
+            let e = ChunkStream::new(Box::new(std::io::Cursor::new(garbage.to_vec())), file("d"))
                 .err()
                 .unwrap()
                 .to_string();
@@ -284,7 +293,7 @@ mod tests {
         ] {
             std::fs::write(dir.path().join(n), b"").unwrap();
         }
-        let s = sources(dir.path().to_str().unwrap()).unwrap();
+        let s = sources(&[dir.path().to_str().unwrap().to_string()]).unwrap();
         let names: Vec<String> = s
             .iter()
             .map(|s| match s {
@@ -295,9 +304,15 @@ mod tests {
         assert_eq!(names, ["a_chunk0000.arrows", "b_chunk0001.arrows"]);
         assert_eq!(s[0].output_name(&meta()), "a_chunk0000.pred.arrows");
         assert_eq!(ChunkSource::Stdin.output_name(&meta()), "X0003_Y0004.pred.arrows");
-        assert_eq!(sources("-").unwrap(), vec![ChunkSource::Stdin]);
+        assert_eq!(sources(&["-".into()]).unwrap(), vec![ChunkSource::Stdin]);
         let empty = tempfile::tempdir().unwrap();
-        let e = sources(empty.path().to_str().unwrap()).unwrap_err().to_string();
-        assert!(e.contains("holds no *.arrows chunk files"), "{e}");
+        let e = sources(&[empty.path().to_str().unwrap().to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--input "), "{e}");
+        assert!(
+            e.ends_with("the directory holds no *.arrows files (cube-extract --out-dir writes them)"),
+            "{e}"
+        );
     }
 }

@@ -5,15 +5,31 @@
 //! contract's long-series rule, padded on the contract's side with `pad_value`; day of year (0 where
 //! padded) and a mask when the model takes them.
 //!
-//! Pixels are *bucketed by length*: sorted by their number of (selected) observations and cut into
-//! batches of consecutive pixels, so each batch is padded only to its own longest series instead of
-//! the chunk's (or the year's). A model with a fixed sequence length gets exactly that length.
+//! Pixels are *bucketed by length*: sorted by their number of (selected) observations (stably, so ties
+//! keep the chunk's order) and cut into batches of consecutive pixels. Unless the contract says the
+//! model ignores padding (`sequence.ignores_padding`), a batch holds series of **one length only**, so
+//! no padding reaches the model and a pixel's answer cannot depend on its batch-mates, the batch size
+//! or the thread count (a bidirectional LSTM's backward direction would otherwise read the padding).
+//! A model that ignores padding gets batches padded to their own longest series; a model with a fixed
+//! sequence length always gets exactly that length.
 
 use treesits_core::chunk::{ChunkColumns, ChunkMetadata};
-use treesits_core::contract::{ModelContract, PaddingSide};
+use treesits_core::contract::{ContractError, ModelContract, PaddingSide};
 use treesits_core::Date;
 
-use crate::InferError;
+/// Why a chunk stream cannot be packed for a model.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    /// The chunk lacks a band the model needs.
+    #[error(transparent)]
+    Bands(#[from] ContractError),
+    #[error("the model's input '{input}' has a fixed sequence length of {fixed} but the contract's 'sequence.max_length' is {}: set max_length to at most {fixed}", max_length.map_or("null".to_string(), |m| m.to_string()))]
+    FixedLength {
+        input: String,
+        fixed: usize,
+        max_length: Option<usize>,
+    },
+}
 
 /// How the observations of one chunk stream become tensors (built once per input stream).
 #[derive(Debug, Clone)]
@@ -75,21 +91,19 @@ impl Packer {
         contract: &ModelContract,
         chunk: &ChunkMetadata,
         fixed_length: Option<usize>,
-    ) -> Result<Packer, InferError> {
-        let band_columns = contract
-            .band_indices(&chunk.band_names)
-            .map_err(|e| InferError::Input(e.to_string()))?;
+    ) -> Result<Packer, PackError> {
+        let band_columns = contract.band_indices(&chunk.band_names)?;
         let (mean, std) = contract.normalisation();
         let s = &contract.scaling;
         let gain = std.iter().map(|sd| s.scale / sd).collect();
         let bias = mean.iter().zip(&std).map(|(m, sd)| (s.offset - m) / sd).collect();
         if let (Some(fixed), max) = (fixed_length, contract.sequence.max_length) {
             if max.is_none_or(|m| m > fixed) {
-                return Err(InferError::Model(format!(
-                    "the model's input '{}' has a fixed sequence length of {fixed} but the contract's 'sequence.max_length' is {}: set max_length to at most {fixed}",
-                    contract.inputs.values,
-                    max.map_or("null".to_string(), |m| m.to_string())
-                )));
+                return Err(PackError::FixedLength {
+                    input: contract.inputs.values.clone(),
+                    fixed,
+                    max_length: max,
+                });
             }
         }
         Ok(Packer {
@@ -116,16 +130,33 @@ impl Packer {
             })
             .collect();
         order.sort_by_key(|&(len, _)| len);
-        let batches = order
-            .chunks(batch_size)
-            .map(|group| self.pack_batch(chunk, group))
-            .collect();
+        let batches = if self.pads_within_batch() {
+            order
+                .chunks(batch_size)
+                .map(|group| self.pack_batch(chunk, group))
+                .collect()
+        } else {
+            // One length per batch: no series is padded, so what a pixel's series looks like to the
+            // model never depends on the other pixels of its batch (or on the batch size).
+            order
+                .chunk_by(|a, b| a.0 == b.0)
+                .flat_map(|same| same.chunks(batch_size))
+                .map(|group| self.pack_batch(chunk, group))
+                .collect()
+        };
         PackedChunk {
             batches,
             pixels: n,
             empty_pixels: n - order.len(),
             observations: chunk.observations(),
         }
+    }
+
+    /// Whether series of different lengths may share a batch, padded to its longest: only for a
+    /// model whose contract says it ignores padding, or one with a fixed sequence length (every
+    /// series then gets exactly that length whatever its batch).
+    pub fn pads_within_batch(&self) -> bool {
+        self.fixed_length.is_some() || self.contract.sequence.ignores_padding
     }
 
     fn selected_len(&self, n: usize) -> usize {
@@ -207,6 +238,7 @@ mod tests {
                 padding,
                 pad_value: -7.0,
                 long_series: LongSeries::Evenly,
+                ignores_padding: true,
             },
             doy: DoyEncoding::Sinusoidal { dim: 4 },
             classes: tree_species()[..2].to_vec(),
@@ -298,6 +330,66 @@ mod tests {
         );
         assert_eq!(packed.batches[1].length, 5);
         assert_eq!(packed.positions(), 2 * 3 + 5);
+    }
+
+    #[test]
+    fn without_ignores_padding_a_batch_holds_one_length_and_nothing_is_padded() {
+        let mut c = contract(PaddingSide::Left, None);
+        c.sequence.ignores_padding = false;
+        let p = Packer::new(&c, &meta(&["BLUE", "GREEN", "RED"]), None).unwrap();
+        assert!(!p.pads_within_batch());
+        // Two more pixels of 3 observations (as pixel 0): lengths 3, 0, 1, 5, 3, 3.
+        let mut ch = chunk();
+        ch.row.extend([0, 0]);
+        ch.col.extend([4, 5]);
+        ch.offsets.extend([12, 15]);
+        ch.date.extend(ch.date[..6].to_vec());
+        ch.sensor.extend([0; 6]);
+        for b in &mut ch.bands {
+            let first: Vec<i16> = b[..6].to_vec();
+            b.extend(first);
+        }
+        for batch_size in [1, 2, 1000] {
+            let packed = p.pack(&ch, batch_size);
+            let groups: Vec<(Vec<u32>, usize)> = packed
+                .batches
+                .iter()
+                .map(|b| (b.pixels.clone(), b.length))
+                .collect();
+            let want: Vec<(Vec<u32>, usize)> = match batch_size {
+                1 => vec![
+                    (vec![2], 1),
+                    (vec![0], 3),
+                    (vec![4], 3),
+                    (vec![5], 3),
+                    (vec![3], 5),
+                ],
+                2 => vec![(vec![2], 1), (vec![0, 4], 3), (vec![5], 3), (vec![3], 5)],
+                _ => vec![(vec![2], 1), (vec![0, 4, 5], 3), (vec![3], 5)],
+            };
+            assert_eq!(groups, want, "batch size {batch_size}");
+            // No padding anywhere: every step of every batch is an observation.
+            assert_eq!(packed.positions(), 1 + 3 * 3 + 5);
+            assert!(packed
+                .batches
+                .iter()
+                .all(|b| b.mask.as_ref().unwrap().iter().all(|m| *m)));
+            // Pixel 0's tensor is the same whatever it is batched with.
+            let b = packed.batches.iter().find(|b| b.pixels.contains(&0)).unwrap();
+            let row = b.pixels.iter().position(|&q| q == 0).unwrap();
+            let mut want = Vec::new();
+            for o in 0..3 {
+                want.extend(scaled(o));
+            }
+            assert_eq!(b.values[row * 6..(row + 1) * 6], want[..]);
+        }
+        // A fixed sequence length pads every series to exactly that length, whatever its batch.
+        c.sequence.max_length = Some(5);
+        let p = Packer::new(&c, &meta(&["BLUE", "GREEN", "RED"]), Some(5)).unwrap();
+        assert!(p.pads_within_batch());
+        let packed = p.pack(&ch, 1000);
+        assert_eq!(packed.batches.len(), 1);
+        assert_eq!(packed.batches[0].length, 5);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::Instant;
 
 use treesits_core::atomic::AtomicPath;
-use treesits_core::chunk::{ChunkColumns, ChunkMetadata};
+use treesits_core::chunk::{ChunkColumns, ChunkError, ChunkMetadata};
 use treesits_core::contract::ModelContract;
 use treesits_core::prediction::{PredictionMetadata, PredictionWriter, Uncertainty};
 use treesits_core::PixelWindow;
@@ -80,8 +80,11 @@ impl PredictPlan {
                     stream.metadata(),
                     session.shape().fixed_length,
                 )
-                .map_err(|e| InferError::Input(format!("{}: {e}", s.label())))?;
-                metas.push((s.label(), stream.metadata().clone()));
+                .map_err(|source| InferError::Unfit {
+                    input: s.clone(),
+                    source,
+                })?;
+                metas.push((s.clone(), stream.metadata().clone()));
             }
         }
         let stdout_meta = match (&destination, metas.len()) {
@@ -102,8 +105,10 @@ impl PredictPlan {
     /// place.
     pub fn run(&self, session: &mut ModelSession) -> Result<Summary, InferError> {
         if let Destination::Dir(d) = &self.destination {
-            std::fs::create_dir_all(d)
-                .map_err(|e| InferError::Output(format!("--out-dir {}: {e}", d.display())))?;
+            std::fs::create_dir_all(d).map_err(|source| InferError::OutDir {
+                dir: d.clone(),
+                source,
+            })?;
         }
         let (tx, rx) = sync_channel(QUEUE_CHUNKS);
         let sources = self.sources.clone();
@@ -113,7 +118,7 @@ impl PredictPlan {
         let reader = std::thread::Builder::new()
             .name("read-pack".into())
             .spawn(move || read_and_pack(&sources, &contract, fixed_length, batch_size, &tx))
-            .map_err(|e| InferError::Runtime(format!("starting the reader thread: {e}")))?;
+            .map_err(|source| InferError::ReaderThread { source })?;
         // On error the receiver is dropped, which stops the reader at its next hand-over; it is not
         // joined (it may be blocked on stdin).
         let summary = self.consume(rx, session)?;
@@ -128,20 +133,22 @@ impl PredictPlan {
         let mut stdout: Option<Writer> = None;
         // The file being written for the current input stream (`--out-dir`).
         let mut current: Option<(Writer, AtomicPath)> = None;
-        let mut label = String::new();
+        let mut input = ChunkSource::Stdin;
+        let mut target = PathBuf::from("stdout");
         let mut chunk_in_stream = 0;
         for message in rx {
             match message {
                 Message::Begin { source, meta } => {
-                    label = self.sources[source].label();
+                    input = self.sources[source].clone();
                     chunk_in_stream = 0;
                     summary.streams += 1;
                     match &self.destination {
                         Destination::Dir(dir) => {
-                            let target = dir.join(self.sources[source].output_name(&meta));
+                            target = dir.join(self.sources[source].output_name(&meta));
                             let atomic = AtomicPath::new(&target);
-                            let file = File::create(atomic.temp()).map_err(|e| {
-                                InferError::Output(format!("{}: {e}", atomic.temp().display()))
+                            let file = File::create(atomic.temp()).map_err(|source| InferError::Write {
+                                path: atomic.temp().to_path_buf(),
+                                source,
                             })?;
                             let out: Box<dyn Write> = Box::new(BufWriter::new(file));
                             let writer = PredictionWriter::new(out, &self.metadata(session, meta))
@@ -163,9 +170,10 @@ impl PredictPlan {
                     let started = Instant::now();
                     let mut out = classifier.empty_columns(&columns);
                     for batch in &packed.batches {
-                        let outputs = session
-                            .run(batch)
-                            .map_err(|e| InferError::Runtime(format!("{label}: {e}")))?;
+                        let outputs = session.run(batch).map_err(|e| InferError::InStream {
+                            input: input.clone(),
+                            source: Box::new(e),
+                        })?;
                         classifier.fill(&mut out, &batch.pixels, &outputs);
                     }
                     let inference = started.elapsed().as_secs_f64();
@@ -174,11 +182,11 @@ impl PredictPlan {
                         (None, Some(w)) => w,
                         (None, None) => unreachable!("a chunk always follows its stream's start"),
                     };
-                    writer.write(&out).map_err(|e| output_err(Path::new(&label), e))?;
+                    writer.write(&out).map_err(|e| output_err(&target, e))?;
                     let positions = packed.positions();
                     let used: usize = packed.batches.iter().map(|b| b.observations).sum();
                     log::info!(
-                        "{label} chunk {chunk_in_stream}: {} pixels ({} without observations), {} observations, {} batches ({:.0}% padding), {:.0} pixels/s in the model",
+                        "{input} chunk {chunk_in_stream}: {} pixels ({} without observations), {} observations, {} batches ({:.0}% padding), {:.0} pixels/s in the model",
                         packed.pixels,
                         packed.empty_pixels,
                         packed.observations,
@@ -197,9 +205,10 @@ impl PredictPlan {
                     if let Some((writer, atomic)) = current.take() {
                         let target = atomic.target().to_path_buf();
                         let mut inner = writer.finish().map_err(|e| output_err(&target, e))?;
-                        inner
-                            .flush()
-                            .map_err(|e| InferError::Output(format!("{}: {e}", target.display())))?;
+                        inner.flush().map_err(|source| InferError::Write {
+                            path: target.clone(),
+                            source,
+                        })?;
                         drop(inner);
                         pending.push(atomic);
                     }
@@ -212,14 +221,14 @@ impl PredictPlan {
             inner.flush().map_err(InferError::Stdout)?;
         }
         if summary.streams < self.sources.len() {
-            return Err(InferError::Runtime("the reader stopped early".into()));
+            return Err(InferError::ReaderStopped);
         }
         for atomic in pending {
             let target = atomic.target().to_path_buf();
             summary.written.push(
                 atomic
                     .commit()
-                    .map_err(|e| InferError::Output(format!("{}: {e}", target.display())))?,
+                    .map_err(|source| InferError::Write { path: target, source })?,
             );
         }
         Ok(summary)
@@ -237,7 +246,7 @@ impl PredictPlan {
     }
 }
 
-fn output_err(target: &Path, e: impl std::error::Error + 'static) -> InferError {
+fn output_err(target: &Path, e: ChunkError) -> InferError {
     // A closed stdout (`predict … | head`) must stay a broken pipe, which the binary treats as success.
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(c) = cause {
@@ -248,7 +257,10 @@ fn output_err(target: &Path, e: impl std::error::Error + 'static) -> InferError 
         }
         cause = c.source();
     }
-    InferError::Output(format!("{}: writing predictions: {e}", target.display()))
+    InferError::WritePredictions {
+        path: target.to_path_buf(),
+        source: e,
+    }
 }
 
 type Writer = PredictionWriter<Box<dyn Write>>;
@@ -279,8 +291,11 @@ fn read_and_pack(
         let send = |m: Message| tx.send(m).map_err(|_| None);
         for (i, source) in sources.iter().enumerate() {
             let mut stream = source.open()?;
-            let packer = Packer::new(contract, stream.metadata(), fixed_length)
-                .map_err(|e| InferError::Input(format!("{}: {e}", source.label())))?;
+            let packer =
+                Packer::new(contract, stream.metadata(), fixed_length).map_err(|e| InferError::Unfit {
+                    input: source.clone(),
+                    source: e,
+                })?;
             send(Message::Begin {
                 source: i,
                 meta: stream.metadata().clone(),
@@ -307,7 +322,7 @@ fn read_and_pack(
 
 /// The metadata of one stream holding several chunk files of one tile: the same in everything but
 /// the window (their union) and the chunk index (`all`).
-fn merged_metadata(metas: &[(String, ChunkMetadata)]) -> Result<ChunkMetadata, InferError> {
+fn merged_metadata(metas: &[(ChunkSource, ChunkMetadata)]) -> Result<ChunkMetadata, InferError> {
     let (first_label, first) = &metas[0];
     if metas.len() == 1 {
         return Ok(first.clone());
@@ -322,9 +337,10 @@ fn merged_metadata(metas: &[(String, ChunkMetadata)]) -> Result<ChunkMetadata, I
     let (mut left, mut right) = (first.window.col, first.window.col + first.window.cols);
     for (label, m) in &metas[1..] {
         if normal(m) != merged {
-            return Err(InferError::Input(format!(
-                "--out - writes one stream, but {label} differs from {first_label} in more than its window (tile, bands, sensors, dates or screen): predict them separately or use --out-dir"
-            )));
+            return Err(InferError::StdoutMixed {
+                input: label.clone(),
+                first: first_label.clone(),
+            });
         }
         top = top.min(m.window.row);
         bottom = bottom.max(m.window.row + m.window.rows);

@@ -37,16 +37,57 @@ impl std::fmt::Display for Device {
     }
 }
 
+/// A device name that is none of `cpu`, `cuda`, `auto`.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown device '{0}' (use cpu, cuda or auto)")]
+pub struct UnknownDevice(pub String);
+
 impl std::str::FromStr for Device {
-    type Err = String;
+    type Err = UnknownDevice;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "cpu" => Ok(Device::Cpu),
             "cuda" => Ok(Device::Cuda),
             "auto" => Ok(Device::Auto),
-            _ => Err(format!("unknown device '{s}' (use cpu, cuda or auto)")),
+            _ => Err(UnknownDevice(s.to_string())),
         }
     }
+}
+
+/// How a model's tensors disagree with its contract.
+#[derive(Debug, thiserror::Error)]
+pub enum MismatchError {
+    #[error("the model has an input '{name}' that its contract does not name (contract inputs: {}): fix the contract", named.join(", "))]
+    UnnamedInput { name: String, named: Vec<String> },
+    #[error("the contract's '{key}' is '{name}' but the model has no such input (its inputs: {}): fix the contract", inputs.join(", "))]
+    MissingInput {
+        key: &'static str,
+        name: String,
+        inputs: Vec<String>,
+    },
+    #[error("input '{name}' is not a tensor")]
+    NotATensor { name: String },
+    #[error("input '{name}' is {got} of rank {got_rank} but the contract's '{key}' needs {want} of rank {want_rank}")]
+    InputType {
+        name: String,
+        got: TensorElementType,
+        got_rank: usize,
+        key: &'static str,
+        want: TensorElementType,
+        want_rank: usize,
+    },
+    #[error("input '{name}' takes {got} bands but the contract lists {} ({})", bands.len(), bands.join(","))]
+    Bands {
+        name: String,
+        got: i64,
+        bands: Vec<String>,
+    },
+    #[error("the contract's 'output.name' is '{name}' but the model's outputs are {}: fix the contract", outputs.join(", "))]
+    MissingOutput { name: String, outputs: Vec<String> },
+    #[error("output '{name}' has {got} classes but the contract's class table has {want}")]
+    OutputClasses { name: String, got: i64, want: usize },
+    #[error("output '{name}' must be float32 [batch, classes] as the contract promises")]
+    OutputKind { name: String },
 }
 
 /// The library file name ONNX Runtime ships under on this platform.
@@ -64,10 +105,7 @@ pub fn locate_library() -> Result<PathBuf, InferError> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
         if !p.is_file() {
-            return Err(InferError::Runtime(format!(
-                "ORT_DYLIB_PATH={} is not a file: point it at libonnxruntime.so (for example the onnxruntime wheel's onnxruntime/capi/libonnxruntime.so.*)",
-                p.display()
-            )));
+            return Err(InferError::LibraryPath { path: p });
         }
         return Ok(p);
     }
@@ -116,9 +154,7 @@ pub fn locate_library() -> Result<PathBuf, InferError> {
             return Ok(p);
         }
     }
-    Err(InferError::Runtime(format!(
-        "the ONNX Runtime library ({name}) was not found: set ORT_DYLIB_PATH to its path (pip's onnxruntime wheel ships it as onnxruntime/capi/{name}.*; in this repository `source scripts/env.sh` sets it)"
-    )))
+    Err(InferError::LibraryNotFound { name })
 }
 
 /// A loaded ONNX Runtime.
@@ -131,17 +167,15 @@ impl Runtime {
     /// Loads the library from [`locate_library`] (once per process).
     pub fn load() -> Result<Runtime, InferError> {
         let library = locate_library()?;
-        let builder = ort::init_from(&library).map_err(|e| {
-            InferError::Runtime(format!(
-                "cannot load ONNX Runtime from {}: {e}: set ORT_DYLIB_PATH to a libonnxruntime.so of version 1.17 or newer",
-                library.display()
-            ))
+        let builder = ort::init_from(&library).map_err(|cause| InferError::LibraryLoad {
+            path: library.clone(),
+            cause,
         })?;
         let env = builder
             .with_name("treesits-predict")
             .with_telemetry(false)
             .build()
-            .map_err(|e| InferError::Runtime(format!("starting ONNX Runtime: {e}")))?;
+            .map_err(|source| InferError::Environment { source })?;
         Ok(Runtime { env, library })
     }
 
@@ -187,25 +221,20 @@ impl ModelSession {
     /// inputs and output against it.
     pub fn open(rt: &Runtime, model: &Path, config: &SessionConfig) -> Result<ModelSession, InferError> {
         if !model.is_file() {
-            return Err(InferError::Model(format!(
-                "{}: no such model file",
-                model.display()
-            )));
+            return Err(InferError::NoModel {
+                path: model.to_path_buf(),
+            });
         }
         let (session, device) = match config.device {
             Device::Cpu => (cpu_session(rt, model, config.threads)?, Device::Cpu),
             Device::Cuda => {
                 if !rt.has_cuda() {
-                    return Err(InferError::Device(format!(
-                        "--device cuda: the ONNX Runtime library {} has no CUDA execution provider (a CPU build): install onnxruntime-gpu and point ORT_DYLIB_PATH at its libonnxruntime.so, or use --device cpu",
-                        rt.library.display()
-                    )));
+                    return Err(InferError::NoCuda {
+                        library: rt.library.clone(),
+                    });
                 }
-                let s = cuda_session(rt, model, config.threads).map_err(|e| {
-                    InferError::Device(format!(
-                        "--device cuda: CUDA could not be started: {e}: check the GPU (nvidia-smi) and that the CUDA and cuDNN libraries match the onnxruntime-gpu build, or use --device cpu"
-                    ))
-                })?;
+                let s = cuda_session(rt, model, config.threads)
+                    .map_err(|cause| InferError::CudaStart { cause })?;
                 (s, Device::Cuda)
             }
             Device::Auto if !rt.has_cuda() => {
@@ -237,19 +266,19 @@ impl ModelSession {
                 c.clone()
             }
             None => {
-                let json = model_contract_json(&session, model)?.ok_or_else(|| {
-                    InferError::Model(format!(
-                        "{}: the model carries no contract ('{}' in its metadata): supply one with --contract FILE",
-                        model.display(),
-                        contract::METADATA_KEY
-                    ))
+                let json = model_contract_json(&session, model)?.ok_or_else(|| InferError::NoContract {
+                    path: model.to_path_buf(),
                 })?;
-                ModelContract::from_json(&json)
-                    .map_err(|e| InferError::Model(format!("{}: {e}", model.display())))?
+                ModelContract::from_json(&json).map_err(|source| InferError::ModelContract {
+                    path: model.to_path_buf(),
+                    source,
+                })?
             }
         };
-        let shape = check_model(&session, &contract)
-            .map_err(|e| InferError::Model(format!("{}: {e}", model.display())))?;
+        let shape = check_model(&session, &contract).map_err(|source| InferError::Mismatch {
+            path: model.to_path_buf(),
+            source,
+        })?;
         Ok(ModelSession {
             session,
             contract,
@@ -295,17 +324,17 @@ impl ModelSession {
                 out.truncate(n * k);
                 Ok(out)
             }
-            Some(fixed) if batch.pixels.len() > fixed => Err(InferError::Runtime(format!(
-                "a batch of {} pixels for a model with a fixed batch size of {fixed}",
-                batch.pixels.len()
-            ))),
+            Some(fixed) if batch.pixels.len() > fixed => Err(InferError::BatchTooLarge {
+                pixels: batch.pixels.len(),
+                fixed,
+            }),
             _ => self.run_exact(batch),
         }
     }
 
     fn run_exact(&mut self, batch: &Batch) -> Result<Vec<f32>, InferError> {
         let n = batch.pixels.len();
-        let err = |e: ort::Error| InferError::Runtime(format!("running the model: {e}"));
+        let err = |source: ort::Error| InferError::Run { source };
         let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(3);
         let c = &self.contract;
         inputs.push((
@@ -331,52 +360,50 @@ impl ModelSession {
             ));
         }
         let outputs = self.session.run(inputs).map_err(err)?;
-        let out = outputs
-            .get(&c.output.name)
-            .ok_or_else(|| InferError::Runtime(format!("the model returned no '{}'", c.output.name)))?;
+        let out = outputs.get(&c.output.name).ok_or_else(|| InferError::NoOutput {
+            name: c.output.name.clone(),
+        })?;
         let (shape, data) = out.try_extract_tensor::<f32>().map_err(err)?;
         let k = c.classes.len();
         if shape.len() != 2 || shape[0] != n as i64 || shape[1] != k as i64 {
-            return Err(InferError::Model(format!(
-                "output '{}' has shape {:?} for a batch of {n}; the contract promises [{n}, {k}]",
-                c.output.name,
-                &shape[..]
-            )));
+            return Err(InferError::OutputShape {
+                name: c.output.name.clone(),
+                shape: shape.to_vec(),
+                pixels: n,
+                classes: k,
+            });
         }
         Ok(data.to_vec())
     }
 }
 
 fn cpu_session(rt: &Runtime, model: &Path, threads: usize) -> Result<Session, InferError> {
-    let err = |e: String| {
-        InferError::Model(format!(
-            "{}: ONNX Runtime cannot load the model: {e}",
-            model.display()
-        ))
+    let open = || -> Result<Session, ort::Error> {
+        let mut builder = Session::builder(&rt.env)?
+            .with_intra_threads(threads)?
+            .with_inter_threads(1)?;
+        builder.commit_from_file(model)
     };
-    Session::builder(&rt.env)
-        .and_then(|b| Ok(b.with_intra_threads(threads)?))
-        .and_then(|b| Ok(b.with_inter_threads(1)?))
-        .map_err(|e| err(e.to_string()))?
-        .commit_from_file(model)
-        .map_err(|e| err(e.to_string()))
+    open().map_err(|cause| InferError::LoadModel {
+        path: model.to_path_buf(),
+        cause,
+    })
 }
 
 /// A session with the CUDA execution provider registered, or the reason it could not be.
-fn cuda_session(rt: &Runtime, model: &Path, threads: usize) -> Result<Session, String> {
+fn cuda_session(rt: &Runtime, model: &Path, threads: usize) -> Result<Session, ort::Error> {
     let cuda = ep::CUDA::default().build().error_on_failure();
-    Session::builder(&rt.env)
-        .and_then(|b| Ok(b.with_intra_threads(threads)?))
-        .and_then(|b| Ok(b.with_execution_providers([cuda])?))
-        .map_err(|e| e.to_string())?
-        .commit_from_file(model)
-        .map_err(|e| e.to_string())
+    let mut builder = Session::builder(&rt.env)?
+        .with_intra_threads(threads)?
+        .with_execution_providers([cuda])?;
+    builder.commit_from_file(model)
 }
 
 fn model_contract_json(session: &Session, model: &Path) -> Result<Option<String>, InferError> {
-    let meta = session
-        .metadata()
-        .map_err(|e| InferError::Model(format!("{}: reading the model's metadata: {e}", model.display())))?;
+    let meta = session.metadata().map_err(|cause| InferError::ModelMetadata {
+        path: model.to_path_buf(),
+        cause,
+    })?;
     Ok(meta.custom(contract::METADATA_KEY))
 }
 
@@ -390,9 +417,9 @@ fn tensor_of(t: &ValueType) -> Option<(TensorElementType, Vec<i64>)> {
 
 /// Checks the model's tensors against the contract: every input is one the contract names (so
 /// predict can feed it), with the promised type and rank; the output likewise; fixed dimensions agree.
-fn check_model(session: &Session, c: &ModelContract) -> Result<ModelShape, String> {
+fn check_model(session: &Session, c: &ModelContract) -> Result<ModelShape, MismatchError> {
     let inputs: Vec<(&str, &ValueType)> = session.inputs().iter().map(|o| (o.name(), o.dtype())).collect();
-    let names = || inputs.iter().map(|i| i.0).collect::<Vec<_>>().join(", ");
+    let names = || inputs.iter().map(|i| i.0.to_string()).collect::<Vec<_>>();
     let expected: Vec<(&str, &str, TensorElementType, usize)> = [
         Some((
             "inputs.values",
@@ -414,28 +441,35 @@ fn check_model(session: &Session, c: &ModelContract) -> Result<ModelShape, Strin
     .collect();
     for (name, _) in &inputs {
         if !expected.iter().any(|e| e.1 == *name) {
-            return Err(format!(
-                "the model has an input '{name}' that its contract does not name (contract inputs: {}): fix the contract",
-                expected.iter().map(|e| e.1).collect::<Vec<_>>().join(", ")
-            ));
+            return Err(MismatchError::UnnamedInput {
+                name: name.to_string(),
+                named: expected.iter().map(|e| e.1.to_string()).collect(),
+            });
         }
     }
     let mut dims_of_values = Vec::new();
     for (key, name, ty, rank) in &expected {
         let Some((_, t)) = inputs.iter().find(|i| i.0 == *name) else {
-            return Err(format!(
-                "the contract's '{key}' is '{name}' but the model has no such input (its inputs: {}): fix the contract",
-                names()
-            ));
+            return Err(MismatchError::MissingInput {
+                key,
+                name: name.to_string(),
+                inputs: names(),
+            });
         };
         let Some((got_ty, dims)) = tensor_of(t) else {
-            return Err(format!("input '{name}' is not a tensor"));
+            return Err(MismatchError::NotATensor {
+                name: name.to_string(),
+            });
         };
         if got_ty != *ty || dims.len() != *rank {
-            return Err(format!(
-                "input '{name}' is {got_ty} of rank {} but the contract's '{key}' needs {ty} of rank {rank}",
-                dims.len()
-            ));
+            return Err(MismatchError::InputType {
+                name: name.to_string(),
+                got: got_ty,
+                got_rank: dims.len(),
+                key,
+                want: *ty,
+                want_rank: *rank,
+            });
         }
         if *key == "inputs.values" {
             dims_of_values = dims;
@@ -443,36 +477,34 @@ fn check_model(session: &Session, c: &ModelContract) -> Result<ModelShape, Strin
     }
     let bands = c.bands.len() as i64;
     if dims_of_values[2] >= 0 && dims_of_values[2] != bands {
-        return Err(format!(
-            "input '{}' takes {} bands but the contract lists {bands} ({})",
-            c.inputs.values,
-            dims_of_values[2],
-            c.bands.join(",")
-        ));
+        return Err(MismatchError::Bands {
+            name: c.inputs.values.clone(),
+            got: dims_of_values[2],
+            bands: c.bands.clone(),
+        });
     }
     let outputs: Vec<(&str, &ValueType)> = session.outputs().iter().map(|o| (o.name(), o.dtype())).collect();
     let Some((_, out)) = outputs.iter().find(|o| o.0 == c.output.name) else {
-        return Err(format!(
-            "the contract's 'output.name' is '{}' but the model's outputs are {}: fix the contract",
-            c.output.name,
-            outputs.iter().map(|o| o.0).collect::<Vec<_>>().join(", ")
-        ));
+        return Err(MismatchError::MissingOutput {
+            name: c.output.name.clone(),
+            outputs: outputs.iter().map(|o| o.0.to_string()).collect(),
+        });
     };
     match tensor_of(out) {
         Some((TensorElementType::Float32, dims)) if dims.len() == 2 => {
             let k = c.classes.len() as i64;
             if dims[1] >= 0 && dims[1] != k {
-                return Err(format!(
-                    "output '{}' has {} classes but the contract's class table has {k}",
-                    c.output.name, dims[1]
-                ));
+                return Err(MismatchError::OutputClasses {
+                    name: c.output.name.clone(),
+                    got: dims[1],
+                    want: c.classes.len(),
+                });
             }
         }
         _ => {
-            return Err(format!(
-                "output '{}' must be float32 [batch, classes] as the contract promises",
-                c.output.name
-            ))
+            return Err(MismatchError::OutputKind {
+                name: c.output.name.clone(),
+            })
         }
     }
     let fixed = |d: i64| (d > 0).then_some(d as usize);
@@ -512,8 +544,19 @@ mod tests {
     fn open_err(name: &str, config: &SessionConfig) -> String {
         match ModelSession::open(rt(), &model(name), config) {
             Ok(_) => panic!("{name} opened"),
-            Err(e) => e.to_string(),
+            Err(e) => chain(&e),
         }
+    }
+
+    /// The message as `predict` prints it: the error and its sources, joined by ": ".
+    fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+        let mut parts = vec![e.to_string()];
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            parts.push(c.to_string());
+            cause = c.source();
+        }
+        parts.join(": ")
     }
 
     /// The test models' weight formula (models/testdata/make_test_models.py).
