@@ -17,9 +17,10 @@ use treesits_core::grid::PrjForm;
 use treesits_core::prediction::{PredictionColumns, PredictionMetadata, PredictionReader, PROB_NODATA};
 use treesits_core::species::CLASS_NODATA;
 use treesits_core::{Date, Sensor};
+use treesits_testkit::cli::{assert_snapshot, s, Tool};
 use treesits_testkit::SynthConfig;
 
-const BIN: &str = env!("CARGO_BIN_EXE_predict");
+const TOOL: Tool = Tool::new("predict", env!("CARGO_BIN_EXE_predict"));
 
 fn testdata(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -27,18 +28,15 @@ fn testdata(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// The real `cube-extract` binary, built next to `predict` (`cargo test --workspace` builds every
 /// binary first; a run limited to this package builds it here).
 fn cube_extract() -> &'static Path {
     static BIN_PATH: OnceLock<PathBuf> = OnceLock::new();
     BIN_PATH.get_or_init(|| {
-        let path = Path::new(BIN).with_file_name(format!("cube-extract{}", std::env::consts::EXE_SUFFIX));
+        let path =
+            Path::new(TOOL.bin).with_file_name(format!("cube-extract{}", std::env::consts::EXE_SUFFIX));
         if !path.exists() {
-            let release = Path::new(BIN).parent().unwrap().ends_with("release");
+            let release = Path::new(TOOL.bin).parent().unwrap().ends_with("release");
             let mut cargo = Command::new(env!("CARGO"));
             cargo.args(["build", "--quiet", "-p", "cube-extract"]);
             if release {
@@ -88,7 +86,7 @@ impl Cube {
         let out = self.path(name);
         let mut args = vec!["--tile", s(&self.tile_dir), "--out-dir", s(&out), "-q"];
         args.extend(extra);
-        ok(&Command::new(cube_extract()).args(&args).output().unwrap());
+        TOOL.ok(&Command::new(cube_extract()).args(&args).output().unwrap());
         out
     }
 
@@ -97,7 +95,7 @@ impl Cube {
         let mut args = vec!["--tile", s(&self.tile_dir), "--out", "-", "-q"];
         args.extend(extra);
         let out = Command::new(cube_extract()).args(&args).output().unwrap();
-        ok(&out);
+        TOOL.ok(&out);
         out.stdout
     }
 }
@@ -108,7 +106,7 @@ fn predict(args: &[&str]) -> Output {
 
 /// Runs predict with `stdin` bytes and environment changes (`None` value: removed).
 fn predict_with(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, Option<&str>)]) -> Output {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = TOOL.command();
     cmd.args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -133,28 +131,6 @@ fn predict_with(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, Option<&str>)
         });
     }
     child.wait_with_output().unwrap()
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Exit status 1 and exactly one `predict: error: …` line containing `want`.
-fn fails_with(out: &Output, want: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    let lines: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
-    assert_eq!(lines.len(), 1, "{err}");
-    assert!(lines[0].starts_with("predict: error: "), "{err}");
-    assert!(lines[0].contains(want), "wanted '{want}' in: {}", lines[0]);
-    assert!(
-        out.stdout.is_empty() || want.is_empty(),
-        "stdout carries data only"
-    );
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
@@ -473,7 +449,7 @@ fn every_pixel_equals_the_model_recomputed_from_its_chunk_and_contract() {
                 "--batch-size",
                 "64",
             ]);
-            ok(&r);
+            TOOL.ok(&r);
             let log = String::from_utf8_lossy(&r.stderr);
             assert_eq!(
                 log.matches(" chunk 0: ").count(),
@@ -546,7 +522,7 @@ fn a_bidirectional_lstm_gives_the_same_answers_at_every_batch_size() {
             "--batch-size",
             batch,
         ]);
-        ok(&r);
+        TOOL.ok(&r);
         let log = String::from_utf8_lossy(&r.stderr);
         let chunk_lines: Vec<&str> = log.lines().filter(|l| l.contains("% padding)")).collect();
         assert_eq!(chunk_lines.len(), 4, "{log}");
@@ -570,7 +546,7 @@ fn a_bidirectional_lstm_gives_the_same_answers_at_every_batch_size() {
     // Two runs with the default batch size write the same bytes (nothing follows free memory).
     let default_run = |name: &str| -> Vec<Vec<u8>> {
         let out = cube.path(name);
-        ok(&predict(&[
+        TOOL.ok(&predict(&[
             "--model",
             s(&model),
             "--input",
@@ -621,7 +597,7 @@ fn stdin_and_stdout_streams_equal_per_file_output_whatever_the_batch_size_and_th
         args.extend(["--input", input]);
         args.extend(extra);
         let r = predict_with(&args, stdin, &[]);
-        ok(&r);
+        TOOL.ok(&r);
         r
     };
     // Per file, batches of 7 pixels on one thread.
@@ -687,7 +663,7 @@ fn a_model_without_contract_needs_and_takes_one() {
     };
     let plain: Vec<String> = args(&testdata("no_contract.onnx"));
     let r = predict(&plain.iter().map(String::as_str).collect::<Vec<_>>());
-    fails_with(&r, "no_contract.onnx: the model carries no contract ('treesits.contract' in its metadata): supply one with --contract FILE");
+    TOOL.fails_with(&r, "no_contract.onnx: the model carries no contract ('treesits.contract' in its metadata): supply one with --contract FILE");
     assert!(!out.exists(), "nothing written");
 
     let mut with = plain.clone();
@@ -695,11 +671,11 @@ fn a_model_without_contract_needs_and_takes_one() {
         "--contract".into(),
         s(&testdata("linear_left.contract.json")).into(),
     ]);
-    ok(&predict(&with.iter().map(String::as_str).collect::<Vec<_>>()));
+    TOOL.ok(&predict(&with.iter().map(String::as_str).collect::<Vec<_>>()));
     let reference = cube.path("pred_reference");
     let mut r = args(&testdata("linear_left.onnx"));
     r[5] = s(&reference).into();
-    ok(&predict(&r.iter().map(String::as_str).collect::<Vec<_>>()));
+    TOOL.ok(&predict(&r.iter().map(String::as_str).collect::<Vec<_>>()));
     for n in files_in(&reference) {
         assert_eq!(
             read_prediction_file(&out.join(&n)),
@@ -715,18 +691,18 @@ fn a_model_without_contract_needs_and_takes_one() {
     let out2 = cube.path("pred_bad");
     a[5] = s(&out2).into();
     let r = predict(&a.iter().map(String::as_str).collect::<Vec<_>>());
-    fails_with(
+    TOOL.fails_with(
         &r,
         &format!("--contract {}: model contract is not valid JSON", bad.display()),
     );
     let mut m = args(&testdata("missing_tensor.onnx"));
     m[5] = s(&out2).into();
     let r = predict(&m.iter().map(String::as_str).collect::<Vec<_>>());
-    fails_with(&r, "the model has an input 'x' that its contract does not name");
+    TOOL.fails_with(&r, "the model has an input 'x' that its contract does not name");
     let mut w = args(&testdata("wrong_rank.onnx"));
     w[5] = s(&out2).into();
     let r = predict(&w.iter().map(String::as_str).collect::<Vec<_>>());
-    fails_with(
+    TOOL.fails_with(
         &r,
         "input 'x' is f32 of rank 2 but the contract's 'inputs.values' needs f32 of rank 3",
     );
@@ -746,7 +722,7 @@ fn landsat_chunks_fit_a_six_band_model_and_are_refused_by_a_ten_band_one() {
         "--out-dir",
         s(&out),
     ]);
-    fails_with(
+    TOOL.fails_with(
         &r,
         "_chunk0000.arrows: model contract: the model needs band 'REDEDGE1' but the chunk has only 6 (BLUE,GREEN,RED,NIR,SWIR1,SWIR2): extract with the sensors the model was trained on",
     );
@@ -754,7 +730,7 @@ fn landsat_chunks_fit_a_six_band_model_and_are_refused_by_a_ten_band_one() {
 
     // The fixed-length model uses the six bands both sensor families share.
     let c = load_contract("fixed_latest.onnx");
-    ok(&predict(&[
+    TOOL.ok(&predict(&[
         "--model",
         s(&testdata("fixed_latest.onnx")),
         "--input",
@@ -788,14 +764,14 @@ fn damaged_chunks_are_refused_and_leave_no_output() {
     std::fs::write(out.join("keep.txt"), b"x").unwrap();
     let args = ["--model", s(&model), "--input", s(&dir), "--out-dir", s(&out)];
     let r = predict(&args);
-    fails_with(&r, "b.arrows: reading a chunk failed");
+    TOOL.fails_with(&r, "b.arrows: reading a chunk failed");
     assert!(String::from_utf8_lossy(&r.stderr).contains("damaged or truncated"));
     assert_eq!(files_in(&out), vec!["keep.txt"], "no partial output");
 
     // Cut at the end-of-stream marker only.
     std::fs::write(dir.join("b.arrows"), &bytes[..bytes.len() - 8]).unwrap();
     let r = predict(&args);
-    fails_with(&r, "b.arrows: the stream ends without its end-of-stream marker");
+    TOOL.fails_with(&r, "b.arrows: the stream ends without its end-of-stream marker");
     assert_eq!(files_in(&out), vec!["keep.txt"]);
 
     // A chunk of another format version, written by hand with its metadata changed.
@@ -812,7 +788,7 @@ fn damaged_chunks_are_refused_and_leave_no_output() {
     drop(w);
     std::fs::write(dir.join("b.arrows"), &buf).unwrap();
     let r = predict(&args);
-    fails_with(&r, "b.arrows: not a treesits time-series chunk: format version 2 is not supported (this build reads version 1)");
+    TOOL.fails_with(&r, "b.arrows: not a treesits time-series chunk: format version 2 is not supported (this build reads version 1)");
     assert_eq!(files_in(&out), vec!["keep.txt"]);
 
     // A truncated stream on stdin, to stdout: non-zero exit.
@@ -845,11 +821,11 @@ fn missing_inputs_devices_and_libraries_fail_with_one_clear_line() {
 
     let mut a = with(&[]);
     a[1] = "nowhere/model.onnx".into();
-    fails_with(&run(&a, &[]), "nowhere/model.onnx: no such model file");
+    TOOL.fails_with(&run(&a, &[]), "nowhere/model.onnx: no such model file");
 
     let mut a = with(&[]);
     a[3] = "nowhere/chunks".into();
-    fails_with(&run(&a, &[]), "--input nowhere/chunks: no such file or directory");
+    TOOL.fails_with(&run(&a, &[]), "--input nowhere/chunks: no such file or directory");
 
     // This machine's onnxruntime is the CPU wheel: cuda must fail loudly, auto must fall back.
     let r = run(&with(&["--device", "cuda"]), &[]);
@@ -857,11 +833,11 @@ fn missing_inputs_devices_and_libraries_fail_with_one_clear_line() {
         eprintln!("skipped the CPU-build device checks: this ONNX Runtime has a working CUDA");
         std::fs::remove_dir_all(&out).unwrap();
     } else {
-        fails_with(&r, "--device cuda: the ONNX Runtime library");
+        TOOL.fails_with(&r, "--device cuda: the ONNX Runtime library");
         assert!(String::from_utf8_lossy(&r.stderr)
             .contains("has no CUDA execution provider (a CPU build): install onnxruntime-gpu"));
         let r = run(&with(&["--device", "auto"]), &[]);
-        ok(&r);
+        TOOL.ok(&r);
         assert!(String::from_utf8_lossy(&r.stderr).contains("device auto: CPU (the ONNX Runtime library"));
         std::fs::remove_dir_all(&out).unwrap();
     }
@@ -873,7 +849,7 @@ fn missing_inputs_devices_and_libraries_fail_with_one_clear_line() {
         eprintln!("skipped the missing-library check: a system ONNX Runtime was found");
         std::fs::remove_dir_all(&out).unwrap();
     } else {
-        fails_with(
+        TOOL.fails_with(
             &r,
             "the ONNX Runtime library (libonnxruntime.so) was not found: set ORT_DYLIB_PATH",
         );
@@ -882,9 +858,9 @@ fn missing_inputs_devices_and_libraries_fail_with_one_clear_line() {
         &with(&[]),
         &[("ORT_DYLIB_PATH", Some("/nonexistent/libonnxruntime.so"))],
     );
-    fails_with(&r, "ORT_DYLIB_PATH=/nonexistent/libonnxruntime.so is not a file");
+    TOOL.fails_with(&r, "ORT_DYLIB_PATH=/nonexistent/libonnxruntime.so is not a file");
     let r = run(&with(&[]), &[("ORT_DYLIB_PATH", Some(s(&model)))]);
-    fails_with(&r, "cannot load ONNX Runtime from");
+    TOOL.fails_with(&r, "cannot load ONNX Runtime from");
     assert!(!out.exists());
 
     // Usage errors: exit 2.
@@ -893,7 +869,7 @@ fn missing_inputs_devices_and_libraries_fail_with_one_clear_line() {
     let mut a = with(&[]);
     a.truncate(4);
     a.extend(["--out".into(), "file.arrows".into()]);
-    fails_with(&run(&a, &[]), "--out only takes '-'");
+    TOOL.fails_with(&run(&a, &[]), "--out only takes '-'");
 }
 
 /// The trained fixtures (models/fixtures/*.onnx, made by the model-training scripts) on a held-out
@@ -925,7 +901,7 @@ fn trained_fixtures_reach_ninety_percent_on_a_held_out_cube() {
     for model in models {
         let out = cube.path("pred_fixture");
         let _ = std::fs::remove_dir_all(&out);
-        ok(&predict(&[
+        TOOL.ok(&predict(&[
             "--model",
             s(&model),
             "--input",
@@ -961,11 +937,8 @@ fn trained_fixtures_reach_ninety_percent_on_a_held_out_cube() {
     }
 }
 
-/// The whole `--help` text, so a changed interface shows in review (`cargo insta review`, or
-/// `INSTA_UPDATE=always cargo test -p predict` to accept, then read the diff of the `.snap` file).
+/// The interface as reviewed: a changed flag or help text changes tests/snapshots/help.txt.
 #[test]
-fn help_text_is_pinned() {
-    let out = Command::new(BIN).arg("--help").output().unwrap();
-    ok(&out);
-    insta::assert_snapshot!("predict_help", String::from_utf8(out.stdout).unwrap());
+fn help_is_as_reviewed() {
+    assert_snapshot(env!("CARGO_MANIFEST_DIR"), "help", &TOOL.help(&[]));
 }

@@ -107,12 +107,7 @@ impl ChunkMetadata {
             crs_wkt: "PROJCS[\"x\"]".into(),
             geotransform: [4_000_000.0, 10.0, 0.0, 3_000_000.5, 0.0, -10.0],
             tile_size: (3000, 3000),
-            window: PixelWindow {
-                row: 300,
-                col: 0,
-                rows: 300,
-                cols: 3000,
-            },
+            window: PixelWindow::new(300, 0, 300, 3000),
             chunk_index: Some(1),
             chunk_count: 10,
             sensors: vec![Sensor::Sen2a, Sensor::Sen2b],

@@ -350,6 +350,11 @@ pub struct PixelWindow {
 }
 
 impl PixelWindow {
+    /// The window of `rows` × `cols` pixels whose top-left pixel is (`row`, `col`).
+    pub const fn new(row: usize, col: usize, rows: usize, cols: usize) -> PixelWindow {
+        PixelWindow { row, col, rows, cols }
+    }
+
     pub fn len(&self) -> usize {
         self.rows * self.cols
     }

@@ -15,12 +15,10 @@ use treesits_core::inputs::{self, Input, InputFilter};
 
 use crate::{InferError, StreamDamage};
 
-/// File name ending of time-series chunks.
-pub const CHUNK_SUFFIX: &str = ".arrows";
+pub use treesits_core::names::{CHUNK_SUFFIX, PREDICTION_SUFFIX};
+
 /// Largest schema message accepted at the start of a stream (a chunk's is a few KiB).
 const SCHEMA_MESSAGE_MAX: i32 = 16 << 20;
-/// File name ending of prediction chunks.
-pub const PREDICTION_SUFFIX: &str = ".pred.arrows";
 
 /// One input stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,8 +60,7 @@ impl ChunkSource {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let stem = name.strip_suffix(CHUNK_SUFFIX).unwrap_or(&name);
-                format!("{stem}{PREDICTION_SUFFIX}")
+                treesits_core::names::prediction_file_name(&name)
             }
             ChunkSource::Stdin => format!("{}{PREDICTION_SUFFIX}", meta.tile_id),
         }
@@ -199,29 +196,19 @@ impl ChunkStream {
 mod tests {
     use super::*;
     use treesits_core::chunk::ChunkWriter;
-    use treesits_core::{Date, PixelWindow, Sensor, TileId};
+    use treesits_core::{PixelWindow, Sensor, TileId};
 
     fn meta() -> ChunkMetadata {
+        // A 10 × 10 px tile, read one row at a time.
         ChunkMetadata {
             tile_id: TileId::new(3, 4),
-            crs_wkt: String::new(),
-            geotransform: [0.0, 10.0, 0.0, 0.0, 0.0, -10.0],
             tile_size: (10, 10),
-            window: PixelWindow {
-                row: 0,
-                col: 0,
-                rows: 1,
-                cols: 10,
-            },
+            window: PixelWindow::new(0, 0, 1, 10),
             chunk_index: Some(0),
-            chunk_count: 10,
             sensors: vec![Sensor::Sen2a],
             band_names: vec!["BLUE".into()],
-            scale: 10_000.0,
-            nodata: -9999,
-            date_start: Date::new(2021, 1, 1).unwrap(),
-            date_end: Date::new(2021, 12, 31).unwrap(),
             qai_screen: "none".into(),
+            ..ChunkMetadata::example()
         }
     }
 

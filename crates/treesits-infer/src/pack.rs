@@ -250,26 +250,16 @@ mod tests {
     }
 
     fn meta(bands: &[&str]) -> ChunkMetadata {
+        // A 10 × 10 px tile, read one row at a time.
         ChunkMetadata {
             tile_id: TileId::new(1, 2),
-            crs_wkt: String::new(),
-            geotransform: [0.0, 10.0, 0.0, 0.0, 0.0, -10.0],
             tile_size: (10, 10),
-            window: PixelWindow {
-                row: 0,
-                col: 0,
-                rows: 1,
-                cols: 10,
-            },
+            window: PixelWindow::new(0, 0, 1, 10),
             chunk_index: Some(0),
-            chunk_count: 10,
             sensors: vec![Sensor::Sen2a],
             band_names: bands.iter().map(|b| b.to_string()).collect(),
-            scale: 10_000.0,
-            nodata: -9999,
-            date_start: Date::new(2021, 1, 1).unwrap(),
-            date_end: Date::new(2021, 12, 31).unwrap(),
             qai_screen: "none".into(),
+            ..ChunkMetadata::example()
         }
     }
 
