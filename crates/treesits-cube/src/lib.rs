@@ -3,11 +3,13 @@
 //! - [`scan`]: which acquisitions of a tile to use, their georeferencing checked against the cube;
 //!   [`scan::ChunkReader`] reads a window of every acquisition along the files' own blocks;
 //! - [`extract`]: the chunks of a tile (Arrow IPC, `cube-extract`), written atomically;
+//!   [`extract_request`]: `cube-extract`'s request checked into a plan;
 //! - [`inventory`]: what each tile's products are made from, and what changed since the last run
 //!   (`cube-inventory`); [`inventory_check`]: the whole `cube-inventory` run (tiles, selection,
 //!   recipe, comparison, plan).
 
 pub mod extract;
+pub mod extract_request;
 pub mod inventory;
 pub mod inventory_check;
 pub mod scan;
