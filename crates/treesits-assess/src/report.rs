@@ -325,3 +325,55 @@ pub fn summary(a: &Assessment) -> Vec<String> {
     }
     v
 }
+
+/// Why the reports could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("writing {path}: {source}")]
+    File {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("writing to stdout: {0}")]
+    Stdout(#[source] std::io::Error),
+}
+
+/// Writes the JSON and/or Markdown report (`-`: stdout): files under a temporary name first, then
+/// all renamed, stdout last, so a failure leaves no report half-written. Returns the files written.
+pub fn write_reports(
+    a: &Assessment,
+    json: Option<&std::path::Path>,
+    markdown: Option<&std::path::Path>,
+) -> Result<Vec<std::path::PathBuf>, WriteError> {
+    use std::io::Write;
+    let mut json_text = serde_json::to_string_pretty(&to_json(a)).expect("a JSON value serialises");
+    json_text.push('\n');
+    let mut staged = Vec::new();
+    let mut stdout_text = None;
+    for (target, text) in [(json, json_text), (markdown, to_markdown(a))] {
+        let Some(target) = target else { continue };
+        if target.as_os_str() == "-" {
+            stdout_text = Some(text);
+            continue;
+        }
+        let out = treesits_core::atomic::AtomicPath::new(target);
+        std::fs::write(out.temp(), text).map_err(|source| WriteError::File {
+            path: target.to_path_buf(),
+            source,
+        })?;
+        staged.push(out);
+    }
+    let mut written = Vec::new();
+    for out in staged {
+        let path = out.target().to_path_buf();
+        written.push(out.commit().map_err(|source| WriteError::File { path, source })?);
+    }
+    if let Some(text) = stdout_text {
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+            .map_err(WriteError::Stdout)?;
+    }
+    Ok(written)
+}
