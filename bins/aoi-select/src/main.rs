@@ -131,6 +131,7 @@ fn main() -> ExitCode {
     gdal::config::set_error_handler(|class, number, message| {
         log::debug!("GDAL {class:?} {number}: {message}");
     });
+    treesits_gdal::config::set_network_defaults();
     treesits_cli::run("aoi-select", || {
         let start = std::time::Instant::now();
         treesits_cli::start_thread_pool(cli.threads)?;

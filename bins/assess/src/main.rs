@@ -163,6 +163,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     treesits_cli::init_logging(&cli.log);
     treesits_gdal::error::log_messages();
+    treesits_gdal::config::set_network_defaults();
     treesits_cli::run("assess", || {
         treesits_cli::start_thread_pool(cli.threads.map(|t| t as usize))?;
         let outs = outputs(&cli)?;

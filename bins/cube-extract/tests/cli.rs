@@ -867,3 +867,135 @@ fn bad_inputs_fail_with_one_clear_line_and_leave_no_chunks() {
 fn help_is_as_reviewed() {
     assert_snapshot(env!("CARGO_MANIFEST_DIR"), "help", &TOOL.help(&[]));
 }
+
+// S3 listings through a fault-injecting proxy in front of moto (issue 20): a tile directory of
+// more than one listing page (S3 lists 1000 objects a page) is listed completely or not at all.
+
+/// A tile on moto spanning two listing pages: 1000 empty objects named after the first date sort
+/// between its Level-2 files and the later dates', so page 2 holds every later acquisition.
+/// Returns the cube, the server, the tile's URL and its acquisition dates.
+fn paged_tile() -> (Cube, Moto, String, Vec<Date>) {
+    let cube = synth(ForceLayout::Force38, PrjForm::Tagged, 30, 6);
+    let tile = cube.tile_dir.file_name().unwrap().to_str().unwrap().to_string();
+    let moto = Moto::start();
+    moto.upload_dir(&cube.root.join("cube"), "cube", "germany");
+    let mut names: Vec<String> = std::fs::read_dir(&cube.tile_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let pad: Vec<String> = (0..1000)
+        .map(|i| format!("{}_pad{i:04}.txt", &names[0][..8]))
+        .collect();
+    moto.put_empty("cube", &format!("germany/{tile}"), &pad);
+    let mut dates: Vec<Date> = names
+        .iter()
+        .filter(|n| n.ends_with("_BOA.tif"))
+        .map(|n| Level2Name::parse(n).unwrap().date)
+        .collect();
+    dates.dedup();
+    assert!(dates.len() >= 4, "{names:?}");
+    (cube, moto, format!("s3://cube/germany/{tile}"), dates)
+}
+
+/// cube-extract of `url` into `out` with `env` (and `extra`).
+fn extract_s3(url: &str, out: &Path, env: &[(&str, String)], extra: &[(&str, &str)]) -> std::process::Output {
+    TOOL.command()
+        .args(["--tile", url, "--out-dir", s(out)])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .envs(extra.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The distinct dates of every observation in a directory of chunks.
+fn extracted_dates(dir: &Path) -> Vec<Date> {
+    let mut dates: Vec<Date> = read_dir_chunks(dir)
+        .iter()
+        .flat_map(|(_, _, c)| {
+            c.date
+                .iter()
+                .map(|&d| Date::from_days_since_epoch(d))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    dates.sort();
+    dates.dedup();
+    dates
+}
+
+/// Fast retries: one, after 0.1 s.
+const FAST_RETRY: [(&str, &str); 2] = [("GDAL_HTTP_MAX_RETRY", "1"), ("GDAL_HTTP_RETRY_DELAY", "0.1")];
+
+#[test]
+fn s3_listing_error_on_the_second_page_fails_instead_of_extracting_fewer_dates() {
+    use treesits_testkit::fault_proxy::{Fault, FaultKind, FaultProxy};
+    let (cube, moto, url, dates) = paged_tile();
+    let direct = cube.root.join("direct");
+    TOOL.ok(&extract_s3(&url, &direct, &moto.gdal_env(), &[]));
+    assert_eq!(extracted_dates(&direct), dates);
+
+    // Through the proxy, no fault: the same chunks.
+    let proxy = FaultProxy::start(&moto, &[]);
+    let via = cube.root.join("via");
+    TOOL.ok(&extract_s3(&url, &via, &proxy.gdal_env(), &[]));
+    let (a, b) = (read_dir_chunks(&via), read_dir_chunks(&direct));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((&x.0, &x.1, &x.2), (&y.0, &y.1, &y.2));
+    }
+    assert!(proxy.requests().iter().any(|r| r.page == Some(2)));
+    drop(proxy);
+
+    // 503 on every second page: exit 1 naming the tile, nothing written (before the fix: exit 0
+    // with the first date alone).
+    let proxy = FaultProxy::start(&moto, &[Fault::new(FaultKind::Status(503), 2)]);
+    let out = cube.root.join("failed");
+    let r = extract_s3(&url, &out, &proxy.gdal_env(), &FAST_RETRY);
+    TOOL.fails_with(&r, &format!("cannot list {url} completely"));
+    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+    assert!(proxy.faults_injected() >= 2);
+    drop(proxy);
+
+    // A 500 once: retried, every date extracted.
+    let proxy = FaultProxy::start(&moto, &[Fault::new(FaultKind::Status(500), 2).times(1)]);
+    let out = cube.root.join("retried");
+    TOOL.ok(&extract_s3(&url, &out, &proxy.gdal_env(), &FAST_RETRY));
+    assert_eq!(extracted_dates(&out), dates);
+    assert_eq!(proxy.faults_injected(), 1);
+}
+
+#[test]
+fn s3_listing_stall_or_damaged_page_fails_in_bounded_time() {
+    use treesits_testkit::fault_proxy::{Fault, FaultKind, FaultProxy};
+    let (cube, moto, url, dates) = paged_tile();
+    // A stall: cut by the (shortened) GDAL_HTTP_TIMEOUT, not a hang.
+    let proxy = FaultProxy::start(&moto, &[Fault::new(FaultKind::Stall, 2)]);
+    let out = cube.root.join("stalled");
+    let started = std::time::Instant::now();
+    let r = extract_s3(
+        &url,
+        &out,
+        &proxy.gdal_env(),
+        &[FAST_RETRY[0], FAST_RETRY[1], ("GDAL_HTTP_TIMEOUT", "2")],
+    );
+    let took = started.elapsed();
+    TOOL.fails_with(&r, &format!("cannot list {url} completely"));
+    assert!(took < std::time::Duration::from_secs(40), "took {took:?}");
+    drop(proxy);
+    // A truncated, garbled or quietly wrong page: an error every time it persists, the full
+    // result when it happens once.
+    for kind in [FaultKind::Truncate, FaultKind::Garble, FaultKind::WrongSizes] {
+        let proxy = FaultProxy::start(&moto, &[Fault::new(kind, 2)]);
+        let out = cube.root.join(format!("bad-{kind:?}"));
+        let r = extract_s3(&url, &out, &proxy.gdal_env(), &FAST_RETRY);
+        TOOL.fails_with(&r, &format!("cannot list {url} completely"));
+        drop(proxy);
+        let proxy = FaultProxy::start(&moto, &[Fault::new(kind, 2).times(1)]);
+        let out = cube.root.join(format!("once-{kind:?}"));
+        TOOL.ok(&extract_s3(&url, &out, &proxy.gdal_env(), &FAST_RETRY));
+        assert_eq!(extracted_dates(&out), dates, "{kind:?}");
+        assert_eq!(proxy.faults_injected(), 1, "{kind:?}");
+    }
+}

@@ -187,6 +187,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     treesits_cli::init_logging(&cli.log);
     treesits_gdal::error::log_messages();
+    treesits_gdal::config::set_network_defaults();
     treesits_cli::run_status("cube-inventory", || run(&cli))
 }
 

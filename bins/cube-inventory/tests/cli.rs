@@ -666,3 +666,149 @@ fn help_is_as_reviewed() {
     assert_snapshot(env!("CARGO_MANIFEST_DIR"), "help_scan", &TOOL.help(&["scan"]));
     assert_snapshot(env!("CARGO_MANIFEST_DIR"), "help_check", &TOOL.help(&["check"]));
 }
+
+// S3 listings through a fault-injecting proxy in front of moto (issue 20): a tile directory of
+// more than one listing page (S3 lists 1000 objects a page) is listed completely or not at all.
+
+/// A one-tile cube on moto whose tile directory spans two listing pages: 1000 empty objects named
+/// after the first date sort between its Level-2 files and the later dates', so page 1 ends in the
+/// padding and page 2 holds every later acquisition.
+struct PagedCube {
+    c: Cube,
+    moto: Moto,
+    /// BOA files (acquisitions) in the tile.
+    acquisitions: usize,
+}
+
+fn paged_cube() -> PagedCube {
+    let c = synth(1, 6);
+    let moto = Moto::start();
+    moto.upload_dir(&c.cube, "cube", "germany");
+    let files = files_of(&c.cube.join(&c.tiles[0]));
+    let first = files[0].0[..8].to_string();
+    let pad: Vec<String> = (0..1000).map(|i| format!("{first}_pad{i:04}.txt")).collect();
+    moto.put_empty("cube", &format!("germany/{}", c.tiles[0]), &pad);
+    let acquisitions = files.iter().filter(|(n, _)| n.ends_with("_BOA.tif")).count();
+    assert!(acquisitions >= 5, "{files:?}");
+    PagedCube {
+        c,
+        moto,
+        acquisitions,
+    }
+}
+
+/// Fast retries: one, after 0.1 s.
+const FAST_RETRY: [(&str, &str); 2] = [("GDAL_HTTP_MAX_RETRY", "1"), ("GDAL_HTTP_RETRY_DELAY", "0.1")];
+
+/// `cube-inventory scan --cube s3://cube/germany --out <out>` with `env`.
+fn scan_s3(env: &[(&str, String)], extra: &[(&str, &str)], out: &Path) -> Output {
+    TOOL.command()
+        .args(["scan", "--cube", "s3://cube/germany", "--out", s(out)])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .envs(extra.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn acquisitions(inv: &Path) -> Vec<Value> {
+    json(inv)["tiles"][0]["acquisitions"].as_array().unwrap().clone()
+}
+
+/// What an inventory records of the tile (its time of making aside).
+fn recorded(inv: &Path) -> (Value, Value) {
+    let t = &json(inv)["tiles"][0];
+    (t["acquisitions"].clone(), t["fingerprint"].clone())
+}
+
+#[test]
+fn s3_listing_through_the_proxy_without_faults_is_the_listing_without_it() {
+    use treesits_testkit::fault_proxy::FaultProxy;
+    let p = paged_cube();
+    let direct = p.c.root.join("direct.json");
+    let r = scan_s3(&p.moto.gdal_env(), &[], &direct);
+    assert_eq!(status(&r), 0, "{}", stderr(&r));
+    assert_eq!(acquisitions(&direct).len(), p.acquisitions);
+
+    let proxy = FaultProxy::start(&p.moto, &[]);
+    let via = p.c.root.join("via.json");
+    let r = scan_s3(&proxy.gdal_env(), &[], &via);
+    assert_eq!(status(&r), 0, "{}", stderr(&r));
+    assert_eq!(recorded(&via), recorded(&direct));
+    // The tile was listed in two pages (a continuation page was asked for), twice.
+    let pages: Vec<u32> = proxy.requests().iter().filter_map(|r| r.page).collect();
+    assert_eq!(pages.iter().filter(|&&n| n == 2).count(), 2, "{pages:?}");
+    assert_eq!(proxy.faults_injected(), 0);
+}
+
+#[test]
+fn s3_listing_error_on_the_second_page_fails_naming_the_tile() {
+    use treesits_testkit::fault_proxy::{Fault, FaultKind, FaultProxy};
+    let p = paged_cube();
+    let dir = format!("s3://cube/germany/{}", p.c.tiles[0]);
+    for code in [500, 503] {
+        let proxy = FaultProxy::start(&p.moto, &[Fault::new(FaultKind::Status(code), 2)]);
+        let out = p.c.root.join(format!("inv{code}.json"));
+        let r = scan_s3(&proxy.gdal_env(), &FAST_RETRY, &out);
+        // Before the fix: exit 0 and an inventory of the first acquisition alone.
+        TOOL.fails_with(&r, &format!("cannot list {dir} completely"));
+        assert!(stderr(&r).contains("run again"), "{}", stderr(&r));
+        assert!(!out.exists(), "no inventory from half a listing");
+        assert!(proxy.faults_injected() >= 2, "{:?}", proxy.requests());
+    }
+    // A fault that goes away is retried: the whole tile, as without faults.
+    let proxy = FaultProxy::start(&p.moto, &[Fault::new(FaultKind::Status(503), 2).times(1)]);
+    let out = p.c.root.join("retried.json");
+    let r = scan_s3(&proxy.gdal_env(), &FAST_RETRY, &out);
+    assert_eq!(status(&r), 0, "{}", stderr(&r));
+    assert_eq!(acquisitions(&out).len(), p.acquisitions);
+    assert_eq!(proxy.faults_injected(), 1);
+}
+
+#[test]
+fn s3_listing_stall_fails_within_the_timeout_instead_of_hanging() {
+    use treesits_testkit::fault_proxy::{Fault, FaultKind, FaultProxy};
+    let p = paged_cube();
+    let proxy = FaultProxy::start(&p.moto, &[Fault::new(FaultKind::Stall, 2)]);
+    let out = p.c.root.join("inv.json");
+    let started = std::time::Instant::now();
+    let r = scan_s3(
+        &proxy.gdal_env(),
+        &[FAST_RETRY[0], FAST_RETRY[1], ("GDAL_HTTP_TIMEOUT", "2")],
+        &out,
+    );
+    let took = started.elapsed();
+    TOOL.fails_with(
+        &r,
+        &format!("cannot list s3://cube/germany/{} completely", p.c.tiles[0]),
+    );
+    // Two attempts of two listings, each cut at 2 s: far below the proxy's 120 s stall.
+    assert!(took < std::time::Duration::from_secs(40), "took {took:?}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn s3_listing_truncated_or_corrupted_never_gives_a_different_inventory() {
+    use treesits_testkit::fault_proxy::{Fault, FaultKind, FaultProxy};
+    let p = paged_cube();
+    let dir = format!("s3://cube/germany/{}", p.c.tiles[0]);
+    let direct = p.c.root.join("direct.json");
+    assert_eq!(status(&scan_s3(&p.moto.gdal_env(), &[], &direct)), 0);
+    for kind in [FaultKind::Truncate, FaultKind::Garble, FaultKind::WrongSizes] {
+        // Every time: an error, never an inventory.
+        let proxy = FaultProxy::start(&p.moto, &[Fault::new(kind, 2)]);
+        let out = p.c.root.join("bad.json");
+        let r = scan_s3(&proxy.gdal_env(), &FAST_RETRY, &out);
+        TOOL.fails_with(&r, &format!("cannot list {dir} completely"));
+        assert!(!out.exists(), "{kind:?}");
+        assert!(proxy.faults_injected() >= 1, "{kind:?}");
+        drop(proxy);
+        // Once: retried, and then the same inventory as without faults.
+        let proxy = FaultProxy::start(&p.moto, &[Fault::new(kind, 2).times(1)]);
+        let out = p.c.root.join(format!("once-{kind:?}.json"));
+        let r = scan_s3(&proxy.gdal_env(), &FAST_RETRY, &out);
+        assert_eq!(status(&r), 0, "{kind:?}: {}", stderr(&r));
+        assert_eq!(recorded(&out), recorded(&direct), "{kind:?}");
+        assert_eq!(proxy.faults_injected(), 1, "{kind:?}");
+    }
+}

@@ -28,6 +28,15 @@ pub fn take_last_error() -> Option<String> {
     }
 }
 
+/// Like [`take_last_error`], but only a failure (`CE_Failure`, `CE_Fatal`): warnings (GDAL's
+/// "Retrying again in …", say) and debug messages are reset and not returned.
+pub fn take_last_failure() -> Option<String> {
+    // SAFETY: reads GDAL's thread-local error type; no pointer is kept.
+    let kind = unsafe { gdal_sys::CPLGetLastErrorType() };
+    let failed = kind == gdal_sys::CPLErr::CE_Failure || kind == gdal_sys::CPLErr::CE_Fatal;
+    take_last_error().filter(|_| failed)
+}
+
 /// Resets GDAL's last-error state on this thread (before a call whose failure is read with
 /// [`take_last_error`]).
 pub fn clear_last_error() {

@@ -112,6 +112,19 @@ for dirpath, _, files in os.walk(root):
         );
     }
 
+    /// Creates the empty objects `bucket/prefix/<name>`, one per name: padding that makes a tile
+    /// directory span several listing pages (S3 lists 1000 objects a page).
+    pub fn put_empty(&self, bucket: &str, prefix: &str, names: &[String]) {
+        self.python(
+            r#"
+bucket, prefix = sys.argv[2], sys.argv[3]
+for name in sys.argv[4].split("\n"):
+    s3.put_object(Bucket=bucket, Key=prefix + "/" + name, Body=b"")
+"#,
+            &[bucket, prefix, &names.join("\n")],
+        );
+    }
+
     /// Deletes `bucket/key`.
     pub fn delete(&self, bucket: &str, key: &str) {
         self.python(
