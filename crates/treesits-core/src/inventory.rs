@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Date;
+use crate::{Date, TileId};
 
 /// `format` of an inventory file.
 pub const INVENTORY_FORMAT: &str = "treesits-inventory";
@@ -41,7 +41,7 @@ pub struct InventoryAcquisition {
 /// What one tile's products were (or will be) made from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TileInventory {
-    pub tile_id: String,
+    pub tile_id: TileId,
     /// Mask file name as `tiles.csv` gives it (none: every pixel).
     pub mask: Option<String>,
     pub mask_sha256: Option<String>,
@@ -60,7 +60,7 @@ pub struct TileInventory {
 impl TileInventory {
     /// A tile's inventory with its fingerprint computed.
     pub fn new(
-        tile_id: String,
+        tile_id: TileId,
         mask: Option<String>,
         mask_sha256: Option<String>,
         acquisitions: Vec<InventoryAcquisition>,
@@ -229,11 +229,11 @@ pub enum InventoryError {
 impl Inventory {
     /// Records this run as the maker of every tile's products, except the tiles `reused` keeps from
     /// `previous`: they keep the `made` and `software` of the run that made them.
-    pub fn record_makers(&mut self, previous: Option<&Inventory>, reused: &dyn Fn(&str) -> bool) {
+    pub fn record_makers(&mut self, previous: Option<&Inventory>, reused: &dyn Fn(TileId) -> bool) {
         for t in &mut self.tiles {
             let earlier = previous
-                .and_then(|p| p.tile(&t.tile_id))
-                .filter(|_| reused(&t.tile_id));
+                .and_then(|p| p.tile(t.tile_id))
+                .filter(|_| reused(t.tile_id));
             match earlier {
                 Some(e) => {
                     t.made.clone_from(&e.made);
@@ -264,9 +264,9 @@ impl Inventory {
         s
     }
 
-    pub fn tile(&self, id: &str) -> Option<&TileInventory> {
+    pub fn tile(&self, id: TileId) -> Option<&TileInventory> {
         self.tiles
-            .binary_search_by(|t| t.tile_id.as_str().cmp(id))
+            .binary_search_by(|t| t.tile_id.cmp(&id))
             .ok()
             .map(|i| &self.tiles[i])
     }
@@ -299,7 +299,7 @@ impl TileStatus {
 /// One tile's comparison: status and, for a changed tile, what differs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TileChange {
-    pub tile_id: String,
+    pub tile_id: TileId,
     pub status: TileStatus,
     /// Acquisitions (date sensor) new in the window, gone from it, and with a different BOA or QAI.
     pub added: Vec<String>,
@@ -314,9 +314,9 @@ pub struct TileChange {
 
 impl TileChange {
     /// A tile without a previous record.
-    pub fn new_tile(tile_id: &str) -> TileChange {
+    pub fn new_tile(tile_id: TileId) -> TileChange {
         TileChange {
-            tile_id: tile_id.to_string(),
+            tile_id,
             status: TileStatus::New,
             added: Vec::new(),
             removed: Vec::new(),
@@ -382,11 +382,11 @@ pub fn compare(previous: &Inventory, current: &Inventory) -> Vec<TileChange> {
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut ids: Vec<&str> = previous
+    let mut ids: Vec<TileId> = previous
         .tiles
         .iter()
         .chain(&current.tiles)
-        .map(|t| t.tile_id.as_str())
+        .map(|t| t.tile_id)
         .collect();
     ids.sort_unstable();
     ids.dedup();
@@ -490,7 +490,7 @@ mod tests {
     }
 
     fn tile(id: &str, acqs: Vec<InventoryAcquisition>) -> TileInventory {
-        TileInventory::new(id.into(), None, None, acqs)
+        TileInventory::new(id.parse().unwrap(), None, None, acqs)
     }
 
     #[test]
@@ -536,7 +536,7 @@ mod tests {
         let bigger = tile("X0001_Y0001", vec![acq("2025-06-01", "SEN2A", 11)]);
         let other_tile = tile("X0002_Y0001", vec![acq("2025-06-01", "SEN2A", 10)]);
         let masked = TileInventory::new(
-            "X0001_Y0001".into(),
+            "X0001_Y0001".parse().unwrap(),
             Some("m.tif".into()),
             Some("ff".into()),
             vec![acq("2025-06-01", "SEN2A", 10)],
@@ -572,18 +572,19 @@ mod tests {
             tile("X0005_Y0001", vec![acq("2025-06-01", "SEN2A", 10)]),
         ]);
         let changes = compare(&prev, &cur);
-        let status: Vec<(&str, TileStatus)> =
-            changes.iter().map(|c| (c.tile_id.as_str(), c.status)).collect();
-        assert_eq!(
-            status,
-            [
-                ("X0001_Y0001", TileStatus::Unchanged),
-                ("X0002_Y0001", TileStatus::Changed),
-                ("X0003_Y0001", TileStatus::Unchanged),
-                ("X0004_Y0001", TileStatus::Removed),
-                ("X0005_Y0001", TileStatus::New),
-            ]
-        );
+        let status: Vec<(String, TileStatus)> = changes
+            .iter()
+            .map(|c| (c.tile_id.to_string(), c.status))
+            .collect();
+        let want = [
+            ("X0001_Y0001", TileStatus::Unchanged),
+            ("X0002_Y0001", TileStatus::Changed),
+            ("X0003_Y0001", TileStatus::Unchanged),
+            ("X0004_Y0001", TileStatus::Removed),
+            ("X0005_Y0001", TileStatus::New),
+        ]
+        .map(|(t, s)| (t.to_string(), s));
+        assert_eq!(status, want);
         let c = &changes[1];
         assert_eq!(c.added, ["2025-06-21 SEN2A"]);
         assert_eq!(c.removed, ["2025-06-01 SEN2A"]);

@@ -10,7 +10,7 @@ use treesits_core::inventory::{
     INVENTORY_FORMAT, INVENTORY_VERSION,
 };
 use treesits_core::level2::Level2Pair;
-use treesits_core::{Date, Sensor};
+use treesits_core::{Date, Sensor, TileId};
 
 use crate::scan::{pair_files, select_pairs, AcquisitionFiles, CubeError};
 use treesits_core::Location;
@@ -22,7 +22,7 @@ const MAX_MASK_BYTES: usize = 512 << 20;
 /// A tile to inventory, with its mask (none: every pixel).
 #[derive(Debug, Clone)]
 pub struct TileInput {
-    pub tile_id: String,
+    pub tile_id: TileId,
     /// The mask's name as recorded (as `tiles.csv` gives it).
     pub mask_name: Option<String>,
     /// Where the mask is read from.
@@ -59,7 +59,7 @@ pub fn scan_inventory(
     let listings: Vec<(Location, Vec<FileEntry>, Vec<Level2Pair>)> = tiles
         .par_iter()
         .map(|t| {
-            let dir = cube.join(&t.tile_id);
+            let dir = cube.join(&t.tile_id.to_string());
             let files = list_files(&dir)?;
             let pairs = pair_files(&dir, &files, &sensors);
             Ok::<_, ListError>((dir, files, pairs))
@@ -142,7 +142,7 @@ fn tile_record(
         }
     };
     Ok(TileInventory::new(
-        t.tile_id.clone(),
+        t.tile_id,
         t.mask_name.clone(),
         mask_sha256,
         acquisitions,

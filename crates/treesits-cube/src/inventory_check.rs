@@ -150,7 +150,7 @@ fn read_previous(path: &str) -> Result<Option<Inventory>, CheckError> {
 
 fn bare_tile(tile_id: TileId) -> TileInput {
     TileInput {
-        tile_id: tile_id.to_string(),
+        tile_id,
         mask: None,
         mask_name: None,
         mask_sha256: None,
@@ -173,7 +173,7 @@ fn tile_inputs(
         return Ok(rows
             .into_iter()
             .map(|r| TileInput {
-                tile_id: r.tile_id.to_string(),
+                tile_id: r.tile_id,
                 mask: Some(csv_loc.sibling(&r.mask)),
                 mask_name: Some(r.mask),
                 mask_sha256: None,
@@ -191,7 +191,7 @@ fn tile_inputs(
             .tiles
             .iter()
             .map(|t| TileInput {
-                tile_id: t.tile_id.clone(),
+                tile_id: t.tile_id,
                 mask: None,
                 mask_name: t.mask.clone(),
                 mask_sha256: t.mask_sha256.clone(),
@@ -264,13 +264,21 @@ fn require_products(
         .par_iter()
         .map(|c| {
             if c.status != TileStatus::Unchanged {
-                return false;
+                return Ok(false);
             }
-            let tile = inventory.tile(&c.tile_id).expect("unchanged tiles are current");
-            let dir = root.join(&c.tile_id).join(&tile.product_key(&inventory.recipe));
-            list_files(&dir).map_or(true, |files| files.is_empty())
+            let tile = inventory.tile(c.tile_id).expect("unchanged tiles are current");
+            let dir = root
+                .join(&c.tile_id.to_string())
+                .join(&tile.product_key(&inventory.recipe));
+            // No directory: nothing to reuse. A listing cut short is an error, not "missing":
+            // recomputing a tile because a page failed would hide the failure.
+            match list_files(&dir) {
+                Ok(files) => Ok(files.is_empty()),
+                Err(ListError::Missing { .. }) => Ok(true),
+                Err(e) => Err(e),
+            }
         })
-        .collect();
+        .collect::<Result<_, ListError>>()?;
     for (c, missing) in changes.iter_mut().zip(missing) {
         if missing {
             c.status = TileStatus::Changed;
@@ -287,7 +295,7 @@ pub fn plan_csv(inventory: &Inventory, changes: &[TileChange]) -> String {
     out.push('\n');
     for c in changes {
         let date = |d: Option<Date>| d.map(|d| d.to_string()).unwrap_or_default();
-        let (fingerprint, key, n, first, last) = match inventory.tile(&c.tile_id) {
+        let (fingerprint, key, n, first, last) = match inventory.tile(c.tile_id) {
             Some(t) => (
                 t.fingerprint.clone(),
                 t.product_key(&inventory.recipe),
@@ -335,18 +343,18 @@ pub fn run(req: &InventoryRequest) -> Result<InventoryOutcome, CheckError> {
         None => inventory
             .tiles
             .iter()
-            .map(|t| TileChange::new_tile(&t.tile_id))
+            .map(|t| TileChange::new_tile(t.tile_id))
             .collect(),
     };
     if let Some(reuse) = &req.reuse {
         require_products(reuse, &inventory, &mut changes)?;
     }
-    let unchanged: BTreeSet<&str> = changes
+    let unchanged: BTreeSet<TileId> = changes
         .iter()
         .filter(|c| c.status == TileStatus::Unchanged)
-        .map(|c| c.tile_id.as_str())
+        .map(|c| c.tile_id)
         .collect();
-    inventory.record_makers(previous.as_ref(), &|id| unchanged.contains(id));
+    inventory.record_makers(previous.as_ref(), &|id| unchanged.contains(&id));
     if let Some(plan) = &req.plan {
         write_bytes(plan, plan_csv(&inventory, &changes).as_bytes()).map_err(|source| {
             CheckError::WritePlan {
