@@ -4,14 +4,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
 use clap::Parser;
-use treesits_core::grid::TileGrid;
-use treesits_core::names::CUBE_DEFINITION_FILE;
 use treesits_core::value_set::ValueSet;
-use treesits_core::Location;
-use treesits_gdal::cube_definition::{read_cube_definition, CubeDefinitionError};
-use treesits_select::aoi::{select, Aoi, AoiSource, SelectionPlan};
+use treesits_select::aoi::{select, SelectionPlan};
+use treesits_select::request::SelectionRequest;
 
 /// Select the FORCE tiles and pixels an area of interest covers.
 ///
@@ -72,70 +68,33 @@ fn parse_values(s: &str) -> Result<ValueSet, String> {
         .map_err(|e: treesits_core::value_set::ValueSetError| e.to_string())
 }
 
-/// Reads the cube's datacube-definition.prj and builds the grid at the requested resolution.
-fn cube_grid(cube: &Location, resolution: f64) -> anyhow::Result<TileGrid> {
-    let prj = cube.join(CUBE_DEFINITION_FILE);
-    let def = read_cube_definition(&prj).map_err(|e| match e {
-        CubeDefinitionError::Read { .. } => anyhow::anyhow!("{e}: is --cube the root of a FORCE data cube?"),
-        CubeDefinitionError::Parse { .. } => anyhow::anyhow!("{e}: fix or regenerate the cube definition"),
-    })?;
-    def.grid(resolution)
-        .with_context(|| format!("--resolution {resolution} does not fit the cube {cube}"))
-}
-
-/// Checks the arguments and reads the inputs into a plan.
-fn plan(cli: &Cli) -> anyhow::Result<SelectionPlan> {
-    let cube = Location::parse(&cli.cube)
-        .map_err(anyhow::Error::msg)
-        .context("--cube")?;
-    let grid = cube_grid(&cube, cli.resolution)?;
-    if cli.out_dir.is_file() {
-        bail!("--out-dir {} is a file: give a directory", cli.out_dir.display());
+impl Cli {
+    /// The request the flags describe.
+    fn request(&self) -> SelectionRequest {
+        SelectionRequest {
+            cube: self.cube.clone(),
+            resolution: self.resolution,
+            aoi: self.aoi.clone(),
+            layer: self.layer.clone(),
+            filter: self.filter.clone(),
+            masks: self.masks.clone(),
+            mask_values: self.mask_values.clone(),
+            all_touched: self.all_touched,
+            existing_only: self.existing_only,
+            out_dir: self.out_dir.clone(),
+        }
     }
-    let aoi_path = Location::parse(&cli.aoi)
-        .map_err(anyhow::Error::msg)
-        .context("--aoi")?;
-    let source = AoiSource {
-        arg: "--aoi",
-        path: aoi_path.gdal_path(),
-        layer: cli.layer.clone(),
-        filter: cli.filter.clone(),
-    };
-    let aoi = Aoi::load(&source, &grid.definition.projection_wkt)?;
-    let masks = cli
-        .masks
-        .iter()
-        .map(|m| {
-            Location::parse(m)
-                .map(|l| l.gdal_path())
-                .map_err(anyhow::Error::msg)
-        })
-        .collect::<anyhow::Result<_>>()
-        .context("--mask")?;
-    Ok(SelectionPlan {
-        cube: cube.gdal_path(),
-        grid,
-        aoi,
-        masks,
-        mask_values: cli.mask_values.clone(),
-        all_touched: cli.all_touched,
-        existing_only: cli.existing_only,
-        out_dir: cli.out_dir.clone(),
-    })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     treesits_cli::init_logging(&cli.log);
-    // GDAL would print its own "ERROR 4: …" lines; ours say the same once, with what to do.
-    gdal::config::set_error_handler(|class, number, message| {
-        log::debug!("GDAL {class:?} {number}: {message}");
-    });
+    treesits_gdal::error::log_messages();
     treesits_gdal::config::set_network_defaults();
     treesits_cli::run("aoi-select", || {
         let start = std::time::Instant::now();
         treesits_cli::start_thread_pool(cli.threads)?;
-        let plan = plan(&cli)?;
+        let plan = SelectionPlan::prepare(&cli.request())?;
         log::info!(
             "AOI: {} features, {} polygons; cube tiles {}x{} px at {} m",
             plan.aoi.features,

@@ -1,6 +1,5 @@
 //! `assess`: accuracy of a class map against reference points or rasters.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -8,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use treesits_assess::{self as assess, report, AssessOptions, ClassLabel};
 use treesits_core::value_set::ValueSet;
-use treesits_core::{atomic::AtomicPath, Location};
+use treesits_core::Location;
 
 /// Assess a class map against reference data: the confusion matrix, overall accuracy, Cohen's kappa,
 /// per-class precision (user's accuracy), recall (producer's accuracy) and F1, and the area-adjusted
@@ -125,40 +124,6 @@ fn outputs(cli: &Cli) -> anyhow::Result<Outputs> {
     Ok(o)
 }
 
-/// Writes every report under a temporary name, then renames them all; stdout last.
-fn write_reports(o: &Outputs, a: &assess::Assessment) -> anyhow::Result<Vec<PathBuf>> {
-    let mut json =
-        serde_json::to_string_pretty(&report::to_json(a)).context("serialising the JSON report")?;
-    json.push('\n');
-    let md = report::to_markdown(a);
-    let mut staged = Vec::new();
-    let mut stdout_text = None;
-    for (target, text) in [(&o.json, json), (&o.markdown, md)] {
-        let Some(target) = target else { continue };
-        if target.as_os_str() == "-" {
-            stdout_text = Some(text);
-            continue;
-        }
-        let out = AtomicPath::new(target);
-        std::fs::write(out.temp(), text).with_context(|| format!("writing {}", target.display()))?;
-        staged.push(out);
-    }
-    let mut written = Vec::new();
-    for out in staged {
-        let target = out.target().to_path_buf();
-        written.push(
-            out.commit()
-                .with_context(|| format!("writing {}", target.display()))?,
-        );
-    }
-    if let Some(text) = stdout_text {
-        let mut stdout = std::io::stdout().lock();
-        stdout.write_all(text.as_bytes()).context("writing to stdout")?;
-        stdout.flush().context("writing to stdout")?;
-    }
-    Ok(written)
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     treesits_cli::init_logging(&cli.log);
@@ -187,7 +152,7 @@ fn main() -> ExitCode {
         };
         let started = std::time::Instant::now();
         let a = assess::assess(&opts)?;
-        let written = write_reports(&outs, &a)?;
+        let written = report::write_reports(&a, outs.json.as_deref(), outs.markdown.as_deref())?;
         for line in report::summary(&a) {
             log::info!("{line}");
         }

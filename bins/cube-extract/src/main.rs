@@ -3,13 +3,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Parser;
 use treesits_cli::progress::{Mode, Progress};
-use treesits_core::Location;
-use treesits_core::{Date, PixelWindow, QaiScreen, Sensor};
+use treesits_core::{Date, PixelWindow};
 use treesits_cube::extract::{ExtractPlan, ExtractSummary};
-use treesits_cube::scan::{scan_tile, TileSelection};
+use treesits_cube::extract_request::ExtractRequest;
 
 /// Extract the per-pixel time series of one FORCE tile into Arrow IPC chunks.
 ///
@@ -85,77 +84,27 @@ struct Cli {
     log: treesits_cli::LogArgs,
 }
 
-/// Turns the raw arguments into a checked plan: dates, sensors, screen, files and mask all validated.
-fn plan(cli: &Cli) -> anyhow::Result<ExtractPlan> {
-    if let Some(out) = &cli.out {
-        if out != "-" {
-            bail!("--out only takes '-' (stdout); use --out-dir DIR for files");
+impl Cli {
+    /// The request the flags describe.
+    fn request(&self) -> anyhow::Result<ExtractRequest> {
+        if let Some(out) = &self.out {
+            if out != "-" {
+                bail!("--out only takes '-' (stdout); use --out-dir DIR for files");
+            }
         }
+        Ok(ExtractRequest {
+            tile: self.tile.clone(),
+            mask: self.mask.clone(),
+            start: self.start,
+            end: self.end,
+            sensors: self.sensors.clone(),
+            screen: self.screen.clone(),
+            chunk_rows: self.chunk_rows.map(|r| r as usize),
+            max_open_datasets: self.max_open_files,
+            zstd_level: self.zstd_level,
+            group_bytes: self.group_bytes.map(|b| b as usize),
+        })
     }
-    let start = cli.start.unwrap_or(Date::new(1900, 1, 1).expect("valid date"));
-    let end = cli.end.unwrap_or(Date::new(2999, 12, 31).expect("valid date"));
-    if start > end {
-        bail!("empty date range: --start {start} is after --end {end}");
-    }
-    let sensors = Sensor::parse_list(&cli.sensors).context("--sensors")?;
-    let bands = sensors[0].bands();
-    if let Some(other) = sensors.iter().find(|s| s.bands() != bands) {
-        bail!(
-            "--sensors {}: {} has {} bands but {} has {}; extract sensors with the same bands together",
-            cli.sensors,
-            other,
-            other.bands().len(),
-            sensors[0],
-            bands.len()
-        );
-    }
-    let screen: QaiScreen = cli.screen.parse().context("--screen")?;
-    let location = Location::parse(&cli.tile).map_err(anyhow::Error::msg)?;
-    let selection = TileSelection {
-        start,
-        end,
-        sensors: sensors.clone(),
-    };
-    let scan = scan_tile(&location, &selection)?;
-    scan.check_cube_definition()?;
-    let mask = match &cli.mask {
-        Some(m) => {
-            let m = Location::parse(m).map_err(anyhow::Error::msg)?;
-            scan.check_mask(&m)?;
-            Some(m)
-        }
-        None => None,
-    };
-    let chunk_rows = cli.chunk_rows.map_or(scan.block.1, |r| r as usize);
-    if !chunk_rows.is_multiple_of(scan.block.1) && chunk_rows < scan.size.1 {
-        log::warn!(
-            "--chunk-rows {chunk_rows} is not a multiple of the files' block height {}: blocks are read more than once",
-            scan.block.1
-        );
-    }
-    Ok(ExtractPlan {
-        scan,
-        start,
-        end,
-        sensors,
-        screen,
-        mask,
-        chunk_rows,
-        max_open_datasets: cli.max_open_files,
-        zstd_level: cli.zstd_level,
-        group_bytes: cli.group_bytes.map(|b| b as usize),
-    })
-}
-
-/// Bounds GDAL's block cache to what the chunks need, unless the user set `GDAL_CACHEMAX`.
-fn bound_gdal_cache(plan: &ExtractPlan, threads: usize) {
-    if std::env::var_os("GDAL_CACHEMAX").is_some() {
-        log::debug!("GDAL_CACHEMAX is set: leaving GDAL's block cache limit as it is");
-        return;
-    }
-    let bytes = plan.gdal_cache_bytes(threads);
-    log::debug!("GDAL block cache limit {} MiB", bytes >> 20);
-    treesits_gdal::config::set_cache_max(bytes);
 }
 
 fn main() -> ExitCode {
@@ -165,8 +114,8 @@ fn main() -> ExitCode {
     treesits_gdal::config::set_network_defaults();
     treesits_cli::run("cube-extract", || {
         let threads = treesits_cli::start_thread_pool(cli.threads.map(|t| t as usize))?;
-        let plan = plan(&cli)?;
-        bound_gdal_cache(&plan, threads);
+        let plan = ExtractPlan::prepare(&cli.request()?)?;
+        plan.bound_gdal_cache(threads);
         let started = std::time::Instant::now();
         if cli.bench_plain_read {
             let values = plan.plain_read()?;
