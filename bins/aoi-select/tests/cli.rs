@@ -593,3 +593,279 @@ fn an_s3_aoi_that_fails_to_load_says_why() {
     TOOL.ok(&r);
     assert!(out.path().join("sel/tiles.csv").exists());
 }
+
+/// A cube whose land-cover masks make noisy (poorly compressing) tile masks: big enough to fill a
+/// small disk mid-write. 2 tiles of 400 × 400 px.
+fn big_synth() -> &'static (PathBuf, Manifest) {
+    static SYNTH: OnceLock<(PathBuf, Manifest)> = OnceLock::new();
+    SYNTH.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("aoi-select-big-synth");
+        let cfg = SynthConfig {
+            out: out.clone(),
+            tiles: 2,
+            tile_pixels: 400,
+            dates: 1,
+            force: true,
+            ..SynthConfig::default()
+        };
+        let m = treesits_testkit::generate(&cfg).unwrap();
+        (out, m)
+    })
+}
+
+fn big_args<'a>(dir: &'a Path, m: &'a Manifest, out: &'a Path) -> Vec<String> {
+    [
+        "--cube".to_string(),
+        path_str(&dir.join("cube")).into(),
+        "--aoi".into(),
+        path_str(&dir.join("aoi.gpkg")).into(),
+        "--mask".into(),
+        path_str(&dir.join(&m.landcover[0])).into(),
+        "--mask".into(),
+        path_str(&dir.join(&m.landcover[1])).into(),
+        "--mask-values".into(),
+        "10".into(),
+        "--out-dir".into(),
+        path_str(out).into(),
+        "--quiet".into(),
+    ]
+    .into()
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A disk that fills during the run and frees again: the mask GDAL failed to write is an error
+/// naming it, and the earlier selection stays as it was. (Before: exit 0, unreadable masks.)
+#[test]
+fn a_disk_that_fills_and_frees_during_the_run_fails_it_and_keeps_the_previous_selection() {
+    let Some(d) = disk::Disk::mount("aoi-select disk-full test", 16 << 20) else {
+        return;
+    };
+    let (dir, m) = big_synth();
+    let scratch = tempfile::tempdir().unwrap();
+    let measure = scratch.path().join("sel");
+    TOOL.ok(&TOOL.run(
+        &big_args(dir, m, &measure)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    ));
+    let total = disk::bytes(&measure);
+    let out = d.dir.join("sel");
+    let args = big_args(dir, m, &out);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    TOOL.ok(&TOOL.run(&args));
+    let before: Vec<(String, Vec<u8>)> = names_in(&out)
+        .into_iter()
+        .map(|n| (n.clone(), std::fs::read(out.join(&n)).unwrap()))
+        .collect();
+
+    let watcher = d.fill_then_free(total / 3);
+    let o = TOOL.run(&args);
+    assert!(watcher.stop(), "the disk never filled: the test proved nothing");
+    TOOL.fails_with(&o, ".mask.tif");
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert_eq!(disk::names(&d.dir), vec!["sel"]);
+    let after: Vec<(String, Vec<u8>)> = names_in(&out)
+        .into_iter()
+        .map(|n| (n.clone(), std::fs::read(out.join(&n)).unwrap()))
+        .collect();
+    assert!(after == before, "the earlier selection changed");
+    for (n, _) in &after {
+        if n.ends_with(".tif") {
+            let ds = Dataset::open(out.join(n)).unwrap();
+            let (w, h) = ds.raster_size();
+            ds.rasterband(1)
+                .unwrap()
+                .read_as::<u8>((0, 0), (w, h), (w, h), None)
+                .unwrap();
+        }
+    }
+}
+
+/// Killed in its commit, a rerun into an existing selection leaves none rather than masks without
+/// their `tiles.csv`; a run while another holds the selection's lock is refused; the next run
+/// cleans up what the killed one left. (Before: masks moved in one by one, no lock.)
+#[test]
+fn a_killed_or_concurrent_rerun_never_leaves_masks_and_tiles_csv_of_two_runs() {
+    let (dir, _) = synth();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("sel");
+    let aoi = dir.join("aoi.gpkg");
+    let base = |extra: &[&str]| {
+        let mut v = vec![
+            "--cube".to_string(),
+            path_str(&dir.join("cube")).into(),
+            "--aoi".into(),
+            path_str(&aoi).into(),
+            "--out-dir".into(),
+            path_str(&out).into(),
+            "--quiet".into(),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let all = select(&out, &["--aoi", path_str(&aoi)]);
+    let before = names_in(&out);
+    let o = TOOL
+        .command()
+        .args(base(&["--where", "name = 'Auwald'"]))
+        .env("TREESITS_TEST_ABORT", "staged-dir-swap")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), None, "killed in its commit: {}", stderr(&o));
+    assert!(!out.exists(), "no selection rather than a mixture");
+
+    let lock = std::fs::File::create(work.path().join(".sel.lock")).unwrap();
+    lock.lock().unwrap();
+    let o = TOOL.run(&base(&[]).iter().map(String::as_str).collect::<Vec<_>>());
+    TOOL.fails_with(&o, "another run is writing");
+    assert!(!out.exists());
+    drop(lock);
+
+    let again = select(&out, &["--aoi", path_str(&aoi)]);
+    assert_eq!(again, all);
+    assert_eq!(names_in(&out), before);
+    // The lock went with the run that held it last; the killed run's leftovers too.
+    assert_eq!(names_in(work.path()), vec!["sel"]);
+}
+
+/// A small tmpfs that a filler file fills up during a run and that is freed again once full: what a
+/// shared disk does when another job fills it and then deletes its files. Mounting needs root (the
+/// tests run as root here and in CI); elsewhere [`Disk::mount`] says so and the test is skipped.
+#[allow(dead_code)] // one helper for the tools' tests; not each uses all of it
+mod disk {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    pub struct Disk {
+        pub dir: PathBuf,
+        _root: tempfile::TempDir,
+    }
+
+    impl Disk {
+        /// A tmpfs of `bytes`, or `None` (with a message) when this process cannot mount one.
+        pub fn mount(test: &str, bytes: u64) -> Option<Disk> {
+            let root = tempfile::tempdir().unwrap();
+            let dir = root.path().join("disk");
+            std::fs::create_dir(&dir).unwrap();
+            let uid = Command::new("id")
+                .arg("-u")
+                .output()
+                .map(|o| o.stdout)
+                .unwrap_or_default();
+            let mounted = String::from_utf8_lossy(&uid).trim() == "0"
+                && Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+                    .arg(&dir)
+                    .status()
+                    .is_ok_and(|s| s.success());
+            if !mounted {
+                eprintln!("SKIPPED {test}: mounting a tmpfs needs root (run the tests as root, as CI does)");
+                return None;
+            }
+            Some(Disk { dir, _root: root })
+        }
+
+        /// Fills the disk with a filler file until `leave` bytes are free; once a run has used them up
+        /// (the disk is full), a watcher deletes the filler, until [`Watcher::stop`].
+        pub fn fill_then_free(&self, leave: u64) -> Watcher {
+            // Whole pages (tmpfs counts pages): at least one stays free for the run to fill.
+            let leave = leave.div_ceil(4096).max(1) * 4096;
+            let filler = self.dir.join("filler");
+            let size = free(&self.dir).saturating_sub(leave);
+            std::fs::write(&filler, vec![7u8; size as usize]).unwrap();
+            assert_eq!(
+                free(&self.dir),
+                leave,
+                "the filler leaves what the test asked for"
+            );
+            let stop = Arc::new(AtomicBool::new(false));
+            let freed = Arc::new(AtomicBool::new(false));
+            let dir = self.dir.clone();
+            let (s, f) = (stop.clone(), freed.clone());
+            let thread = std::thread::spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    if free(&dir) == 0 {
+                        std::fs::remove_file(&filler).unwrap();
+                        f.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+            });
+            Watcher {
+                stop,
+                freed,
+                thread: Some(thread),
+            }
+        }
+    }
+
+    impl Drop for Disk {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.dir).status();
+        }
+    }
+
+    pub struct Watcher {
+        stop: Arc<AtomicBool>,
+        freed: Arc<AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Watcher {
+        /// Stops watching; whether the disk filled up (and was freed) during the run.
+        pub fn stop(mut self) -> bool {
+            self.stop.store(true, Ordering::Relaxed);
+            self.thread.take().unwrap().join().unwrap();
+            self.freed.load(Ordering::Relaxed)
+        }
+    }
+
+    /// Bytes still free on the file system of `dir`.
+    fn free(dir: &Path) -> u64 {
+        let o = Command::new("stat")
+            .args(["-f", "-c", "%a %S"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        let v: Vec<u64> = text.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        v[0] * v[1]
+    }
+
+    /// Bytes of the files under `dir`.
+    pub fn bytes(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    bytes(&p)
+                } else {
+                    p.metadata().unwrap().len()
+                }
+            })
+            .sum()
+    }
+
+    /// The names in `dir`, hidden ones too, sorted.
+    pub fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+}

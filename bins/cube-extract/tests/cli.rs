@@ -999,3 +999,142 @@ fn s3_listing_stall_or_damaged_page_fails_in_bounded_time() {
         assert_eq!(proxy.faults_injected(), 1, "{kind:?}");
     }
 }
+
+/// The chunk files in `dir` (not the hidden files beside them), as [`read_dir_chunks`] reads them.
+fn visible_chunks(dir: &Path) -> Vec<(String, ChunkMetadata, ChunkColumns)> {
+    let copy = tempfile::tempdir().unwrap();
+    for n in listing(dir).into_iter().filter(|n| !n.starts_with('.')) {
+        std::fs::copy(dir.join(&n), copy.path().join(&n)).unwrap();
+    }
+    read_dir_chunks(copy.path())
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Killed while renaming its chunks into a directory holding an earlier run's chunks of the tile
+/// (another date window), a run leaves chunks missing — which mosaic refuses by the chunk count —
+/// never a set mixing the two runs' windows. (Before: the renames replaced the old chunks one by
+/// one, leaving chunks of both windows that predict and mosaic mapped with exit 0.)
+#[test]
+fn a_run_killed_while_renaming_never_leaves_chunks_of_two_runs() {
+    let cube = synth(ForceLayout::Force38, PrjForm::Tagged, 60, 6);
+    let tile = cube.tile_dir.file_name().unwrap().to_str().unwrap().to_string();
+    let out = cube.root.join("chunks");
+    let args = |extra: &[&str]| {
+        let mut v = vec![
+            "--tile",
+            s(&cube.tile_dir),
+            "--out-dir",
+            s(&out),
+            "--chunk-rows",
+            "20",
+        ];
+        v.extend_from_slice(extra);
+        v.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    TOOL.ok(&TOOL.run(&args(&[]).iter().map(String::as_str).collect::<Vec<_>>()));
+    let first = visible_chunks(&out);
+    assert_eq!(first.len(), 3);
+    let o = TOOL
+        .command()
+        .args(args(&["--start", "2021-06-01"]))
+        .env("TREESITS_TEST_ABORT", "extract-rename")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        None,
+        "killed while renaming: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let left = visible_chunks(&out);
+    assert_eq!(
+        left.iter().map(|c| c.0.clone()).collect::<Vec<_>>(),
+        vec![format!("{tile}_chunk0000.arrows")],
+        "the killed run's first chunk only; none of the earlier run's"
+    );
+    assert_ne!(
+        left[0].1.date_start, first[0].1.date_start,
+        "the chunk is the new run's"
+    );
+    assert_eq!(left[0].1.chunk_count, 3, "its count says two chunks are missing");
+    // The next run completes the directory.
+    TOOL.ok(&TOOL.run(
+        &args(&["--start", "2021-06-01"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    ));
+    let all = visible_chunks(&out);
+    assert_eq!(all.len(), 3);
+    assert_eq!(
+        listing(&out).len(),
+        3,
+        "the killed run's lock and partial files are gone"
+    );
+    assert!(all.iter().all(|c| c.1.date_start == left[0].1.date_start));
+}
+
+/// A second run of the same tile into one directory is refused while the first holds the tile's
+/// lock (`<out-dir>/.<tile>.lock`); hidden partial chunks of killed runs of the tile are removed,
+/// other tiles' are not. (Before: both runs wrote, partial files stayed for ever.)
+#[test]
+fn runs_of_one_tile_into_one_directory_take_turns_and_clean_up_killed_runs() {
+    let cube = synth(ForceLayout::Force38, PrjForm::Tagged, 40, 2);
+    let tile = cube.tile_dir.file_name().unwrap().to_str().unwrap().to_string();
+    let out = cube.root.join("chunks");
+    std::fs::create_dir_all(&out).unwrap();
+    let lock = std::fs::File::create(out.join(format!(".{tile}.lock"))).unwrap();
+    lock.lock().unwrap();
+    let run = || TOOL.run(&["--tile", s(&cube.tile_dir), "--out-dir", s(&out), "--quiet"]);
+    let o = run();
+    TOOL.fails_with(&o, "another run is writing");
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&tile));
+    assert_eq!(listing(&out), vec![format!(".{tile}.lock")]);
+    drop(lock);
+    let mine = format!(".{tile}_chunk0000.partial-999999.arrows");
+    let other = ".X9999_Y9999_chunk0000.partial-999999.arrows".to_string();
+    for n in [&mine, &other] {
+        std::fs::write(out.join(n), vec![1u8; 1 << 20]).unwrap();
+    }
+    TOOL.ok(&run());
+    assert_eq!(listing(&out), vec![other, format!("{tile}_chunk0000.arrows")]);
+}
+
+/// A file named like an acquisition but with a date no calendar has is skipped with one warning
+/// naming it, once for the tile. (Before: skipped in silence.)
+#[test]
+fn a_level2_name_with_an_impossible_date_is_warned_about_once() {
+    let cube = synth(ForceLayout::Force38, PrjForm::Tagged, 20, 2);
+    for n in ["20210230_LEVEL2_SEN2A_BOA.tif", "20210230_LEVEL2_SEN2A_QAI.tif"] {
+        let any = listing(&cube.tile_dir)
+            .into_iter()
+            .find(|f| f.ends_with("_BOA.tif"))
+            .unwrap();
+        std::fs::copy(cube.tile_dir.join(any), cube.tile_dir.join(n)).unwrap();
+    }
+    let out = cube.root.join("chunks");
+    let o = TOOL.run(&["--tile", s(&cube.tile_dir), "--out-dir", s(&out), "--quiet"]);
+    TOOL.ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let warnings: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("without a valid date"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(warnings[0].contains("WARN"), "{err}");
+    assert!(warnings[0].contains("2 files"), "{err}");
+    assert!(
+        warnings[0]
+            .contains("20210230_LEVEL2_SEN2A_BOA.tif (invalid date '20210230': no such day in the calendar)"),
+        "{err}"
+    );
+    assert_eq!(read_dir_chunks(&out).len(), 1);
+}

@@ -902,3 +902,347 @@ fn class_overviews_cannot_average_class_codes() {
     );
     assert!(!out.exists());
 }
+
+/// A disk that fills during the run and frees again (another job's files) makes GDAL fail some
+/// block writes: the run fails naming the file, commits nothing, and the previous map stays whole.
+/// (Before: exit 0 with unreadable tiles committed.)
+#[test]
+fn a_disk_that_fills_and_frees_during_the_run_fails_it_and_keeps_the_previous_map() {
+    let Some(d) = disk::Disk::mount("mosaic disk-full test", 32 << 20) else {
+        return;
+    };
+    let set = set(4, 200, 50);
+    // What one run writes into the per-tile GeoTIFFs (before the mosaics), measured on the
+    // ordinary disk: the disk fills while the tiles are written.
+    let scratch = set.path("scratch");
+    ok(&TOOL.run(&["--input", s(&set.chunks()), "--out-dir", s(&scratch), "-q"]));
+    let tiles: u64 = names(&scratch)
+        .iter()
+        .filter(|n| n.starts_with('X'))
+        .map(|n| scratch.join(n).metadata().unwrap().len())
+        .sum();
+    let out = d.dir.join("map");
+    ok(&TOOL.run(&["--input", s(&set.chunks()), "--out-dir", s(&out), "-q"]));
+    let before = names(&out);
+
+    let watcher = d.fill_then_free(tiles / 3);
+    let o = TOOL.run(&["--input", s(&set.chunks()), "--out-dir", s(&out), "-q"]);
+    assert!(watcher.stop(), "the disk never filled: the test proved nothing");
+    TOOL.fails_with(&o, "writing ");
+    let line = stderr(&o);
+    assert!(
+        line.contains(".tif"),
+        "the error names the GeoTIFF that failed: {line}"
+    );
+    assert_eq!(
+        line.lines().count(),
+        1,
+        "one line, not GDAL's echo of every block: {line}"
+    );
+    // Nothing of the failed run is left; the earlier map is whole and reads back exactly.
+    assert_eq!(disk::names(&d.dir), vec!["map"]);
+    assert_eq!(names(&out), before);
+    assert_tiles_equal(&set, &out, None);
+    assert_mosaic_equals(&set, &out.join("mosaic_class.tif"));
+}
+
+/// Killed between taking the old map away and putting the new one in place (the commit's only
+/// non-atomic moment), a run leaves no map rather than a mixture; the next run cleans up and commits.
+/// (Before: products were moved in one by one after the old ones were deleted.)
+#[test]
+fn a_run_killed_during_its_commit_leaves_the_old_map_or_none_never_a_mixture() {
+    let set = set(2, 32, 16);
+    let out = set.path("maps");
+    ok(&TOOL.run(&["--input", s(&set.chunks()), "--out-dir", s(&out), "-q"]));
+    let one_tile = set.path("one");
+    set.tiles[0].write_chunk_files(&one_tile).unwrap();
+    let o = TOOL
+        .command()
+        .args(["--input", s(&one_tile), "--out-dir", s(&out), "-q"])
+        .env("TREESITS_TEST_ABORT", "staged-dir-swap")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), None, "killed in its commit: {}", stderr(&o));
+    assert!(!out.exists(), "a killed commit leaves no half-replaced map");
+    // A reader finds no map at all (never one naming tiles from two runs).
+    assert!(Dataset::open(out.join("mosaic_class.vrt")).is_err());
+    // The next run commits and removes what the killed one left beside the directory.
+    ok(&TOOL.run(&["--input", s(&one_tile), "--out-dir", s(&out), "-q"]));
+    assert_eq!(names(set.dir.path()), vec!["chunks", "maps", "one"]);
+    let one = Set {
+        dir: tempfile::tempdir().unwrap(),
+        cfg: set.cfg.clone(),
+        tiles: vec![set.tiles[0].clone()],
+    };
+    assert_tiles_equal(&one, &out, None);
+    assert!(!names(&out)
+        .iter()
+        .any(|f| f.starts_with(&set.tiles[1].tile.to_string())));
+}
+
+/// A second run into a directory another run is writing is refused at once (the lock
+/// `<parent>/.<name>.lock`), and changes nothing; stale staging directories of killed runs go.
+/// (Before: the last run silently replaced the other's files; staging directories stayed.)
+#[test]
+fn a_second_run_into_the_same_directory_is_refused_and_killed_runs_leftovers_go() {
+    let set = set(2, 32, 16);
+    let out = set.path("maps");
+    ok(&TOOL.run(&["--input", s(&set.chunks()), "--out-dir", s(&out), "-q"]));
+    let before = names(&out);
+    // Another run holds the lock.
+    let lock = std::fs::File::create(set.path(".maps.lock")).unwrap();
+    lock.lock().unwrap();
+    let one_tile = set.path("one");
+    set.tiles[0].write_chunk_files(&one_tile).unwrap();
+    let o = TOOL.run(&["--input", s(&one_tile), "--out-dir", s(&out), "-q"]);
+    TOOL.fails_with(&o, "another run is writing");
+    assert!(stderr(&o).contains("maps"), "{}", stderr(&o));
+    assert_eq!(names(&out), before);
+    assert_tiles_equal(&set, &out, None);
+    drop(lock);
+    // What killed runs left beside the directory (a staging directory with a big half-written
+    // tile, an old map taken away) is removed by the next run.
+    for left in [".maps.partial-999999", ".maps.replaced-999998"] {
+        std::fs::create_dir(set.path(left)).unwrap();
+        std::fs::write(set.path(left).join("X0001_Y0001_prob.tif"), vec![0u8; 1 << 20]).unwrap();
+    }
+    ok(&TOOL.run(&["--input", s(&one_tile), "--out-dir", s(&out), "-q"]));
+    assert_eq!(names(set.dir.path()), vec!["chunks", "maps", "one"]);
+}
+
+/// Chunks of one tile from two runs (another date window: a directory a killed cube-extract left
+/// mixed) are refused, and so is a chunk that gives a pixel twice. (Before: both mapped, exit 0.)
+#[test]
+fn chunks_of_two_runs_and_duplicated_pixels_are_refused() {
+    let set = set(1, 32, 16);
+    let out = set.path("maps");
+    let t = &set.tiles[0];
+    let mut later = t.clone();
+    later.meta.source.date_end = "2022-06-30".parse().unwrap();
+    let later_dir = set.path("later");
+    later.write_chunk_files(&later_dir).unwrap();
+    let o = TOOL.run(&[
+        "--input",
+        s(&set.chunks().join(format!("{}_chunk0000.pred.arrows", t.tile))),
+        s(&later_dir.join(format!("{}_chunk0001.pred.arrows", t.tile))),
+        "--out-dir",
+        s(&out),
+    ]);
+    TOOL.fails_with(&o, "come from different runs");
+    assert!(stderr(&o).contains("2022-06-30"), "{}", stderr(&o));
+    assert!(!out.exists());
+    // The same mixture on stdin (chunk files piped one after another).
+    let mut streams = std::fs::read(set.chunks().join(format!("{}_chunk0000.pred.arrows", t.tile))).unwrap();
+    streams.extend(std::fs::read(later_dir.join(format!("{}_chunk0001.pred.arrows", t.tile))).unwrap());
+    let o = TOOL.run_stdin(&["--input", "-", "--out-dir", s(&out)], &streams);
+    TOOL.fails_with(&o, "come from different runs");
+
+    // A pixel given twice in one chunk.
+    let mut dup = t.clone();
+    let c = &mut dup.chunks[1];
+    let (r, col, cl, p) = (c.row[3], c.col[3], c.class[3], c.prob[3]);
+    c.row.push(r);
+    c.col.push(col);
+    c.class.push(cl);
+    c.prob.push(p);
+    let k = dup.meta.classes.len();
+    if let Some(v) = &mut c.probabilities {
+        let again: Vec<u16> = v[3 * k..4 * k].to_vec();
+        v.extend(again);
+    }
+    if let Some(v) = &mut c.uncertainty {
+        v.push(v[3]);
+    }
+    let dup_dir = set.path("dup");
+    dup.write_chunk_files(&dup_dir).unwrap();
+    let o = TOOL.run(&["--input", s(&dup_dir), "--out-dir", s(&out)]);
+    TOOL.fails_with(&o, &format!("pixel (row {r}, col {col}) appears twice"));
+    assert!(stderr(&o).contains("chunk0001"), "{}", stderr(&o));
+    assert!(!out.exists());
+}
+
+/// A small tmpfs that a filler file fills up during a run and that is freed again once full: what a
+/// shared disk does when another job fills it and then deletes its files. Mounting needs root (the
+/// tests run as root here and in CI); elsewhere [`Disk::mount`] says so and the test is skipped.
+#[allow(dead_code)] // one helper for the tools' tests; not each uses all of it
+mod disk {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    pub struct Disk {
+        pub dir: PathBuf,
+        _root: tempfile::TempDir,
+    }
+
+    impl Disk {
+        /// A tmpfs of `bytes`, or `None` (with a message) when this process cannot mount one.
+        pub fn mount(test: &str, bytes: u64) -> Option<Disk> {
+            let root = tempfile::tempdir().unwrap();
+            let dir = root.path().join("disk");
+            std::fs::create_dir(&dir).unwrap();
+            let uid = Command::new("id")
+                .arg("-u")
+                .output()
+                .map(|o| o.stdout)
+                .unwrap_or_default();
+            let mounted = String::from_utf8_lossy(&uid).trim() == "0"
+                && Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+                    .arg(&dir)
+                    .status()
+                    .is_ok_and(|s| s.success());
+            if !mounted {
+                eprintln!("SKIPPED {test}: mounting a tmpfs needs root (run the tests as root, as CI does)");
+                return None;
+            }
+            Some(Disk { dir, _root: root })
+        }
+
+        /// Fills the disk with a filler file until `leave` bytes are free; once a run has used them up
+        /// (the disk is full), a watcher deletes the filler, until [`Watcher::stop`].
+        pub fn fill_then_free(&self, leave: u64) -> Watcher {
+            // Whole pages (tmpfs counts pages): at least one stays free for the run to fill.
+            let leave = leave.div_ceil(4096).max(1) * 4096;
+            let filler = self.dir.join("filler");
+            let size = free(&self.dir).saturating_sub(leave);
+            std::fs::write(&filler, vec![7u8; size as usize]).unwrap();
+            assert_eq!(
+                free(&self.dir),
+                leave,
+                "the filler leaves what the test asked for"
+            );
+            let stop = Arc::new(AtomicBool::new(false));
+            let freed = Arc::new(AtomicBool::new(false));
+            let dir = self.dir.clone();
+            let (s, f) = (stop.clone(), freed.clone());
+            let thread = std::thread::spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    if free(&dir) == 0 {
+                        std::fs::remove_file(&filler).unwrap();
+                        f.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+            });
+            Watcher {
+                stop,
+                freed,
+                thread: Some(thread),
+            }
+        }
+    }
+
+    impl Drop for Disk {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.dir).status();
+        }
+    }
+
+    pub struct Watcher {
+        stop: Arc<AtomicBool>,
+        freed: Arc<AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Watcher {
+        /// Stops watching; whether the disk filled up (and was freed) during the run.
+        pub fn stop(mut self) -> bool {
+            self.stop.store(true, Ordering::Relaxed);
+            self.thread.take().unwrap().join().unwrap();
+            self.freed.load(Ordering::Relaxed)
+        }
+    }
+
+    /// Bytes still free on the file system of `dir`.
+    fn free(dir: &Path) -> u64 {
+        let o = Command::new("stat")
+            .args(["-f", "-c", "%a %S"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        let v: Vec<u64> = text.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        v[0] * v[1]
+    }
+
+    /// Bytes of the files under `dir`.
+    pub fn bytes(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    bytes(&p)
+                } else {
+                    p.metadata().unwrap().len()
+                }
+            })
+            .sum()
+    }
+
+    /// The names in `dir`, hidden ones too, sorted.
+    pub fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// Where the batch of a one-batch prediction file lies: after the schema message and the batch's
+/// own header, before the 8-byte end-of-stream marker.
+fn batch_body(bytes: &[u8]) -> std::ops::Range<usize> {
+    let len = |at: usize| i32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+    let batch = 8 + len(0);
+    batch + 8 + len(batch)..bytes.len() - 8
+}
+
+/// Integrity (issue 20): a prediction chunk with a bit flipped in its batch (every 61st byte, each
+/// flip its own run) or without its end-of-stream marker is refused with one line naming the file,
+/// and no map is committed; a flip that reads back (padding) must give exactly the right maps.
+#[test]
+fn bit_flipped_and_cut_prediction_chunks_are_refused_and_nothing_is_committed() {
+    let set = set(1, 32, 16);
+    let files = names(&set.chunks());
+    let name = files[0].clone();
+    let path = set.chunks().join(&name);
+    let intact = std::fs::read(&path).unwrap();
+    let out = set.path("maps");
+    let run = || TOOL.run(&["--input", s(&set.chunks()), "--out-dir", s(&out), "-q"]);
+    let (mut refused, mut harmless) = (0, 0);
+    for p in batch_body(&intact).step_by(61) {
+        let mut b = intact.clone();
+        b[p] ^= 1 << (p % 8);
+        std::fs::write(&path, &b).unwrap();
+        let r = run();
+        if r.status.success() {
+            assert_tiles_equal(&set, &out, None);
+            std::fs::remove_dir_all(&out).unwrap();
+            harmless += 1;
+            continue;
+        }
+        TOOL.fails_with(&r, &format!("{name}: "));
+        assert!(stderr(&r).contains("damaged"), "byte {p} flipped: {}", stderr(&r));
+        assert!(!out.exists(), "byte {p} flipped: nothing committed");
+        refused += 1;
+    }
+    assert!(refused >= 10 && harmless <= refused / 10, "{refused} refused, {harmless} harmless");
+
+    // Without its end-of-stream marker (a killed predict, a truncated copy).
+    std::fs::write(&path, &intact[..intact.len() - 8]).unwrap();
+    let r = run();
+    TOOL.fails_with(
+        &r,
+        &format!("{name}: the stream is cut short (no end-of-stream marker)"),
+    );
+    assert!(stderr(&r).contains("re-run predict"));
+    assert!(!out.exists());
+    std::fs::write(&path, &intact).unwrap();
+    ok(&run());
+    assert_tiles_equal(&set, &out, None);
+}

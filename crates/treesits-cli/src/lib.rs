@@ -57,11 +57,34 @@ pub fn init_logging(args: &LogArgs) {
         .try_init();
 }
 
-/// The number of CPUs this process may use: the cgroup quota when there is one, else the machine's.
-/// Starts rayon's global thread pool with `requested` threads (default: [`default_threads`]) and
-/// returns how many it has. Every tool calls this once, before any parallel work.
+/// How many threads per usable CPU `--threads` may ask for: more only adds switching and memory
+/// (each worker holds its own GDAL handles and buffers), and `--threads 100000` would run for minutes
+/// just starting them.
+pub const MAX_THREADS_PER_CPU: usize = 4;
+
+/// `requested` threads, capped at [`MAX_THREADS_PER_CPU`] × `cpus` (at least 1); a capped request is
+/// said once, as a warning.
+pub fn cap_threads(requested: usize, cpus: usize) -> usize {
+    let cap = MAX_THREADS_PER_CPU * cpus.max(1);
+    if requested > cap {
+        log::warn!(
+            "--threads {requested} is more than {MAX_THREADS_PER_CPU} per CPU ({} usable): using {cap}",
+            cpus.max(1)
+        );
+        cap
+    } else {
+        requested.max(1)
+    }
+}
+
+/// Starts rayon's global thread pool with `requested` threads (default: [`default_threads`]; capped
+/// by [`cap_threads`]) and returns how many it has. Every tool calls this once, before any parallel
+/// work.
 pub fn start_thread_pool(requested: Option<usize>) -> anyhow::Result<usize> {
-    let threads = requested.unwrap_or_else(default_threads);
+    let threads = match requested {
+        Some(n) => cap_threads(n, default_threads()),
+        None => default_threads(),
+    };
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()
@@ -69,6 +92,7 @@ pub fn start_thread_pool(requested: Option<usize>) -> anyhow::Result<usize> {
     Ok(threads)
 }
 
+/// The number of CPUs this process may use: the cgroup quota when there is one, else the machine's.
 pub fn default_threads() -> usize {
     let machine = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     cgroup_cpus().map_or(machine, |c| c.min(machine)).max(1)
@@ -161,6 +185,15 @@ mod tests {
         assert_eq!(parse_cpu_max("150000 100000"), Some(2));
         assert_eq!(parse_cpu_max("max 100000"), None);
         assert!(default_threads() >= 1);
+    }
+
+    #[test]
+    fn threads_are_capped_at_a_multiple_of_the_cpus() {
+        assert_eq!(cap_threads(100_000, 2), 2 * MAX_THREADS_PER_CPU);
+        assert_eq!(cap_threads(8, 2), 8);
+        assert_eq!(cap_threads(3, 2), 3);
+        assert_eq!(cap_threads(0, 2), 1);
+        assert_eq!(cap_threads(9, 0), MAX_THREADS_PER_CPU);
     }
 
     #[test]

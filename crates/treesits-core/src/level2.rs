@@ -267,6 +267,24 @@ impl fmt::Display for Level2Name {
     }
 }
 
+/// For a name shaped like a Level-2 file name (`dddddddd_LEVEL2_<SENSOR>_<PRODUCT>.tif`) whose date is
+/// not a day of the calendar (`20210230_…`): why. Such a file is skipped like any other stranger, but
+/// it is most likely a misnamed acquisition, so its skipping deserves a warning.
+pub fn invalid_date(name: &str) -> Option<String> {
+    let Err(e) = Level2Name::parse(name) else {
+        return None;
+    };
+    let stem = name.strip_suffix(".tif").or_else(|| name.strip_suffix(".TIF"))?;
+    let parts: Vec<&str> = stem.split('_').collect();
+    let shaped = parts.len() == 4
+        && parts[0].len() == 8
+        && parts[0].bytes().all(|b| b.is_ascii_digit())
+        && parts[1] == "LEVEL2"
+        && Sensor::ALL.iter().any(|s| s.name() == parts[2])
+        && Product::ALL.iter().any(|p| p.name() == parts[3]);
+    (shaped && Date::parse_compact(parts[0]).is_err()).then_some(e.reason)
+}
+
 /// The BOA and QAI files of one acquisition (date, sensor) found in a tile directory; either may be
 /// missing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -355,6 +373,21 @@ mod tests {
             ]
         );
         assert_eq!(skipped, ["mosaic.tif"]);
+    }
+
+    #[test]
+    fn level2_names_with_impossible_dates_are_told_apart() {
+        assert!(invalid_date("20210230_LEVEL2_SEN2A_BOA.tif").is_some_and(|r| r.contains("no such day")));
+        assert!(invalid_date("20211301_LEVEL2_LND08_QAI.tif").is_some());
+        for fine_or_stranger in [
+            "20210228_LEVEL2_SEN2A_BOA.tif",
+            "mosaic.tif",
+            "20210230_LEVEL3_SEN2A_BOA.tif",
+            "2021023_LEVEL2_SEN2A_BOA.tif",
+            "20210230_LEVEL2_SEN2A_BOA.vrt",
+        ] {
+            assert_eq!(invalid_date(fine_or_stranger), None, "{fine_or_stranger}");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use treesits_core::chunk::{ChunkColumns, ChunkError, ChunkMetadata, ChunkWriter}
 use treesits_core::level2::{BOA_NODATA, BOA_SCALE};
 use treesits_core::{Date, PixelWindow, QaiScreen, Sensor};
 
-use treesits_core::atomic::AtomicPath;
+use treesits_core::atomic::{abort_point, remove_partials, AtomicPath, OutputLock};
 use treesits_core::names::{chunk_file_name, chunk_index};
 use treesits_core::{Location, TileId};
 
@@ -30,6 +30,9 @@ pub enum ExtractError {
     Chunk { path: String, source: ChunkError },
     #[error("writing {path}")]
     Io { path: String, source: std::io::Error },
+    /// Another run holds the tile's lock in the output directory.
+    #[error("{source}")]
+    Locked { source: std::io::Error },
 }
 
 /// A checked extraction: what to read and how.
@@ -184,6 +187,19 @@ impl ExtractPlan {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let windows = self.windows();
         let tile = self.scan.tile;
+        // One run per tile and directory at a time; holding the lock, what killed runs of this tile
+        // left (hidden temporary chunks) is theirs to lose.
+        let lock_path = dir.join(format!(".{tile}.lock"));
+        let _lock =
+            OutputLock::acquire(&lock_path, &dir.join(format!("{tile}_chunk*"))).map_err(|source| {
+                match source.kind() {
+                    std::io::ErrorKind::WouldBlock => ExtractError::Locked { source },
+                    _ => io(dir)(source),
+                }
+            })?;
+        for p in remove_partials(dir, |t| chunk_index(t, tile).is_some()).map_err(io(dir))? {
+            log::info!("{tile}: removed {} (left by a killed run)", p.display());
+        }
         // Each worker keeps its reader (its own datasets and buffers) across the chunks it is given;
         // the columns of a written chunk go back to the pool for the next one.
         let pool = ColumnPool::default();
@@ -217,16 +233,19 @@ impl ExtractPlan {
                 },
             )
             .collect::<Result<Vec<_>, _>>()?;
-        // Only now, with every chunk complete, do the files get their real names, and do the chunks
-        // of an earlier, longer run go.
+        // Only now, with every chunk complete, do the files get their real names. Every chunk of
+        // this tile from an earlier run goes first: a run killed while renaming leaves chunks
+        // missing, which readers detect (the chunk count in each chunk), never a set mixing two runs.
         for entry in std::fs::read_dir(dir).map_err(io(dir))? {
             let entry = entry.map_err(io(dir))?;
             let name = entry.file_name();
-            if name
-                .to_str()
-                .is_some_and(|n| is_stale_chunk(n, tile, written.len()))
-            {
-                log::info!("{tile}: removing {} from an earlier run", entry.path().display());
+            if name.to_str().is_some_and(|n| chunk_index(n, tile).is_some()) {
+                if name
+                    .to_str()
+                    .is_some_and(|n| is_stale_chunk(n, tile, written.len()))
+                {
+                    log::info!("{tile}: removing {} from an earlier run", entry.path().display());
+                }
                 std::fs::remove_file(entry.path()).map_err(io(&entry.path()))?;
             }
         }
@@ -235,6 +254,7 @@ impl ExtractPlan {
         for (out, s) in written {
             let target = out.target().to_path_buf();
             paths.push(out.commit().map_err(io(&target))?);
+            abort_point("extract-rename");
             total.merge(&s);
         }
         Ok((paths, total))

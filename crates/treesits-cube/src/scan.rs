@@ -10,7 +10,7 @@ use std::path::Path;
 use gdal::raster::GdalDataType;
 use gdal::Dataset;
 use treesits_core::chunk::ChunkColumns;
-use treesits_core::level2::{pair_level2_files, Level2Pair};
+use treesits_core::level2::{invalid_date, pair_level2_files, Level2Pair};
 use treesits_core::{CubeDefinition, Date, PixelWindow, Product, QaiScreen, Sensor, TileId};
 
 use treesits_core::names::CUBE_DEFINITION_FILE;
@@ -118,8 +118,21 @@ pub fn select_acquisitions(
 /// The BOA/QAI pairs of the given sensors among a tile directory's files, in observation order.
 pub fn pair_files(location: &Location, files: &[FileEntry], sensors: &[Sensor]) -> Vec<Level2Pair> {
     let (pairs, skipped) = pair_level2_files(files.iter().map(|f| f.name.as_str()), sensors);
+    let mut bad_dates = Vec::new();
     for name in skipped {
-        log::debug!("{location}: skipping {name} (not a Level-2 file name)");
+        match invalid_date(name) {
+            Some(reason) => bad_dates.push(format!("{name} ({reason})")),
+            None => log::debug!("{location}: skipping {name} (not a Level-2 file name)"),
+        }
+    }
+    if !bad_dates.is_empty() {
+        // Once per tile: one line naming every such file.
+        log::warn!(
+            "{location}: skipping {} file{} named like Level-2 files but without a valid date: {}",
+            bad_dates.len(),
+            if bad_dates.len() == 1 { "" } else { "s" },
+            bad_dates.join(", ")
+        );
     }
     pairs
 }

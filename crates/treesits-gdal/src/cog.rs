@@ -79,15 +79,17 @@ impl CogOptions {
     }
 }
 
-/// Writes `src` (usually a mosaic VRT) as a COG at `out`.
+/// Writes `src` (usually a mosaic VRT) as a COG at `out`. A block GDAL failed to write (disk full) is
+/// an error ([`crate::error::checked_write`]), not a COG with holes.
 pub fn write_cog(src: &Path, out: &Path, options: &CogOptions) -> gdal::errors::Result<()> {
-    let ds = Dataset::open(src)?;
-    let driver = DriverManager::get_driver_by_name("COG")?;
-    let opts = options.creation_options();
-    let co = RasterCreationOptions::from_iter(opts.iter().map(String::as_str));
-    let cog = ds.create_copy(&driver, out, &co)?;
-    cog.close()?;
-    Ok(())
+    crate::error::checked_write(|| {
+        let ds = Dataset::open(src)?;
+        let driver = DriverManager::get_driver_by_name("COG")?;
+        let opts = options.creation_options();
+        let co = RasterCreationOptions::from_iter(opts.iter().map(String::as_str));
+        let cog = ds.create_copy(&driver, out, &co)?;
+        cog.close()
+    })
 }
 
 /// `GDALSetRasterCategoryNames` (the gdal crate has no wrapper).

@@ -51,6 +51,135 @@ pub fn log_messages() {
     });
 }
 
+/// Counts the failures GDAL reports on this thread while writing, so that a failed write is an error.
+///
+/// GDAL 3.6 reports a block it could not write (disk full, I/O error) only through its error handler:
+/// `GDALClose` and `GDALFlushCache` return nothing, and a dataset closed after failed writes leaves an
+/// unreadable file. Start a check before creating a file, do every write and the close on this thread,
+/// then [`WriteCheck::finish`]: any `CE_Failure` (or worse) GDAL reported in between is the error.
+///
+/// The check pushes a handler on GDAL's per-thread handler stack (so GDAL's messages during the write
+/// go to the log, at debug level, not to stderr) and pops it when finished or dropped; checks on one
+/// thread must end in the reverse order they started (as scopes do).
+#[derive(Debug)]
+pub struct WriteCheck {
+    state: Box<WriteFailures>,
+    /// The handler stack is per thread: a check stays on the thread that started it.
+    _not_send: std::marker::PhantomData<*const ()>,
+    popped: bool,
+}
+
+#[derive(Debug, Default)]
+struct WriteFailures {
+    count: usize,
+    first: Option<String>,
+}
+
+unsafe extern "C" fn count_failures(
+    class: gdal_sys::CPLErr::Type,
+    number: gdal_sys::CPLErrorNum,
+    message: *const std::os::raw::c_char,
+) {
+    // SAFETY: GDAL passes a NUL-terminated message valid during the call (or NULL), and the user data
+    // pushed with this handler: the `WriteFailures` boxed in a live `WriteCheck` on this thread.
+    unsafe {
+        let text = if message.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(message)
+                .to_string_lossy()
+                .trim()
+                .to_string()
+        };
+        log::debug!("GDAL {class:?} {number}: {text}");
+        if class == gdal_sys::CPLErr::CE_Failure || class == gdal_sys::CPLErr::CE_Fatal {
+            let state = gdal_sys::CPLGetErrorHandlerUserData().cast::<WriteFailures>();
+            if let Some(state) = state.as_mut() {
+                state.count += 1;
+                state.first.get_or_insert(text);
+            }
+        }
+    }
+}
+
+impl WriteCheck {
+    /// Starts counting GDAL's failures on this thread.
+    pub fn start() -> WriteCheck {
+        let mut state = Box::<WriteFailures>::default();
+        let ptr: *mut WriteFailures = &mut *state;
+        // SAFETY: the handler only dereferences `ptr` while it is pushed; the box outlives the push
+        // (popped in `finish` or `drop`, before the box is freed) and does not move.
+        unsafe { gdal_sys::CPLPushErrorHandlerEx(Some(count_failures), ptr.cast()) };
+        WriteCheck {
+            state,
+            _not_send: std::marker::PhantomData,
+            popped: false,
+        }
+    }
+
+    /// How many failures GDAL reported so far.
+    pub fn failures(&self) -> usize {
+        self.state.count
+    }
+
+    /// The first failure GDAL reported so far.
+    pub fn first_failure(&self) -> Option<&str> {
+        self.state.first.as_deref()
+    }
+
+    /// Stops counting; the first failure GDAL reported, if any, as the error.
+    pub fn finish(mut self) -> Result<(), WriteFailed> {
+        self.pop();
+        match self.state.count {
+            0 => Ok(()),
+            n => Err(WriteFailed {
+                failures: n,
+                first: self.state.first.take().unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// [`WriteCheck::finish`] as a `GdalError`, for functions that return GDAL's errors.
+    pub fn finish_gdal(self) -> gdal::errors::Result<()> {
+        self.finish().map_err(|e| gdal::errors::GdalError::CplError {
+            class: gdal_sys::CPLErr::CE_Failure,
+            number: 0,
+            msg: e.to_string(),
+        })
+    }
+
+    fn pop(&mut self) {
+        if !self.popped {
+            self.popped = true;
+            // SAFETY: pops the handler `start` pushed on this thread (checks end in reverse order).
+            unsafe { gdal_sys::CPLPopErrorHandler() };
+        }
+    }
+}
+
+impl Drop for WriteCheck {
+    fn drop(&mut self) {
+        self.pop();
+    }
+}
+
+/// GDAL reported failures during a write: the file is incomplete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{first}{}", if *.failures > 1 { format!(" ({} write failures)", .failures) } else { String::new() })]
+pub struct WriteFailed {
+    pub failures: usize,
+    pub first: String,
+}
+
+/// Runs `body` (the writes and the close of one or more files) under a [`WriteCheck`]: an error of its
+/// own, or else the first failure GDAL reported.
+pub fn checked_write<T>(body: impl FnOnce() -> gdal::errors::Result<T>) -> gdal::errors::Result<T> {
+    let check = WriteCheck::start();
+    let out = body()?;
+    check.finish_gdal()?;
+    Ok(out)
+}
+
 /// A `GdalError` as the cause inside one of our messages: shown as GDAL's own reason, without the
 /// gdal crate's wrapper ("GDAL method 'GDALOpenEx' returned a NULL pointer. Error msg: '…'"), and
 /// kept whole as the error's `source()`.
@@ -136,6 +265,32 @@ mod tests {
         }
         assert_eq!(take_last_error().as_deref(), Some("x.tif: broken"));
         assert_eq!(take_last_error(), None);
+    }
+
+    #[test]
+    fn a_write_check_counts_failures_on_its_thread() {
+        let ok = WriteCheck::start();
+        assert_eq!(ok.finish(), Ok(()));
+        let check = WriteCheck::start();
+        // SAFETY: CPLError with constant format strings without conversions.
+        unsafe {
+            gdal_sys::CPLError(gdal_sys::CPLErr::CE_Warning, 1, c"only a warning".as_ptr());
+            gdal_sys::CPLError(
+                gdal_sys::CPLErr::CE_Failure,
+                1,
+                c"_tiffWriteProc:No space left on device".as_ptr(),
+            );
+            gdal_sys::CPLError(gdal_sys::CPLErr::CE_Failure, 1, c"second".as_ptr());
+        }
+        assert_eq!(check.failures(), 2);
+        let e = check.finish().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "_tiffWriteProc:No space left on device (2 write failures)"
+        );
+        clear_last_error();
+        // Popped: a later check starts from nothing.
+        assert_eq!(WriteCheck::start().finish(), Ok(()));
     }
 
     #[test]

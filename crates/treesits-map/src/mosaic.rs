@@ -32,7 +32,7 @@ use treesits_core::staged_dir::StagedDir;
 use treesits_core::{CubeDefinition, PixelWindow, TileGrid, TileId};
 
 use treesits_gdal::cog::{self, CogOptions, OverviewResampling};
-use treesits_gdal::error::GdalCause;
+use treesits_gdal::error::{GdalCause, WriteCheck, WriteFailed};
 use treesits_gdal::{GeoTiffSpec, TiffLayout};
 use treesits_select::aoi::{Aoi, AoiError, AoiSource};
 
@@ -82,6 +82,8 @@ pub enum MosaicError {
     WriteRaster { file: String, source: GdalCause },
     #[error("writing {path}: {source}")]
     WriteFile { path: PathBuf, source: std::io::Error },
+    #[error("writing {file}: {source}; nothing was committed (free space and run again)")]
+    WriteFailed { file: String, source: WriteFailed },
     #[error("no prediction chunks in the inputs: give chunk files, directories holding *{CHUNK_SUFFIX} files, or - for a stream on stdin")]
     NoInput,
 }
@@ -486,6 +488,40 @@ fn format_indices(v: &[usize]) -> String {
     s.join(", ")
 }
 
+/// What differs between two chunks of one tile that one run of cube-extract and predict would have
+/// made alike (the acquisitions read, the screen, the model), if anything: chunks of two runs mixed
+/// in one directory (a run killed while committing, or two runs into one directory).
+fn run_difference(a: &PredictionMetadata, b: &PredictionMetadata) -> Option<String> {
+    let (x, y) = (&a.source, &b.source);
+    if (x.date_start, x.date_end) != (y.date_start, y.date_end) {
+        return Some(format!(
+            "acquisitions {}..{} vs {}..{}",
+            x.date_start, x.date_end, y.date_start, y.date_end
+        ));
+    }
+    if x.sensors != y.sensors {
+        let names = |s: &[treesits_core::Sensor]| s.iter().map(|s| s.name()).collect::<Vec<_>>().join(",");
+        return Some(format!("sensors {} vs {}", names(&x.sensors), names(&y.sensors)));
+    }
+    if x.qai_screen != y.qai_screen {
+        return Some(format!("QAI screen {} vs {}", x.qai_screen, y.qai_screen));
+    }
+    if x.band_names != y.band_names {
+        return Some("other bands".into());
+    }
+    if a.model_id != b.model_id {
+        return Some(format!("model {} vs {}", a.model_id, b.model_id));
+    }
+    None
+}
+
+fn mixed_runs(tile: TileId, first: &str, other: &str, what: &str) -> MosaicError {
+    MosaicError::Mismatch(format!(
+        "tile {tile}: {first} and {other} come from different runs ({what}): extract and predict the \
+         tile again into an empty directory"
+    ))
+}
+
 /// The chunk files of one tile, checked for coverage.
 #[derive(Debug)]
 struct TilePlan {
@@ -525,6 +561,14 @@ fn plan_tiles(files: Vec<ChunkFile>, allow_partial: bool) -> Result<Vec<TilePlan
                     f.path.display(),
                     b.source.chunk_count
                 )));
+            }
+            if let Some(what) = run_difference(a, b) {
+                return Err(mixed_runs(
+                    tile,
+                    &first.path.display().to_string(),
+                    &f.path.display().to_string(),
+                    &what,
+                ));
             }
             if a.probabilities != b.probabilities || a.uncertainty != b.uncertainty {
                 return Err(MosaicError::Mismatch(format!(
@@ -841,6 +885,7 @@ impl<'a> TileWriter<'a> {
         if c.probabilities.is_some() != probs.is_some() || c.uncertainty.is_some() != unc.is_some() {
             return Err(input_err(from, "its columns differ from the tile's other chunks"));
         }
+        let mut seen = vec![false; n];
         for i in 0..c.pixels() {
             let (row, col) = (c.row[i] as usize, c.col[i] as usize);
             if row < window.row || row >= window.row + window.rows || col >= cols {
@@ -860,10 +905,18 @@ impl<'a> TileWriter<'a> {
                     format!("pixel (row {row}, col {col}) has class {cl}, which the chunk's class table does not have"),
                 ));
             }
+            let j = (row - window.row) * cols + col;
+            if std::mem::replace(&mut seen[j], true) {
+                return Err(input_err(
+                    from,
+                    format!(
+                        "pixel (row {row}, col {col}) appears twice; the chunk is damaged, predict it again"
+                    ),
+                ));
+            }
             if self.clip.as_ref().is_some_and(|m| m[row * cols + col] == 0) {
                 continue;
             }
-            let j = (row - window.row) * cols + col;
             class[j] = cl;
             prob[j] = c.prob[i];
             if let (Some(dst), Some(src)) = (&mut probs, &c.probabilities) {
@@ -950,21 +1003,41 @@ impl<'a> TileWriter<'a> {
             mapped: self.mapped,
             partial,
         };
-        // Closing flushes the compressed blocks; a failure there is a failed write.
-        self.class.close().map_err(write_err(tile_file(tile, "class")))?;
-        self.prob.close().map_err(write_err(tile_file(tile, "prob")))?;
+        // Closing flushes the compressed blocks; a failure there is a failed write (which GDAL 3.6
+        // reports only to its error handler, hence the check around each close).
+        let close = |ds: Dataset, product: &str| -> Result<(), MosaicError> {
+            let check = WriteCheck::start();
+            ds.close().map_err(write_err(tile_file(tile, product)))?;
+            check.finish().map_err(|source| MosaicError::WriteFailed {
+                file: tile_file(tile, product),
+                source,
+            })
+        };
+        close(self.class, "class")?;
+        close(self.prob, "prob")?;
         if let Some(ds) = self.probabilities {
-            ds.close().map_err(write_err(tile_file(tile, "probabilities")))?;
+            close(ds, "probabilities")?;
         }
         if let Some(ds) = self.uncertainty {
-            ds.close().map_err(write_err(tile_file(tile, "uncertainty")))?;
+            close(ds, "uncertainty")?;
         }
         Ok(out)
     }
 }
 
-/// Writes one tile from its chunk files, in row order.
+/// Writes one tile from its chunk files, in row order. Every GDAL write of the tile happens on this
+/// thread, under one [`WriteCheck`]: a block GDAL could not write (disk full) fails the tile.
 fn write_file_tile(run: &Run, plan: &TilePlan) -> Result<Option<TileOutput>, MosaicError> {
+    let check = WriteCheck::start();
+    let out = write_file_tile_unchecked(run, plan)?;
+    check.finish().map_err(|e| MosaicError::WriteFailed {
+        file: format!("the files of tile {}", plan.tile),
+        source: e,
+    })?;
+    Ok(out)
+}
+
+fn write_file_tile_unchecked(run: &Run, plan: &TilePlan) -> Result<Option<TileOutput>, MosaicError> {
     let started = Instant::now();
     let Some(mut w) = TileWriter::new(run, &plan.files[0].meta)? else {
         log::info!("tile {}: outside --clip, skipped", plan.tile);
@@ -1102,6 +1175,9 @@ impl<'a> StdinTile<'a> {
         };
         match meta.source.chunk_index {
             Some(i) => {
+                if let Some(what) = run_difference(&self.meta, meta) {
+                    return Err(mixed_runs(tile, "the tile's first stream", from, &what));
+                }
                 if meta.source.chunk_count != self.meta.source.chunk_count {
                     return Err(MosaicError::Mismatch(format!(
                         "{from} belongs to a run with {} chunks, the tile's earlier streams to one with {}",
@@ -1352,7 +1428,12 @@ fn write_tiles(
 ) -> Result<(Vec<TileOutput>, usize), MosaicError> {
     let mut outputs = Vec::new();
     if inputs.contains(&Input::Stdin) {
+        let check = WriteCheck::start();
         outputs = stdin_tiles(run, stdin)?;
+        check.finish().map_err(|e| MosaicError::WriteFailed {
+            file: "the tiles from stdin".into(),
+            source: e,
+        })?;
         if let Some(dup) = outputs.iter().find(|o| plans.iter().any(|p| p.tile == o.tile)) {
             return Err(MosaicError::Mismatch(format!(
                 "tile {} comes both on stdin and in chunk files; give it once",
@@ -1560,12 +1641,7 @@ mod tests {
             tile_id: TileId::new(982, 858),
             geotransform: [4_420_026.25, 10.0, 0.0, 2_858_919.5, 0.0, -10.0],
             tile_size: (200, 200),
-            window: PixelWindow {
-                row: 0,
-                col: 0,
-                rows: 200,
-                cols: 200,
-            },
+            window: PixelWindow::new(0, 0, 200, 200),
             chunk_index: None,
             chunk_count: 4,
             ..ChunkMetadata::example()

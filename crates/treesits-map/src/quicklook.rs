@@ -65,8 +65,13 @@ impl Canvas {
         }
     }
 
-    /// Writes the picture as PNG through GDAL's PNG driver.
+    /// Writes the picture as PNG through GDAL's PNG driver; a failed write is an error
+    /// ([`treesits_gdal::error::checked_write`]).
     pub fn write_png(&self, path: &Path) -> gdal::errors::Result<()> {
+        treesits_gdal::error::checked_write(|| self.write_png_unchecked(path))
+    }
+
+    fn write_png_unchecked(&self, path: &Path) -> gdal::errors::Result<()> {
         let mem = DriverManager::get_driver_by_name("MEM")?;
         let ds = mem.create_with_band_type::<u8, _>("", self.width, self.height, 3)?;
         for b in 0..3 {

@@ -533,15 +533,19 @@ impl Worker {
             rows: grid.block_rows,
         };
         let spec = GeoTiffSpec::tile(grid, tile, 1, layout);
-        let out = spec.create::<u8>(&path).map_err(write_err)?;
-        {
-            let mut band = out.rasterband(1).map_err(write_err)?;
-            let mut buf = gdal::raster::Buffer::new((cols, rows), mask);
-            band.write((0, 0), (cols, rows), &mut buf).map_err(write_err)?;
-            band.set_description("1 = process, 0 = skip").map_err(write_err)?;
-        }
-        // Closing flushes the compressed strips; a failure there is a failed write.
-        out.close().map_err(write_err)?;
+        // Closing flushes the compressed strips; a failure there is a failed write, which GDAL 3.6
+        // reports only to its error handler (`checked_write` makes it the error).
+        treesits_gdal::error::checked_write(|| {
+            let out = spec.create::<u8>(&path)?;
+            {
+                let mut band = out.rasterband(1)?;
+                let mut buf = gdal::raster::Buffer::new((cols, rows), mask);
+                band.write((0, 0), (cols, rows), &mut buf)?;
+                band.set_description("1 = process, 0 = skip")?;
+            }
+            out.close()
+        })
+        .map_err(write_err)?;
         Ok(TileOutcome::Selected(TileListRow {
             tile_id: tile,
             extent,

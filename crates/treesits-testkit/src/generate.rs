@@ -12,6 +12,7 @@ use treesits_core::level2::{BOA_NODATA, BOA_SCALE, QAI_NODATA};
 use treesits_core::species::{truth_classes, SpeciesClass, CLASS_NODATA};
 use treesits_core::staged_dir::StagedDir;
 use treesits_core::{CubeDefinition, Extent, Level2Name, Product, Sensor, TileGrid, TileId};
+use treesits_gdal::error::WriteCheck;
 use treesits_gdal::{ForceLayout, GeoTiffSpec, TiffLayout};
 
 use crate::scene::{Acquisition, Scene};
@@ -67,6 +68,8 @@ pub enum SynthError {
     Exists(PathBuf),
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("writing {}: {message}; nothing was written to --out (free space and run again)", path.display())]
+    WriteFailed { path: PathBuf, message: String },
     #[error("{what}: {source}")]
     Gdal {
         what: String,
@@ -84,6 +87,24 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SynthError + '_ {
 fn gd(what: impl Into<String>) -> impl FnOnce(gdal::errors::GdalError) -> SynthError {
     let what = what.into();
     move |source| SynthError::Gdal { what, source }
+}
+
+/// Runs one GDAL call that writes `path` (a block write, a flush, a close) and fails at the first
+/// failure GDAL reported under `check` since the check started: GDAL 3.6 reports a block it could not
+/// write (disk full) only to its error handler.
+fn written(
+    check: &WriteCheck,
+    path: &Path,
+    call: impl FnOnce() -> gdal::errors::Result<()>,
+) -> Result<(), SynthError> {
+    call().map_err(gd(format!("writing {}", path.display())))?;
+    match check.first_failure() {
+        None => Ok(()),
+        Some(m) => Err(SynthError::WriteFailed {
+            path: path.to_path_buf(),
+            message: m.to_string(),
+        }),
+    }
 }
 
 /// `manifest.json`: what was generated, for users and tests.
@@ -168,6 +189,23 @@ impl SynthConfig {
         if self.resolution.is_nan() || self.resolution <= 0.0 {
             return bad(format!("--resolution must be positive, got {}", self.resolution));
         }
+        // FORCE names tiles Xdddd_Ydddd: small tiles far from the origin would need more digits,
+        // which no FORCE tool (nor cube-extract) accepts.
+        let ids = self.tile_ids();
+        if let Some(t) = ids
+            .iter()
+            .find(|t| !(0..=9999).contains(&t.x) || !(0..=9999).contains(&t.y))
+        {
+            return bad(format!(
+                "--size {} at --resolution {} gives tiles of {} m, numbered like X{:04}_Y{:04}: not a FORCE \
+                 tile id (Xdddd_Ydddd, four digits each); use a larger --size or --resolution",
+                self.tile_pixels,
+                self.resolution,
+                self.tile_pixels as f64 * self.resolution,
+                t.x,
+                t.y
+            ));
+        }
         Ok(())
     }
 
@@ -214,10 +252,8 @@ pub fn generate(cfg: &SynthConfig) -> Result<Manifest, SynthError> {
     }
     let staged = StagedDir::new(out).map_err(io(out))?;
     let manifest = write_all(cfg, staged.path())?;
-    if out.exists() {
-        std::fs::remove_dir_all(out).map_err(io(out))?;
-    }
-    staged.commit().map_err(io(out))?;
+    // Everything of the earlier world goes; the new one replaces it in one step.
+    staged.commit_with(|_| true, "").map_err(io(out))?;
     Ok(manifest)
 }
 
@@ -323,6 +359,18 @@ pub fn tile_truth(scene: &Scene, grid: &TileGrid, tile: TileId) -> Vec<u8> {
 }
 
 fn write_truth(grid: &TileGrid, tile: TileId, truth: &[u8], path: &Path) -> Result<(), SynthError> {
+    let check = WriteCheck::start();
+    write_truth_checked(&check, grid, tile, truth, path)?;
+    written(&check, path, || Ok(()))
+}
+
+fn write_truth_checked(
+    check: &WriteCheck,
+    grid: &TileGrid,
+    tile: TileId,
+    truth: &[u8],
+    path: &Path,
+) -> Result<(), SynthError> {
     let (cols, rows) = grid.tile_pixels;
     let layout = TiffLayout::Strips {
         rows: grid.block_rows,
@@ -340,7 +388,7 @@ fn write_truth(grid: &TileGrid, tile: TileId, truth: &[u8], path: &Path) -> Resu
         .map_err(gd(what()))?;
     let mut buf = Buffer::new((cols, rows), truth.to_vec());
     band.write((0, 0), (cols, rows), &mut buf).map_err(gd(what()))?;
-    Ok(())
+    written(check, path, || ds.close())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -353,6 +401,7 @@ fn write_acquisition(
     acq: &Acquisition,
     dir: &Path,
 ) -> Result<(), SynthError> {
+    let check = WriteCheck::start();
     let (cols, rows) = grid.tile_pixels;
     let layout = cfg.layout.tiff_layout(grid.block_rows);
     let bands = acq.sensor.bands();
@@ -401,12 +450,12 @@ fn write_acquisition(
             .map_err(gd(what(&qai_path)))?;
         // Written blocks would otherwise wait in GDAL's cache (5 % of RAM) until the file closes:
         // flushing each block row keeps memory at one block row per worker, whatever the tile size.
-        boa.flush_cache().map_err(gd(what(&boa_path)))?;
-        qai.flush_cache().map_err(gd(what(&qai_path)))?;
+        // A failed write stops the file at its first failure (GDAL says it once, in the log).
+        written(&check, &boa_path, || boa.flush_cache())?;
+        written(&check, &qai_path, || qai.flush_cache())?;
     }
-    boa.close().map_err(gd(what(&boa_path)))?;
-    qai.close().map_err(gd(what(&qai_path)))?;
-    Ok(())
+    written(&check, &boa_path, || boa.close())?;
+    written(&check, &qai_path, || qai.close())
 }
 
 /// Band descriptions and metadata as FORCE writes them (band names as descriptions, a `FORCE`
@@ -468,6 +517,7 @@ fn write_landcover(
     dir: &Path,
 ) -> Result<Vec<String>, SynthError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let check = WriteCheck::start();
     let to_geo = CoordTransform::new(&laea()?, &wgs84()?).map_err(gd("LAEA → WGS84"))?;
     let to_map = CoordTransform::new(&wgs84()?, &laea()?).map_err(gd("WGS84 → LAEA"))?;
     let pad = 5.0 * grid.resolution;
@@ -535,6 +585,7 @@ fn write_landcover(
         }
         let mut buf = Buffer::new((cols, height), data);
         band.write((0, 0), (cols, height), &mut buf).map_err(gd(what()))?;
+        written(&check, &path, || ds.close())?;
         names.push(format!("landcover/{name}"));
     }
     Ok(names)
@@ -623,6 +674,7 @@ fn write_gpkg(
     srs: &SpatialRef,
     reproject: bool,
 ) -> Result<(), SynthError> {
+    let check = WriteCheck::start();
     let what = || format!("writing {}", path.display());
     let driver = DriverManager::get_driver_by_name("GPKG").map_err(gd(what()))?;
     let mut ds = driver.create_vector_only(path).map_err(gd(what()))?;
@@ -659,8 +711,7 @@ fn write_gpkg(
         feat.set_field_string(2, &f.kind).map_err(gd(what()))?;
         feat.create(&layer).map_err(gd(what()))?;
     }
-    ds.close().map_err(gd(what()))?;
-    Ok(())
+    written(&check, path, || ds.close())
 }
 
 /// [`ForceLayout`] as a command-line value.
