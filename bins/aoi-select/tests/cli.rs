@@ -777,7 +777,7 @@ mod disk {
         }
 
         /// Fills the disk with a filler file until `leave` bytes are free; once a run has used them up
-        /// (the disk is full), a watcher deletes the filler, until [`Watcher::stop`].
+        /// (the disk is full), a watcher deletes the filler 200 ms later, until [`Watcher::stop`].
         pub fn fill_then_free(&self, leave: u64) -> Watcher {
             // Whole pages (tmpfs counts pages): at least one stays free for the run to fill.
             let leave = leave.div_ceil(4096).max(1) * 4096;
@@ -796,6 +796,9 @@ mod disk {
             let thread = std::thread::spawn(move || {
                 while !s.load(Ordering::Relaxed) {
                     if free(&dir) == 0 {
+                        // Full: a moment for the run's next writes to fail (even when the
+                        // write that filled the disk fitted exactly), then the space comes back.
+                        std::thread::sleep(std::time::Duration::from_millis(200));
                         std::fs::remove_file(&filler).unwrap();
                         f.store(true, Ordering::Relaxed);
                         break;

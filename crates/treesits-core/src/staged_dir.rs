@@ -123,7 +123,10 @@ impl StagedDir {
                 continue;
             }
             if entry.file_type()?.is_file() {
-                std::fs::hard_link(entry.path(), &dst)?;
+                // A file system without hard links gets a copy.
+                if std::fs::hard_link(entry.path(), &dst).is_err() {
+                    std::fs::copy(entry.path(), &dst)?;
+                }
             } else {
                 // A directory (or anything else) of someone else's: moved over whole.
                 std::fs::rename(entry.path(), &dst)?;
