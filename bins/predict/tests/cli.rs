@@ -777,7 +777,7 @@ fn damaged_chunks_are_refused_and_leave_no_output() {
     // A chunk of another format version, written by hand with its metadata changed.
     let (meta, batches) = read_chunk_file(&chunks.join(&names[1]));
     let mut map = meta.to_map();
-    map.insert("treesits.format_version", "2");
+    map.insert("treesits.format_version", "99");
     let schema = Arc::new(meta.schema().with_metadata(map));
     let batch = batches[0].to_record_batch(Arc::new(meta.schema())).unwrap();
     let batch = arrow_array::RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).unwrap();
@@ -788,7 +788,7 @@ fn damaged_chunks_are_refused_and_leave_no_output() {
     drop(w);
     std::fs::write(dir.join("b.arrows"), &buf).unwrap();
     let r = predict(&args);
-    TOOL.fails_with(&r, "b.arrows: not a treesits time-series chunk: format version 2 is not supported (this build reads version 1)");
+    TOOL.fails_with(&r, "b.arrows: not a treesits time-series chunk: format version 99 is not supported (this build reads versions 1 and 2)");
     assert_eq!(files_in(&out), vec!["keep.txt"]);
 
     // A truncated stream on stdin, to stdout: non-zero exit.
@@ -941,4 +941,76 @@ fn trained_fixtures_reach_ninety_percent_on_a_held_out_cube() {
 #[test]
 fn help_is_as_reviewed() {
     assert_snapshot(env!("CARGO_MANIFEST_DIR"), "help", &TOOL.help(&[]));
+}
+
+/// Where the batch of a one-batch chunk or prediction file lies: after the schema message and the
+/// batch's own header, before the 8-byte end-of-stream marker.
+fn batch_body(bytes: &[u8]) -> std::ops::Range<usize> {
+    let len = |at: usize| i32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+    let batch = 8 + len(0);
+    batch + 8 + len(batch)..bytes.len() - 8
+}
+
+/// Integrity (issue 20): a bit flipped anywhere in a chunk's batch (every 997th byte, each flip its
+/// own run) is refused with one line naming the file, and nothing is written; a flip that reads
+/// back (padding) must give exactly the intact chunk's predictions.
+#[test]
+fn a_bit_flipped_chunk_is_refused_naming_the_file_and_nothing_is_written() {
+    let (cube, chunks) = sentinel_chunks();
+    let model = testdata("linear_left.onnx");
+    let name = files_in(&chunks).remove(0);
+    let intact = std::fs::read(chunks.join(&name)).unwrap();
+    let dir = cube.path("flipped");
+    std::fs::create_dir(&dir).unwrap();
+    let baseline = cube.path("pred_intact");
+    std::fs::write(dir.join(&name), &intact).unwrap();
+    TOOL.ok(&predict(&[
+        "--model",
+        s(&model),
+        "--input",
+        s(&dir),
+        "--out-dir",
+        s(&baseline),
+    ]));
+    let pred_name = name.replace(".arrows", ".pred.arrows");
+    let expected = read_prediction_file(&baseline.join(&pred_name));
+
+    let out = cube.path("pred_flipped");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), b"x").unwrap();
+    let body = batch_body(&intact);
+    let (mut refused, mut harmless, mut checksum_refusals) = (0, 0, 0);
+    for p in body.step_by(997) {
+        let mut b = intact.clone();
+        b[p] ^= 1 << (p % 8);
+        std::fs::write(dir.join(&name), &b).unwrap();
+        let r = predict(&["--model", s(&model), "--input", s(&dir), "--out-dir", s(&out)]);
+        if r.status.success() {
+            let got = read_prediction_file(&out.join(&pred_name));
+            assert!(got == expected, "byte {p} flipped: exit 0 with other predictions");
+            std::fs::remove_file(out.join(&pred_name)).unwrap();
+            harmless += 1;
+            continue;
+        }
+        TOOL.fails_with(&r, &format!("{name}: "));
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(err.contains("damaged"), "byte {p} flipped: {err}");
+        if err.contains("fails its checksum (stored ") {
+            assert!(
+                err.contains("the file is damaged; re-run cube-extract to write it again"),
+                "{err}"
+            );
+            checksum_refusals += 1;
+        }
+        assert_eq!(files_in(&out), vec!["keep.txt"], "byte {p} flipped: no output");
+        refused += 1;
+    }
+    assert!(
+        refused >= 10 && harmless <= refused / 10,
+        "{refused} refused, {harmless} harmless"
+    );
+    assert!(
+        checksum_refusals > 0,
+        "no flip was refused by the checksum itself"
+    );
 }

@@ -11,18 +11,30 @@
 //! | `sensor` | List\<UInt8\> | [`Sensor::code`] of each observation |
 //! | one per band (`BLUE`, …) | List\<Int16\> | BOA reflectance × 10000, as in the cube |
 //!
+//! | `checksum` | UInt32 | the batch's CRC-32 (every row holds it), see below |
+//!
 //! The schema metadata ([`ChunkMetadata`]) makes a chunk self-describing. The format is documented
 //! for users in `docs/formats.md` ("Time-series chunks"); bump [`FORMAT_VERSION`] on any change.
+//!
+//! **Integrity** (version 2, both this format and [`crate::prediction`]'s): the writer seals the
+//! schema metadata with a CRC-32 of its other keys ([`keys::METADATA_CHECKSUM`]) and gives every
+//! batch a last column [`CHECKSUM_COLUMN`] holding the CRC-32 of the batch's metadata, field names
+//! and values; the readers ([`read_chunks`], [`ChunkColumns::from_record_batch`],
+//! [`ChunkMetadata::from_map`], the prediction reader) verify both and require Arrow's end-of-stream
+//! marker. Version-1 files (no checksums) are still read, without verification.
 
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use arrow_array::cast::AsArray;
 use arrow_array::types::{Date32Type, Int16Type, UInt32Type, UInt8Type};
+use arrow_array::types::{Int32Type, UInt16Type};
 use arrow_array::{
     Array, ArrayRef, ArrowPrimitiveType, Date32Array, Int16Array, ListArray, PrimitiveArray, RecordBatch,
     UInt32Array, UInt8Array,
 };
-use arrow_buffer::{ArrowNativeType, Buffer, OffsetBuffer, ScalarBuffer};
+use arrow_buffer::{ArrowNativeType, Buffer, OffsetBuffer, ScalarBuffer, ToByteSlice};
 use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow_ipc::CompressionType;
@@ -34,8 +46,13 @@ use crate::{Date, PixelWindow, Sensor, TileId};
 
 /// Value of the `treesits.format` metadata key.
 pub const FORMAT_NAME: &str = "treesits-timeseries-chunk";
-/// Version of the layout below; readers refuse other versions.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the layout below: 2 added the checksums (metadata key and `checksum` column).
+/// Readers refuse other versions than this one and [`UNCHECKED_FORMAT_VERSION`].
+pub const FORMAT_VERSION: u32 = 2;
+/// The version before the checksums (of both formats): still read, without verification.
+pub const UNCHECKED_FORMAT_VERSION: u32 = 1;
+/// The last column of every batch (both formats, version 2): the batch's CRC-32 on every row.
+pub const CHECKSUM_COLUMN: &str = "checksum";
 
 /// Metadata keys, all prefixed `treesits.`.
 pub mod keys {
@@ -55,6 +72,8 @@ pub mod keys {
     pub const DATE_START: &str = "treesits.date_start";
     pub const DATE_END: &str = "treesits.date_end";
     pub const QAI_SCREEN: &str = "treesits.qai_screen";
+    /// CRC-32 of every other key and value (8 lower-case hex digits), both formats, version 2.
+    pub const METADATA_CHECKSUM: &str = "treesits.metadata_checksum";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +84,389 @@ pub enum ChunkError {
     Metadata(String),
     #[error("chunk column '{0}' is missing or has the wrong type")]
     Column(String),
+    /// The schema metadata does not match its checksum.
+    #[error("its metadata fails its checksum (stored {stored}, computed {computed:08x}): the file is damaged; re-run {writer} to write it again")]
+    DamagedMetadata {
+        stored: String,
+        computed: u32,
+        writer: &'static str,
+    },
+    /// A batch does not match its checksum; `batch` is its index in the stream where known.
+    #[error("{} fails its checksum (stored {stored}, computed {computed:08x}): the file is damaged; re-run {writer} to write it again", batch_label(*.batch))]
+    DamagedBatch {
+        batch: Option<usize>,
+        stored: String,
+        computed: u32,
+        writer: &'static str,
+    },
+    /// A message of the stream cannot be decoded (Arrow's error, or what the stream guard saw).
+    #[error("a message cannot be decoded ({cause}): the file is damaged; re-run {writer} to write it again")]
+    Undecodable { cause: String, writer: &'static str },
+    /// The input ended without Arrow's end-of-stream marker.
+    #[error("the stream is cut short (no end-of-stream marker): its writer did not finish or the file was truncated; re-run {writer} to write it again")]
+    Truncated { writer: &'static str },
+}
+
+fn batch_label(batch: Option<usize>) -> String {
+    batch.map_or_else(|| "a batch".to_string(), |i| format!("batch {i}"))
+}
+
+impl ChunkError {
+    /// Names the batch (its index in the stream) in a checksum error.
+    pub(crate) fn in_batch(self, i: usize) -> ChunkError {
+        match self {
+            ChunkError::DamagedBatch {
+                batch: None,
+                stored,
+                computed,
+                writer,
+            } => ChunkError::DamagedBatch {
+                batch: Some(i),
+                stored,
+                computed,
+                writer,
+            },
+            other => other,
+        }
+    }
+}
+
+/// The tool that writes streams of the format named in `m`, for "re-run …" hints.
+pub(crate) fn writer_of(m: &Metadata) -> &'static str {
+    match m.get(keys::FORMAT).map(String::as_str) {
+        Some(crate::prediction::FORMAT_NAME) => "predict",
+        _ => "cube-extract",
+    }
+}
+
+fn put_bytes(h: &mut crc32fast::Hasher, b: &[u8]) {
+    h.update(&(b.len() as u32).to_le_bytes());
+    h.update(b);
+}
+
+/// Values as little-endian bytes.
+fn put_native<T: ArrowNativeType>(h: &mut crc32fast::Hasher, v: &[T]) {
+    #[cfg(target_endian = "little")]
+    h.update(v.to_byte_slice());
+    #[cfg(target_endian = "big")]
+    for x in v {
+        let mut b = std::slice::from_ref(x).to_byte_slice().to_vec();
+        b.reverse();
+        h.update(&b);
+    }
+}
+
+/// CRC-32 of the metadata: every key but [`keys::METADATA_CHECKSUM`] in byte order, each key and
+/// value as a u32 little-endian byte length and its UTF-8 bytes.
+pub(crate) fn metadata_checksum(m: &Metadata) -> u32 {
+    let mut pairs: Vec<(&String, &String)> = m
+        .iter()
+        .filter(|(k, _)| k.as_str() != keys::METADATA_CHECKSUM)
+        .collect();
+    pairs.sort();
+    let mut h = crc32fast::Hasher::new();
+    for (k, v) in pairs {
+        put_bytes(&mut h, k.as_bytes());
+        put_bytes(&mut h, v.as_bytes());
+    }
+    h.finalize()
+}
+
+/// Adds (or replaces) the metadata checksum key.
+pub(crate) fn seal(m: &mut Metadata) {
+    let crc = metadata_checksum(m);
+    m.insert(keys::METADATA_CHECKSUM, format!("{crc:08x}"));
+}
+
+/// Checks the metadata checksum key (version 2 streams of either format).
+pub(crate) fn verify_metadata(m: &Metadata) -> Result<(), ChunkError> {
+    let computed = metadata_checksum(m);
+    let stored = m.get(keys::METADATA_CHECKSUM);
+    match stored {
+        Some(s) if s.len() == 8 && u32::from_str_radix(s, 16).ok() == Some(computed) => Ok(()),
+        _ => Err(ChunkError::DamagedMetadata {
+            stored: stored.cloned().unwrap_or_else(|| "none".into()),
+            computed,
+            writer: writer_of(m),
+        }),
+    }
+}
+
+/// Whether `m` is of the version without checksums (logged once per call at debug level).
+pub(crate) fn is_unchecked_version(m: &Metadata) -> bool {
+    m.get(keys::VERSION).map(String::as_str) == Some("1")
+}
+
+fn hash_array(h: &mut crc32fast::Hasher, a: &dyn Array, name: &str) -> Result<(), ChunkError> {
+    let bad = || ChunkError::Column(name.to_string());
+    if a.null_count() > 0 {
+        return Err(bad());
+    }
+    match a.data_type() {
+        DataType::UInt8 => put_native(h, a.as_primitive::<UInt8Type>().values()),
+        DataType::UInt16 => put_native(h, a.as_primitive::<UInt16Type>().values()),
+        DataType::UInt32 => put_native(h, a.as_primitive::<UInt32Type>().values()),
+        DataType::Int16 => put_native(h, a.as_primitive::<Int16Type>().values()),
+        DataType::Int32 => put_native(h, a.as_primitive::<Int32Type>().values()),
+        DataType::Date32 => put_native(h, a.as_primitive::<Date32Type>().values()),
+        DataType::List(_) => {
+            let l = a.as_list::<i32>();
+            let o = l.value_offsets();
+            let base = o[0];
+            let end = o[o.len() - 1];
+            if base == 0 {
+                put_native(h, o);
+            } else {
+                let rel: Vec<i32> = o.iter().map(|x| x - base).collect();
+                put_native(h, &rel);
+            }
+            let values = l.values().slice(base as usize, (end - base) as usize);
+            hash_array(h, values.as_ref(), name)?;
+        }
+        DataType::FixedSizeList(_, n) => {
+            let l = a.as_fixed_size_list();
+            let n = *n as usize;
+            h.update(&(n as u32).to_le_bytes());
+            let values = l.values().slice(l.offset() * n, l.len() * n);
+            hash_array(h, values.as_ref(), name)?;
+        }
+        _ => return Err(bad()),
+    }
+    Ok(())
+}
+
+/// CRC-32 of a batch (both formats): the metadata checksum (u32 LE), the row count (u64 LE), then
+/// for each column but the checksum its name (u32 LE length + bytes) and values as little-endian
+/// bytes; a list column gives its offsets from 0 (i32) then its values, a fixed-size list its size
+/// (u32) then its values.
+pub(crate) fn batch_checksum(schema: &Schema, columns: &[ArrayRef], rows: usize) -> Result<u32, ChunkError> {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&metadata_checksum(schema.metadata()).to_le_bytes());
+    h.update(&(rows as u64).to_le_bytes());
+    for (field, a) in schema.fields().iter().zip(columns) {
+        put_bytes(&mut h, field.name().as_bytes());
+        hash_array(&mut h, a.as_ref(), field.name())?;
+    }
+    Ok(h.finalize())
+}
+
+/// Appends the checksum column to the columns of a batch for `schema` (whose last field it is).
+pub(crate) fn with_checksum(
+    schema: &Schema,
+    mut columns: Vec<ArrayRef>,
+    rows: usize,
+) -> Result<Vec<ArrayRef>, ChunkError> {
+    let crc = batch_checksum(schema, &columns, rows)?;
+    columns.push(Arc::new(UInt32Array::from(vec![crc; rows])));
+    Ok(columns)
+}
+
+/// Verifies a batch read back (both formats): its metadata and its checksum column. A version-1
+/// batch has none and passes (logged at debug level).
+pub(crate) fn verify_batch(batch: &RecordBatch) -> Result<(), ChunkError> {
+    let schema = batch.schema();
+    let m = schema.metadata();
+    if is_unchecked_version(m) {
+        log::debug!(
+            "{} version 1: no checksums, read without verification",
+            m.get(keys::FORMAT).map_or("chunk", String::as_str)
+        );
+        return Ok(());
+    }
+    verify_metadata(m)?;
+    let missing = || ChunkError::Column(CHECKSUM_COLUMN.to_string());
+    let last = batch
+        .num_columns()
+        .checked_sub(1)
+        .filter(|&i| schema.field(i).name() == CHECKSUM_COLUMN)
+        .ok_or_else(missing)?;
+    let stored = batch
+        .column(last)
+        .as_any()
+        .downcast_ref::<UInt32Array>()
+        .filter(|a| a.null_count() == 0)
+        .ok_or_else(missing)?;
+    let computed = batch_checksum(&schema, &batch.columns()[..last], batch.num_rows())?;
+    match stored.values().iter().find(|&&v| v != computed) {
+        None => Ok(()),
+        Some(bad) => Err(ChunkError::DamagedBatch {
+            batch: None,
+            stored: format!("{bad:08x}"),
+            computed,
+            writer: writer_of(m),
+        }),
+    }
+}
+
+/// What a [`StreamGuard`] saw, shared with the reader that owns it.
+#[derive(Debug, Default)]
+pub(crate) struct GuardState {
+    /// The input ran out (Arrow's stream reader takes a plain end of input for the end of the
+    /// stream: a stream ended properly only if it stopped at the marker before this happened).
+    eof: AtomicBool,
+    /// A message's header points outside its body or claims an impossible decompressed size.
+    damaged: AtomicBool,
+}
+
+/// Passes an Arrow IPC stream through one whole message at a time, so that nothing is handed to
+/// Arrow's decoder that would make it panic or try an absurd allocation (a bit flip in a buffer's
+/// offset or in the uncompressed length before a zstd buffer): such a message gives an I/O error
+/// and marks the stream damaged. Records where the input ran out. Reads nothing after the
+/// end-of-stream marker, so streams sent back to back can be read one after another.
+pub(crate) struct StreamGuard<R> {
+    inner: R,
+    state: Arc<GuardState>,
+    pending: Vec<u8>,
+    served: usize,
+    ended: bool,
+}
+
+impl<R: Read> StreamGuard<R> {
+    pub(crate) fn new(inner: R) -> (StreamGuard<R>, Arc<GuardState>) {
+        let state = Arc::new(GuardState::default());
+        let guard = StreamGuard {
+            inner,
+            state: state.clone(),
+            pending: Vec::new(),
+            served: 0,
+            ended: false,
+        };
+        (guard, state)
+    }
+
+    /// Appends up to `n` bytes of the input to `pending`; false (and `eof` set) if it ran out.
+    fn take(&mut self, n: u64) -> std::io::Result<bool> {
+        let got = (&mut self.inner).take(n).read_to_end(&mut self.pending)?;
+        if (got as u64) < n {
+            self.state.eof.store(true, Ordering::Relaxed);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Loads the next message (or the end-of-stream marker) into `pending`.
+    fn load(&mut self) -> std::io::Result<()> {
+        self.pending.clear();
+        self.served = 0;
+        if !self.take(4)? {
+            return Ok(());
+        }
+        // Every message, and the end-of-stream marker, starts with the continuation marker (the
+        // form without it predates Arrow 0.15; in a treesits stream it is damage: a length that
+        // lost its bits would read as the end of the stream).
+        if self.pending[..4] != [0xff; 4] {
+            return Err(self.damaged());
+        }
+        if !self.take(4)? {
+            return Ok(());
+        }
+        let len = i32::from_le_bytes(self.pending[4..8].try_into().expect("4 bytes"));
+        if len <= 0 {
+            // The end-of-stream marker (0), or a length Arrow refuses itself.
+            self.ended = len == 0;
+            return Ok(());
+        }
+        let meta_start = self.pending.len();
+        if !self.take(len as u64)? {
+            return Ok(());
+        }
+        let Ok(message) = arrow_ipc::root_as_message(&self.pending[meta_start..]) else {
+            return Ok(()); // Arrow reports it
+        };
+        let body = message.bodyLength();
+        let batch = message.header_as_record_batch();
+        let limits = batch.map(|b| {
+            let compressed = b.compression().is_some();
+            let buffers: Vec<(i64, i64)> = b
+                .buffers()
+                .map(|v| v.iter().map(|x| (x.offset(), x.length())).collect())
+                .unwrap_or_default();
+            // No buffer of a column decompresses to more than 8 bytes per value of its longest
+            // node (offsets: one more), plus padding.
+            let most = b
+                .nodes()
+                .map(|v| v.iter().map(|n| n.length()).max().unwrap_or(0))
+                .unwrap_or(0)
+                .max(b.length());
+            (
+                compressed,
+                buffers,
+                most.saturating_add(1).saturating_mul(8).saturating_add(64),
+            )
+        });
+        let body_start = self.pending.len();
+        if body < 0 || !self.take(body as u64)? {
+            return Ok(());
+        }
+        if let Some((compressed, buffers, most)) = limits {
+            let body = &self.pending[body_start..];
+            for (offset, length) in buffers {
+                let inside = offset >= 0
+                    && offset % 8 == 0
+                    && length >= 0
+                    && offset.saturating_add(length) <= body.len() as i64;
+                let plausible = !inside || !compressed || length < 8 || {
+                    let o = offset as usize;
+                    let raw = i64::from_le_bytes(body[o..o + 8].try_into().expect("8 bytes"));
+                    raw == -1 || (0..=most).contains(&raw)
+                };
+                if !inside || !plausible {
+                    return Err(self.damaged());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn damaged(&self) -> std::io::Error {
+        self.state.damaged.store(true, Ordering::Relaxed);
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "a message is damaged (bad framing, or a buffer outside its body or of impossible size)",
+        )
+    }
+}
+
+impl<R: Read> Read for StreamGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.served == self.pending.len() {
+            if self.ended || buf.is_empty() {
+                return Ok(0); // nothing is read past the end-of-stream marker
+            }
+            self.load()?;
+        }
+        let n = buf.len().min(self.pending.len() - self.served);
+        buf[..n].copy_from_slice(&self.pending[self.served..self.served + n]);
+        self.served += n;
+        Ok(n)
+    }
+}
+
+/// Runs one step of Arrow's stream reader: its decoder panics on some damaged headers (a buffer
+/// outside the message body), which is a damaged file like any other, not a bug to crash on.
+pub(crate) fn decode<T>(writer: &'static str, step: impl FnOnce() -> T) -> Result<T, ChunkError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).map_err(|_| ChunkError::Undecodable {
+        cause: "Arrow's decoder gave up".into(),
+        writer,
+    })
+}
+
+/// An Arrow error while reading a stream of `writer`'s: [`ChunkError::Truncated`] when the input ran
+/// out, else [`ChunkError::Undecodable`] (a message its [`StreamGuard`] stopped, or Arrow's error).
+pub(crate) fn read_error(e: ArrowError, state: &GuardState, writer: &'static str) -> ChunkError {
+    if state.eof.load(Ordering::Relaxed) && !state.damaged.load(Ordering::Relaxed) {
+        return ChunkError::Truncated { writer };
+    }
+    let cause = match e {
+        ArrowError::IoError(m, _) => m,
+        e => e.to_string(),
+    };
+    ChunkError::Undecodable { cause, writer }
+}
+
+/// Whether the input ran out before the end-of-stream marker.
+pub(crate) fn ran_out(state: &GuardState) -> bool {
+    state.eof.load(Ordering::Relaxed)
 }
 
 /// What a chunk says about itself (stored as schema metadata, strings only).
@@ -94,6 +496,27 @@ pub struct ChunkMetadata {
 
 fn meta_err(s: impl Into<String>) -> ChunkError {
     ChunkError::Metadata(s.into())
+}
+
+/// Accepts [`FORMAT_VERSION`] (verifying the metadata checksum) and [`UNCHECKED_FORMAT_VERSION`]
+/// (logged); `what` names the format in the refusal ("format", "prediction format").
+pub(crate) fn check_version(m: &Metadata, what: &str) -> Result<(), ChunkError> {
+    let version = m
+        .get(keys::VERSION)
+        .ok_or_else(|| meta_err(format!("no '{}' key", keys::VERSION)))?;
+    if *version == FORMAT_VERSION.to_string() {
+        verify_metadata(m)
+    } else if *version == UNCHECKED_FORMAT_VERSION.to_string() {
+        log::debug!(
+            "{} version {UNCHECKED_FORMAT_VERSION}: no checksums, read without verification",
+            m.get(keys::FORMAT).map_or("chunk", String::as_str)
+        );
+        Ok(())
+    } else {
+        Err(meta_err(format!(
+            "{what} version {version} is not supported (this build reads versions {UNCHECKED_FORMAT_VERSION} and {FORMAT_VERSION})"
+        )))
+    }
 }
 
 impl ChunkMetadata {
@@ -158,10 +581,13 @@ impl ChunkMetadata {
             (keys::DATE_END, self.date_end.to_string()),
             (keys::QAI_SCREEN, self.qai_screen.clone()),
         ];
-        pairs.into_iter().collect()
+        let mut m: Metadata = pairs.into_iter().collect();
+        seal(&mut m);
+        m
     }
 
-    /// Reads the metadata back, refusing other formats and versions.
+    /// Reads the metadata back, refusing other formats and versions and (version 2) metadata that
+    /// fails its checksum.
     pub fn from_map(m: &Metadata) -> Result<ChunkMetadata, ChunkError> {
         let get = |k: &str| {
             m.get(k)
@@ -171,12 +597,17 @@ impl ChunkMetadata {
         if get(keys::FORMAT)? != FORMAT_NAME {
             return Err(meta_err(format!("'{}' is not {FORMAT_NAME}", keys::FORMAT)));
         }
-        let version = get(keys::VERSION)?;
-        if version != FORMAT_VERSION.to_string() {
-            return Err(meta_err(format!(
-                "format version {version} is not supported (this build reads version {FORMAT_VERSION})"
-            )));
-        }
+        check_version(m, "format")?;
+        ChunkMetadata::parse(m)
+    }
+
+    /// The keys shared by both formats, without the format, version and checksum checks.
+    pub(crate) fn parse(m: &Metadata) -> Result<ChunkMetadata, ChunkError> {
+        let get = |k: &str| {
+            m.get(k)
+                .map(String::as_str)
+                .ok_or_else(|| meta_err(format!("no '{k}' key")))
+        };
         fn nums<T: std::str::FromStr>(k: &str, v: &str, n: usize) -> Result<Vec<T>, ChunkError> {
             let out: Vec<T> = v
                 .split(',')
@@ -239,7 +670,7 @@ impl ChunkMetadata {
         })
     }
 
-    /// The Arrow schema of chunks with this metadata.
+    /// The Arrow schema of chunks with this metadata (the checksum column last).
     pub fn schema(&self) -> Schema {
         let list = |t: DataType| DataType::List(Arc::new(Field::new("item", t, false)));
         let mut fields = vec![
@@ -254,6 +685,7 @@ impl ChunkMetadata {
                 .iter()
                 .map(|b| Field::new(b.as_str(), list(DataType::Int16), false)),
         );
+        fields.push(Field::new(CHECKSUM_COLUMN, DataType::UInt32, false));
         Schema::new(fields).with_metadata(self.to_map())
     }
 }
@@ -295,6 +727,7 @@ impl ChunkColumns {
     /// Builds the record batch for `schema`, moving the columns into it without a copy (a chunk is
     /// the largest allocation of a worker, so a copy would double its memory).
     pub fn into_record_batch(self, schema: SchemaRef) -> Result<RecordBatch, ChunkError> {
+        let rows = self.row.len();
         let n_obs: Vec<u32> = self.offsets.windows(2).map(|w| (w[1] - w[0]) as u32).collect();
         let offsets = OffsetBuffer::new(ScalarBuffer::from(self.offsets));
         let list = |t: DataType, values: ArrayRef| -> Result<ArrayRef, ArrowError> {
@@ -316,6 +749,7 @@ impl ChunkColumns {
         for b in self.bands {
             columns.push(list(DataType::Int16, Arc::new(Int16Array::from(b)))?);
         }
+        let columns = with_checksum(&schema, columns, rows)?;
         Ok(RecordBatch::try_new(schema, columns)?)
     }
 
@@ -373,8 +807,15 @@ impl ChunkColumns {
         }
     }
 
-    /// Reads a record batch of a chunk back into columns.
+    /// Reads a record batch of a chunk back into columns, verifying its checksums first (version 2;
+    /// a version-1 batch has none).
     pub fn from_record_batch(batch: &RecordBatch) -> Result<ChunkColumns, ChunkError> {
+        verify_batch(batch)?;
+        let bands_end = if is_unchecked_version(batch.schema().metadata()) {
+            batch.num_columns()
+        } else {
+            batch.num_columns() - 1 // the checksum column, checked above
+        };
         fn col<'a, T: 'static>(b: &'a RecordBatch, i: usize, name: &str) -> Result<&'a T, ChunkError> {
             b.column(i)
                 .as_any()
@@ -406,7 +847,7 @@ impl ChunkColumns {
             .values()
             .to_vec();
         let mut bands = Vec::new();
-        for i in 5..batch.num_columns() {
+        for i in 5..bands_end {
             let l: &ListArray = col(batch, i, &name(i))?;
             if l.value_offsets()[0] != base || l.value_offsets().len() != dates.value_offsets().len() {
                 return Err(ChunkError::Column(name(i)));
@@ -505,15 +946,26 @@ impl<W: Write> ChunkWriter<W> {
     }
 }
 
-/// Reads a whole chunk stream: its metadata and every batch.
+/// Reads a whole chunk stream: its metadata and every batch, verifying their checksums (version 2)
+/// and requiring the end-of-stream marker.
 pub fn read_chunks(input: impl Read) -> Result<(ChunkMetadata, Vec<ChunkColumns>), ChunkError> {
-    let reader = StreamReader::try_new(input, None)?;
+    let writer = "cube-extract";
+    let (input, eof) = StreamGuard::new(input);
+    let mut reader =
+        decode(writer, || StreamReader::try_new(input, None))?.map_err(|e| read_error(e, &eof, writer))?;
     let meta = ChunkMetadata::from_map(reader.schema().metadata())?;
     let mut batches = Vec::new();
-    for batch in reader {
-        batches.push(ChunkColumns::from_record_batch(&batch?)?);
+    loop {
+        match decode(writer, || reader.next())? {
+            Some(Ok(batch)) => {
+                let i = batches.len();
+                batches.push(ChunkColumns::from_record_batch(&batch).map_err(|e| e.in_batch(i))?);
+            }
+            Some(Err(e)) => return Err(read_error(e, &eof, writer)),
+            None if ran_out(&eof) => return Err(ChunkError::Truncated { writer }),
+            None => return Ok((meta, batches)),
+        }
     }
-    Ok((meta, batches))
 }
 
 #[cfg(test)]
@@ -649,5 +1101,190 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    /// `n` pixels with 0..=12 observations each and two bands, one smooth (zstd compresses it) and
+    /// one noisy (stored raw): both kinds of buffer occur in the stream.
+    fn sample_columns(n: usize) -> ChunkColumns {
+        let mut c = ChunkColumns {
+            offsets: vec![0],
+            bands: vec![Vec::new(), Vec::new()],
+            ..Default::default()
+        };
+        let mut x = 0x9e37_79b9u32;
+        for i in 0..n {
+            c.row.push(300 + (i / 50) as u32);
+            c.col.push((i % 50) as u32);
+            for j in 0..(i * 7) % 13 {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                c.date.push(18_700 + 5 * j as i32);
+                c.sensor.push((j % 2) as u8);
+                c.bands[0].push(400 + (j as i16) * 3);
+                c.bands[1].push((x % 6000) as i16 - 100);
+            }
+            c.offsets.push(c.date.len() as i32);
+        }
+        c
+    }
+
+    /// Flips one bit of every byte in turn (bit `p % 8` of byte `p`) and reads the result back:
+    /// each flip must be refused or give exactly what was written. Returns the refusals' messages.
+    fn flip_every_byte<T: PartialEq + std::fmt::Debug>(
+        bytes: &[u8],
+        expected: &T,
+        read: impl Fn(&[u8]) -> Result<T, String>,
+    ) -> Vec<String> {
+        assert_eq!(&read(bytes).expect("the intact stream reads"), expected);
+        let (mut refused, mut silent) = (Vec::new(), Vec::new());
+        for p in 0..bytes.len() {
+            let mut b = bytes.to_vec();
+            b[p] ^= 1 << (p % 8);
+            match read(&b) {
+                Err(e) => refused.push(e),
+                Ok(got) if &got == expected => {} // padding, unused flatbuffer bytes
+                Ok(_) => silent.push(p),
+            }
+        }
+        assert!(
+            silent.is_empty(),
+            "{} of {} flipped bytes read without an error but with other content, at {silent:?}",
+            silent.len(),
+            bytes.len()
+        );
+        refused
+    }
+
+    fn read_all(b: &[u8]) -> Result<(ChunkMetadata, Vec<ChunkColumns>), String> {
+        read_chunks(b).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_bit_flip_in_a_chunk_is_refused_or_harmless() {
+        let m = meta();
+        let columns = [sample_columns(120), sample_columns(7)];
+        let mut w = ChunkWriter::new(Vec::new(), &m).unwrap();
+        for c in &columns {
+            w.write(c).unwrap();
+        }
+        let bytes = w.finish().unwrap();
+        let expected = (m, columns.to_vec());
+        let refused = flip_every_byte(&bytes, &expected, read_all);
+        // The header, the batches' values and the end-of-stream marker are all guarded; what reads
+        // back unchanged is padding and flatbuffer bytes nobody reads.
+        assert!(
+            refused.len() * 4 > bytes.len() * 3,
+            "{} of {}",
+            refused.len(),
+            bytes.len()
+        );
+        let has = |s: &str| refused.iter().any(|e| e.contains(s));
+        for s in [
+            "its metadata fails its checksum",
+            "batch 0 fails its checksum",
+            "batch 1 fails its checksum",
+            "the file is damaged; re-run cube-extract to write it again",
+            "cut short (no end-of-stream marker)",
+        ] {
+            assert!(has(s), "no refusal says '{s}'");
+        }
+    }
+
+    #[test]
+    fn a_chunk_cut_anywhere_is_refused_as_cut_short() {
+        let m = meta();
+        let mut w = ChunkWriter::new(Vec::new(), &m).unwrap();
+        w.write(&sample_columns(60)).unwrap();
+        w.write(&sample_columns(3)).unwrap();
+        let bytes = w.finish().unwrap();
+        for len in 0..bytes.len() {
+            let e = read_all(&bytes[..len]).expect_err("a cut stream is refused");
+            assert!(
+                e.starts_with("the stream is cut short (no end-of-stream marker)")
+                    && e.ends_with("re-run cube-extract to write it again"),
+                "cut at {len} of {}: {e}",
+                bytes.len()
+            );
+        }
+        // Without only the 8-byte marker: every batch is there, the end is not.
+        let e = read_all(&bytes[..bytes.len() - 8]).unwrap_err();
+        assert!(e.contains("cut short (no end-of-stream marker)"), "{e}");
+        assert_eq!(read_all(&bytes).unwrap().1.len(), 2);
+    }
+
+    #[test]
+    fn version_1_chunks_are_still_read_without_checksums() {
+        let m = meta();
+        let c = sample_columns(30);
+        // A version-1 stream: no checksum column, no metadata checksum.
+        let mut map = m.to_map();
+        map.insert(keys::VERSION, "1");
+        map.remove(keys::METADATA_CHECKSUM);
+        let v2 = m.schema();
+        let fields: Vec<Field> = v2.fields()[..v2.fields().len() - 1]
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let schema = Arc::new(Schema::new(fields).with_metadata(map));
+        let batch = c.to_record_batch(Arc::new(m.schema())).unwrap();
+        let n = batch.num_columns();
+        let batch = RecordBatch::try_new(schema.clone(), batch.columns()[..n - 1].to_vec()).unwrap();
+        let mut w = StreamWriter::try_new(Vec::new(), &schema).unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+        let bytes = w.into_inner().unwrap();
+        let (m1, batches) = read_all(&bytes).unwrap();
+        assert_eq!((m1, batches), (m.clone(), vec![c]));
+        // Other versions are refused.
+        let mut v3 = m.to_map();
+        v3.insert(keys::VERSION, "3");
+        let e = ChunkMetadata::from_map(&v3).unwrap_err().to_string();
+        assert!(
+            e.ends_with("format version 3 is not supported (this build reads versions 1 and 2)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn written_metadata_and_batches_carry_their_checksums() {
+        let m = meta();
+        let map = m.to_map();
+        assert_eq!(map[keys::VERSION], "2");
+        let crc = &map[keys::METADATA_CHECKSUM];
+        assert_eq!(crc.len(), 8);
+        let mut changed = map.clone();
+        changed.insert(keys::CRS_WKT, "PROJCS[\"y\"]");
+        let e = ChunkMetadata::from_map(&changed).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "its metadata fails its checksum (stored {crc}, computed {:08x}): the file is damaged; re-run cube-extract to write it again",
+                metadata_checksum(&changed)
+            )
+        );
+        let c = sample_columns(10);
+        let batch = c.to_record_batch(Arc::new(m.schema())).unwrap();
+        let sums = batch
+            .column_by_name(CHECKSUM_COLUMN)
+            .unwrap()
+            .as_primitive::<UInt32Type>();
+        assert_eq!(sums.len(), 10);
+        assert!(sums.values().iter().all(|&v| v == sums.value(0)));
+        // A value changed after the checksum was taken is refused.
+        let mut columns = batch.columns().to_vec();
+        let mut col = c.col.clone();
+        col[3] += 1;
+        columns[1] = Arc::new(UInt32Array::from(col));
+        let damaged = RecordBatch::try_new(batch.schema(), columns).unwrap();
+        let e = ChunkColumns::from_record_batch(&damaged).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "a batch fails its checksum (stored {:08x}, computed ",
+                sums.value(0)
+            )),
+            "{e}"
+        );
+        assert_eq!(ChunkColumns::from_record_batch(&batch).unwrap(), c);
     }
 }

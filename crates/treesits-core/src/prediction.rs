@@ -10,10 +10,13 @@
 //! | `prob` | UInt16 | probability of that class × 10000; [`PROB_NODATA`] for a pixel without observations |
 //! | `probabilities` (optional) | FixedSizeList\<UInt16\>\[classes\] | every class's probability × 10000, in class-table order |
 //! | `uncertainty` (optional) | UInt16 | × 10000, see [`Uncertainty`] |
+//! | `checksum` | UInt32 | the batch's CRC-32 (every row holds it), as in [`crate::chunk`] |
 //!
-//! The schema metadata is the input chunk's ([`ChunkMetadata`], with the format name and version
-//! replaced) plus the model id, its class table and the uncertainty measure. Documented for users in
-//! `docs/formats.md` ("Prediction chunks"); bump [`FORMAT_VERSION`] on any change.
+//! The schema metadata is the input chunk's ([`ChunkMetadata`], with the format name, version and
+//! metadata checksum replaced) plus the model id, its class table and the uncertainty measure.
+//! Checksums and the end-of-stream marker are written and verified as for time-series chunks
+//! ([`crate::chunk`], "Integrity"). Documented for users in `docs/formats.md` ("Prediction chunks");
+//! bump [`FORMAT_VERSION`] on any change.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -23,13 +26,14 @@ use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
-use crate::chunk::{self, ChunkError, ChunkMetadata, Metadata};
+use crate::chunk::{self, ChunkError, ChunkMetadata, GuardState, Metadata, StreamGuard, CHECKSUM_COLUMN};
 use crate::species::{SpeciesClass, CLASS_NODATA};
 
 /// Value of the `treesits.format` metadata key.
 pub const FORMAT_NAME: &str = "treesits-prediction-chunk";
-/// Version of the layout below; readers refuse other versions.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the layout below: 2 added the checksums (as [`chunk::FORMAT_VERSION`] 2 did). Readers
+/// refuse other versions than this one and [`chunk::UNCHECKED_FORMAT_VERSION`].
+pub const FORMAT_VERSION: u32 = 2;
 /// `prob`, `probabilities` and `uncertainty` value of a pixel without observations.
 pub const PROB_NODATA: u16 = 65535;
 /// Probabilities are stored as `round(p · PROB_SCALE)`.
@@ -142,6 +146,7 @@ impl PredictionMetadata {
             keys::UNCERTAINTY,
             self.uncertainty.map_or("none", Uncertainty::name),
         );
+        chunk::seal(&mut m);
         m
     }
 
@@ -158,17 +163,13 @@ impl PredictionMetadata {
                 "'{format}' is not {FORMAT_NAME} (a time-series chunk goes to predict, not here)"
             )));
         }
-        let version = get(chunk::keys::VERSION)?;
-        if version != FORMAT_VERSION.to_string() {
-            return Err(meta_err(format!(
-                "prediction format version {version} is not supported (this build reads version {FORMAT_VERSION})"
-            )));
-        }
+        const _: () = assert!(
+            FORMAT_VERSION == chunk::FORMAT_VERSION,
+            "the formats share checksums"
+        );
+        chunk::check_version(m, "prediction format")?;
         // The inherited keys are parsed by the time-series reader.
-        let mut inherited = m.clone();
-        inherited.insert(chunk::keys::FORMAT, chunk::FORMAT_NAME);
-        inherited.insert(chunk::keys::VERSION, chunk::FORMAT_VERSION.to_string());
-        let source = ChunkMetadata::from_map(&inherited)?;
+        let source = ChunkMetadata::parse(m)?;
         let classes: Vec<SpeciesClass> = serde_json::from_str(get(keys::CLASSES)?)
             .map_err(|e| meta_err(format!("bad '{}': {e}", keys::CLASSES)))?;
         let probabilities = match get(keys::PROBABILITIES)? {
@@ -212,6 +213,7 @@ impl PredictionMetadata {
         if self.uncertainty.is_some() {
             fields.push(Field::new("uncertainty", DataType::UInt16, false));
         }
+        fields.push(Field::new(CHECKSUM_COLUMN, DataType::UInt32, false));
         Schema::new(fields).with_metadata(self.to_map())
     }
 }
@@ -272,10 +274,13 @@ impl PredictionColumns {
                 .ok_or_else(|| ChunkError::Column("uncertainty".into()))?;
             columns.push(Arc::new(UInt16Array::from(u.clone())));
         }
+        let columns = chunk::with_checksum(&schema, columns, self.row.len())?;
         Ok(RecordBatch::try_new(schema, columns)?)
     }
 
+    /// Reads a batch back, verifying its checksums first (version 2; a version-1 batch has none).
     pub fn from_record_batch(batch: &RecordBatch) -> Result<PredictionColumns, ChunkError> {
+        chunk::verify_batch(batch)?;
         fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, ChunkError> {
             b.column_by_name(name)
                 .and_then(|c| c.as_any().downcast_ref::<T>())
@@ -342,17 +347,33 @@ impl<W: Write> PredictionWriter<W> {
     }
 }
 
-/// Reads prediction batches one by one (bounded memory for long streams).
+/// Reads prediction batches one by one (bounded memory for long streams), verifying each batch's
+/// checksum (version 2) and requiring the end-of-stream marker: a stream that ends without it gives
+/// [`ChunkError::Truncated`] as its last item. Reads nothing after the marker, so streams sent back
+/// to back can be read one after another from one input.
 pub struct PredictionReader<R: Read> {
     meta: PredictionMetadata,
-    inner: StreamReader<R>,
+    inner: StreamReader<StreamGuard<R>>,
+    eof: Arc<GuardState>,
+    batches: usize,
+    done: bool,
 }
+
+const WRITER: &str = "predict";
 
 impl<R: Read> PredictionReader<R> {
     pub fn new(input: R) -> Result<PredictionReader<R>, ChunkError> {
-        let inner = StreamReader::try_new(input, None)?;
+        let (input, eof) = StreamGuard::new(input);
+        let inner = chunk::decode(WRITER, || StreamReader::try_new(input, None))?
+            .map_err(|e| chunk::read_error(e, &eof, WRITER))?;
         let meta = PredictionMetadata::from_map(inner.schema().metadata())?;
-        Ok(PredictionReader { meta, inner })
+        Ok(PredictionReader {
+            meta,
+            inner,
+            eof,
+            batches: 0,
+            done: false,
+        })
     }
 
     pub fn metadata(&self) -> &PredictionMetadata {
@@ -363,10 +384,31 @@ impl<R: Read> PredictionReader<R> {
 impl<R: Read> Iterator for PredictionReader<R> {
     type Item = Result<PredictionColumns, ChunkError>;
     fn next(&mut self) -> Option<Self::Item> {
-        self.inner.next().map(|b| {
-            let b = b?;
-            PredictionColumns::from_record_batch(&b)
-        })
+        if self.done {
+            return None;
+        }
+        let next = match chunk::decode(WRITER, || self.inner.next()) {
+            Ok(next) => next,
+            Err(e) => {
+                self.done = true;
+                return Some(Err(e));
+            }
+        };
+        let item = match next {
+            Some(Ok(b)) => {
+                let i = self.batches;
+                self.batches += 1;
+                PredictionColumns::from_record_batch(&b).map_err(|e| e.in_batch(i))
+            }
+            Some(Err(e)) => Err(chunk::read_error(e, &self.eof, WRITER)),
+            None if chunk::ran_out(&self.eof) => Err(ChunkError::Truncated { writer: WRITER }),
+            None => {
+                self.done = true;
+                return None;
+            }
+        };
+        self.done = item.is_err();
+        Some(item)
     }
 }
 
@@ -438,5 +480,162 @@ mod tests {
         assert_eq!(Uncertainty::Entropy.of(&[1.0, 0.0]), 0.0);
         assert_eq!(scale_prob(0.123_45), 1235);
         assert_eq!(scale_prob(1.2), 10_000);
+    }
+
+    /// `n` pixels of three classes; every seventh without observations.
+    fn sample_columns(n: usize, m: &PredictionMetadata) -> PredictionColumns {
+        let mut c = PredictionColumns {
+            probabilities: m.probabilities.then(Vec::new),
+            uncertainty: m.uncertainty.map(|_| Vec::new()),
+            ..Default::default()
+        };
+        for i in 0..n {
+            let (row, col) = (300 + (i / 40) as u32, (i % 40) as u32);
+            if i % 7 == 3 {
+                c.push_nodata(row, col, 3);
+                continue;
+            }
+            let p = [(i * 37 % 5000) as u16, (i * 11 % 3000) as u16];
+            let p = [p[0], p[1], 10_000 - p[0] - p[1]];
+            let best = (0..3).max_by_key(|&k| (p[k], std::cmp::Reverse(k))).unwrap();
+            c.row.push(row);
+            c.col.push(col);
+            c.class.push(m.classes[best].code);
+            c.prob.push(p[best]);
+            if let Some(v) = &mut c.probabilities {
+                v.extend(p);
+            }
+            if let Some(u) = &mut c.uncertainty {
+                u.push((i * 53 % 10_000) as u16);
+            }
+        }
+        c
+    }
+
+    fn read_all(b: &[u8]) -> Result<(PredictionMetadata, Vec<PredictionColumns>), String> {
+        let r = PredictionReader::new(b).map_err(|e| e.to_string())?;
+        let m = r.metadata().clone();
+        let batches = r.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+        Ok((m, batches))
+    }
+
+    fn stream(m: &PredictionMetadata, batches: &[PredictionColumns]) -> Vec<u8> {
+        let mut w = PredictionWriter::new(Vec::new(), m).unwrap();
+        for c in batches {
+            w.write(c).unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn every_bit_flip_in_a_prediction_chunk_is_refused_or_harmless() {
+        for (p, u) in [(false, None), (true, Some(Uncertainty::Margin))] {
+            let m = meta(p, u);
+            let batches = vec![sample_columns(150, &m), sample_columns(9, &m)];
+            let bytes = stream(&m, &batches);
+            let expected = (m, batches);
+            assert_eq!(read_all(&bytes).unwrap(), expected);
+            let (mut refused, mut silent) = (Vec::new(), Vec::new());
+            for pos in 0..bytes.len() {
+                let mut b = bytes.clone();
+                b[pos] ^= 1 << (pos % 8);
+                match read_all(&b) {
+                    Err(e) => refused.push(e),
+                    Ok(got) if got == expected => {} // padding, unused flatbuffer bytes
+                    Ok(_) => silent.push(pos),
+                }
+            }
+            assert!(
+                silent.is_empty(),
+                "{} of {} flipped bytes read without an error but with other content, at {silent:?}",
+                silent.len(),
+                bytes.len()
+            );
+            assert!(
+                refused.len() * 4 > bytes.len() * 3,
+                "{} of {}",
+                refused.len(),
+                bytes.len()
+            );
+            for s in [
+                "its metadata fails its checksum",
+                "batch 0 fails its checksum",
+                "batch 1 fails its checksum",
+                "the file is damaged; re-run predict to write it again",
+                "cut short (no end-of-stream marker)",
+            ] {
+                assert!(refused.iter().any(|e| e.contains(s)), "no refusal says '{s}'");
+            }
+        }
+    }
+
+    #[test]
+    fn a_prediction_stream_cut_anywhere_is_refused_as_cut_short() {
+        let m = meta(true, Some(Uncertainty::Entropy));
+        let bytes = stream(&m, &[sample_columns(40, &m), sample_columns(2, &m)]);
+        for len in 0..bytes.len() {
+            let e = read_all(&bytes[..len]).expect_err("a cut stream is refused");
+            assert!(
+                e.starts_with("the stream is cut short (no end-of-stream marker)")
+                    && e.ends_with("re-run predict to write it again"),
+                "cut at {len} of {}: {e}",
+                bytes.len()
+            );
+        }
+        // Only the end-of-stream marker missing: both batches come, then the error, then nothing.
+        let mut r = PredictionReader::new(&bytes[..bytes.len() - 8]).unwrap();
+        assert_eq!(r.next().unwrap().unwrap().pixels(), 40);
+        assert_eq!(r.next().unwrap().unwrap().pixels(), 2);
+        let e = r.next().unwrap().unwrap_err().to_string();
+        assert!(e.contains("cut short (no end-of-stream marker)"), "{e}");
+        assert!(r.next().is_none());
+    }
+
+    #[test]
+    fn streams_back_to_back_are_read_one_after_another() {
+        let m = meta(false, None);
+        let mut bytes = stream(&m, &[sample_columns(5, &m)]);
+        bytes.extend(stream(&m, &[sample_columns(8, &m), sample_columns(1, &m)]));
+        let mut input = bytes.as_slice();
+        let first: Vec<_> = PredictionReader::new(&mut input)
+            .unwrap()
+            .map(|c| c.unwrap().pixels())
+            .collect();
+        let second: Vec<_> = PredictionReader::new(&mut input)
+            .unwrap()
+            .map(|c| c.unwrap().pixels())
+            .collect();
+        assert_eq!((first, second), (vec![5], vec![8, 1]));
+        assert!(input.is_empty());
+    }
+
+    #[test]
+    fn version_1_predictions_are_still_read_without_checksums() {
+        let m = meta(true, None);
+        let c = sample_columns(20, &m);
+        let mut map = m.to_map();
+        map.insert(chunk::keys::VERSION, "1");
+        map.remove(chunk::keys::METADATA_CHECKSUM);
+        let v2 = m.schema();
+        let fields: Vec<Field> = v2.fields()[..v2.fields().len() - 1]
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let schema = Arc::new(Schema::new(fields).with_metadata(map));
+        let batch = c.to_record_batch(Arc::new(m.schema())).unwrap();
+        let n = batch.num_columns();
+        let batch = RecordBatch::try_new(schema.clone(), batch.columns()[..n - 1].to_vec()).unwrap();
+        let mut w = StreamWriter::try_new(Vec::new(), &schema).unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+        let bytes = w.into_inner().unwrap();
+        assert_eq!(read_all(&bytes).unwrap(), (m.clone(), vec![c]));
+        let mut v3 = m.to_map();
+        v3.insert(chunk::keys::VERSION, "3");
+        let e = PredictionMetadata::from_map(&v3).unwrap_err().to_string();
+        assert!(
+            e.ends_with("prediction format version 3 is not supported (this build reads versions 1 and 2)"),
+            "{e}"
+        );
     }
 }
