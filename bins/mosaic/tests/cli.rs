@@ -1196,3 +1196,59 @@ mod disk {
         v
     }
 }
+
+/// Where the batch of a one-batch prediction file lies: after the schema message and the batch's
+/// own header, before the 8-byte end-of-stream marker.
+fn batch_body(bytes: &[u8]) -> std::ops::Range<usize> {
+    let len = |at: usize| i32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+    let batch = 8 + len(0);
+    batch + 8 + len(batch)..bytes.len() - 8
+}
+
+/// Integrity (issue 20): a prediction chunk with a bit flipped in its batch (every 61st byte, each
+/// flip its own run) or without its end-of-stream marker is refused with one line naming the file,
+/// and no map is committed; a flip that reads back (padding) must give exactly the right maps.
+#[test]
+fn bit_flipped_and_cut_prediction_chunks_are_refused_and_nothing_is_committed() {
+    let set = set(1, 32, 16);
+    let files = names(&set.chunks());
+    let name = files[0].clone();
+    let path = set.chunks().join(&name);
+    let intact = std::fs::read(&path).unwrap();
+    let out = set.path("maps");
+    let run = || TOOL.run(&["--input", s(&set.chunks()), "--out-dir", s(&out), "-q"]);
+    let (mut refused, mut harmless) = (0, 0);
+    for p in batch_body(&intact).step_by(61) {
+        let mut b = intact.clone();
+        b[p] ^= 1 << (p % 8);
+        std::fs::write(&path, &b).unwrap();
+        let r = run();
+        if r.status.success() {
+            assert_tiles_equal(&set, &out, None);
+            std::fs::remove_dir_all(&out).unwrap();
+            harmless += 1;
+            continue;
+        }
+        TOOL.fails_with(&r, &format!("{name}: "));
+        assert!(stderr(&r).contains("damaged"), "byte {p} flipped: {}", stderr(&r));
+        assert!(!out.exists(), "byte {p} flipped: nothing committed");
+        refused += 1;
+    }
+    assert!(
+        refused >= 10 && harmless <= refused / 10,
+        "{refused} refused, {harmless} harmless"
+    );
+
+    // Without its end-of-stream marker (a killed predict, a truncated copy).
+    std::fs::write(&path, &intact[..intact.len() - 8]).unwrap();
+    let r = run();
+    TOOL.fails_with(
+        &r,
+        &format!("{name}: the stream is cut short (no end-of-stream marker)"),
+    );
+    assert!(stderr(&r).contains("re-run predict"));
+    assert!(!out.exists());
+    std::fs::write(&path, &intact).unwrap();
+    ok(&run());
+    assert_tiles_equal(&set, &out, None);
+}
