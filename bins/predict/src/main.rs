@@ -89,9 +89,10 @@ fn main() -> ExitCode {
             destination,
             device: cli.device,
             batch_size: cli.batch_size.map(|b| b as usize),
-            threads: cli
-                .threads
-                .map_or_else(treesits_cli::default_threads, |t| t as usize),
+            // As every tool: at most a few threads per CPU, with a warning (`--threads 100000`).
+            threads: cli.threads.map_or_else(treesits_cli::default_threads, |t| {
+                treesits_cli::cap_threads(t as usize, treesits_cli::default_threads())
+            }),
             probabilities: cli.probabilities,
             uncertainty: cli.uncertainty,
             contract: cli.contract,

@@ -83,7 +83,7 @@ pub fn scan_inventory(
             tile_record(t, &dir, &files, &acquisitions)
         })
         .collect::<Result<_, _>>()?;
-    records.sort_by(|a, b| a.tile_id.cmp(&b.tile_id));
+    records.sort_by_key(|r| r.tile_id);
     Ok(Inventory {
         format: INVENTORY_FORMAT.into(),
         version: INVENTORY_VERSION,
