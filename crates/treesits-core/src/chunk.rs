@@ -19,7 +19,7 @@
 //! **Integrity** (version 2, both this format and [`crate::prediction`]'s): the writer seals the
 //! schema metadata with a CRC-32 of its other keys ([`keys::METADATA_CHECKSUM`]) and gives every
 //! batch a last column [`CHECKSUM_COLUMN`] holding the CRC-32 of the batch's metadata, field names
-//! and values; the readers ([`read_chunks`], [`ChunkColumns::from_record_batch`],
+//! and values; the readers ([`ChunkReader`], [`read_chunks`], [`ChunkColumns::from_record_batch`],
 //! [`ChunkMetadata::from_map`], the prediction reader) verify both and require Arrow's end-of-stream
 //! marker. Version-1 files (no checksums) are still read, without verification.
 
@@ -946,26 +946,72 @@ impl<W: Write> ChunkWriter<W> {
     }
 }
 
-/// Reads a whole chunk stream: its metadata and every batch, verifying their checksums (version 2)
-/// and requiring the end-of-stream marker.
-pub fn read_chunks(input: impl Read) -> Result<(ChunkMetadata, Vec<ChunkColumns>), ChunkError> {
-    let writer = "cube-extract";
-    let (input, eof) = StreamGuard::new(input);
-    let mut reader =
-        decode(writer, || StreamReader::try_new(input, None))?.map_err(|e| read_error(e, &eof, writer))?;
-    let meta = ChunkMetadata::from_map(reader.schema().metadata())?;
-    let mut batches = Vec::new();
-    loop {
-        match decode(writer, || reader.next())? {
-            Some(Ok(batch)) => {
-                let i = batches.len();
-                batches.push(ChunkColumns::from_record_batch(&batch).map_err(|e| e.in_batch(i))?);
-            }
-            Some(Err(e)) => return Err(read_error(e, &eof, writer)),
-            None if ran_out(&eof) => return Err(ChunkError::Truncated { writer }),
-            None => return Ok((meta, batches)),
-        }
+/// Reads a chunk stream batch by batch (memory: one batch however long the stream), verifying the
+/// metadata and every batch against their checksums (version 2) and requiring the end-of-stream
+/// marker: a stream that ends without it gives [`ChunkError::Truncated`] as its last item. Reads
+/// through a [`StreamGuard`], so a damaged message is an error, never a panic or an absurd
+/// allocation inside Arrow. Reads nothing after the marker.
+pub struct ChunkReader<R: Read> {
+    meta: ChunkMetadata,
+    inner: StreamReader<StreamGuard<R>>,
+    state: Arc<GuardState>,
+    batches: usize,
+    done: bool,
+}
+
+const WRITER: &str = "cube-extract";
+
+impl<R: Read> ChunkReader<R> {
+    pub fn new(input: R) -> Result<ChunkReader<R>, ChunkError> {
+        let (input, state) = StreamGuard::new(input);
+        let inner = decode(WRITER, || StreamReader::try_new(input, None))?
+            .map_err(|e| read_error(e, &state, WRITER))?;
+        let meta = ChunkMetadata::from_map(inner.schema().metadata())?;
+        Ok(ChunkReader {
+            meta,
+            inner,
+            state,
+            batches: 0,
+            done: false,
+        })
     }
+
+    pub fn metadata(&self) -> &ChunkMetadata {
+        &self.meta
+    }
+}
+
+impl<R: Read> Iterator for ChunkReader<R> {
+    type Item = Result<ChunkColumns, ChunkError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let item = match decode(WRITER, || self.inner.next()) {
+            Err(e) => Err(e),
+            Ok(Some(Ok(batch))) => {
+                let i = self.batches;
+                self.batches += 1;
+                ChunkColumns::from_record_batch(&batch).map_err(|e| e.in_batch(i))
+            }
+            Ok(Some(Err(e))) => Err(read_error(e, &self.state, WRITER)),
+            Ok(None) if ran_out(&self.state) => Err(ChunkError::Truncated { writer: WRITER }),
+            Ok(None) => {
+                self.done = true;
+                return None;
+            }
+        };
+        self.done = item.is_err();
+        Some(item)
+    }
+}
+
+/// Reads a whole chunk stream: its metadata and every batch, as [`ChunkReader`] does.
+pub fn read_chunks(input: impl Read) -> Result<(ChunkMetadata, Vec<ChunkColumns>), ChunkError> {
+    let reader = ChunkReader::new(input)?;
+    let meta = reader.metadata().clone();
+    let batches = reader.collect::<Result<Vec<_>, _>>()?;
+    Ok((meta, batches))
 }
 
 #[cfg(test)]
@@ -1211,6 +1257,28 @@ mod tests {
         let e = read_all(&bytes[..bytes.len() - 8]).unwrap_err();
         assert!(e.contains("cut short (no end-of-stream marker)"), "{e}");
         assert_eq!(read_all(&bytes).unwrap().1.len(), 2);
+    }
+
+    #[test]
+    fn the_chunk_reader_gives_batches_one_by_one_then_the_cut() {
+        let m = meta();
+        let mut w = ChunkWriter::new(Vec::new(), &m).unwrap();
+        w.write(&sample_columns(4)).unwrap();
+        w.write(&sample_columns(9)).unwrap();
+        let bytes = w.finish().unwrap();
+        let mut r = ChunkReader::new(&bytes[..bytes.len() - 8]).unwrap();
+        assert_eq!(r.metadata(), &m);
+        assert_eq!(r.next().unwrap().unwrap(), sample_columns(4));
+        assert_eq!(r.next().unwrap().unwrap(), sample_columns(9));
+        let e = r.next().unwrap().unwrap_err().to_string();
+        assert!(
+            e.starts_with("the stream is cut short (no end-of-stream marker)"),
+            "{e}"
+        );
+        assert!(r.next().is_none());
+        let mut input = bytes.as_slice();
+        assert_eq!(ChunkReader::new(&mut input).unwrap().count(), 2);
+        assert!(input.is_empty(), "the reader stops at the marker");
     }
 
     #[test]
