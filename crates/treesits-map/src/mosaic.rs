@@ -124,90 +124,14 @@ fn chunk_err(input: impl std::fmt::Display) -> impl FnOnce(ChunkError) -> Mosaic
     }
 }
 
-/// One input after expanding directories and wildcards.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Input {
-    Stdin,
-    File(PathBuf),
-}
-
-/// `*` and `?` matching of one file name.
-fn wildcard_match(pattern: &[u8], name: &[u8]) -> bool {
-    match (pattern.first(), name.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => {
-            wildcard_match(&pattern[1..], name) || (!name.is_empty() && wildcard_match(pattern, &name[1..]))
-        }
-        (Some(b'?'), Some(_)) => wildcard_match(&pattern[1..], &name[1..]),
-        (Some(p), Some(n)) if p == n => wildcard_match(&pattern[1..], &name[1..]),
-        _ => false,
-    }
-}
-
-fn list_dir(dir: &Path, keep: impl Fn(&str) -> bool) -> Result<Vec<PathBuf>, MosaicError> {
-    let mut out = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(read_err(dir.display()))?;
-    for e in entries {
-        let e = e.map_err(read_err(dir.display()))?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.starts_with('.') && keep(&name) && e.path().is_file() {
-            out.push(e.path());
-        }
-    }
-    out.sort();
-    Ok(out)
-}
+pub use treesits_core::inputs::Input;
 
 /// Expands `--input` values: `-` (stdin), files, directories (their `*.pred.arrows` files) and
-/// wildcards in the file name (`chunks/X0058_*.pred.arrows`, for shells that did not expand them).
-pub fn expand_inputs(args: &[String]) -> Result<Vec<Input>, MosaicError> {
-    let mut out = Vec::new();
-    let mut stdin = false;
-    for a in args {
-        if a == "-" {
-            if stdin {
-                return Err(input_err("-", "stdin is given twice; give - once"));
-            }
-            stdin = true;
-            out.push(Input::Stdin);
-            continue;
-        }
-        let p = PathBuf::from(a);
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if name.contains(['*', '?']) {
-            let dir = match p.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
-            let found = list_dir(&dir, |n| wildcard_match(name.as_bytes(), n.as_bytes()))?;
-            if found.is_empty() {
-                return Err(input_err(a, "matches no files"));
-            }
-            out.extend(found.into_iter().map(Input::File));
-        } else if p.is_dir() {
-            let found = list_dir(&p, |n| n.ends_with(CHUNK_SUFFIX))?;
-            if found.is_empty() {
-                return Err(input_err(
-                    a,
-                    format!("the directory holds no *{CHUNK_SUFFIX} files (predict --out-dir writes them)"),
-                ));
-            }
-            out.extend(found.into_iter().map(Input::File));
-        } else if p.is_file() {
-            out.push(Input::File(p));
-        } else {
-            return Err(input_err(a, "no such file or directory"));
-        }
-    }
-    let mut seen = BTreeSet::new();
-    out.retain(|i| match i {
-        Input::File(p) => seen.insert(p.clone()),
-        Input::Stdin => true,
-    });
-    Ok(out)
+/// wildcards in the file name (`chunks/X0058_*.pred.arrows`, for shells that did not expand them),
+/// through the one expander every tool shares ([`treesits_core::inputs`]).
+pub fn expand_inputs(args: &[String]) -> Result<Vec<Input>, treesits_core::inputs::InputError> {
+    let filter = treesits_core::inputs::InputFilter::new(CHUNK_SUFFIX).written_by("predict --out-dir");
+    treesits_core::inputs::expand(args, &filter)
 }
 
 /// What to make and how.
@@ -1595,20 +1519,6 @@ fn file_names(dir: &Path) -> Result<Vec<String>, MosaicError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wildcards_match_file_names() {
-        assert!(wildcard_match(
-            b"X*_chunk????.pred.arrows",
-            b"X0001_Y0002_chunk0003.pred.arrows"
-        ));
-        assert!(!wildcard_match(
-            b"X*_chunk????.pred.arrows",
-            b"X0001_Y0002_chunk003.pred.arrows"
-        ));
-        assert!(wildcard_match(b"*", b""));
-        assert!(!wildcard_match(b"a*b", b"ac"));
-    }
 
     #[test]
     fn gaps_are_inclusive_row_ranges() {
