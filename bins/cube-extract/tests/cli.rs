@@ -488,8 +488,13 @@ print(" ".join(str(v) for v in t.column("NIR")[i].as_py()))
     assert_eq!(
         lines[0],
         format!(
-            "treesits-timeseries-chunk 1 {} {},{},{},{}",
-            meta.tile_id, w.row, w.col, w.rows, w.cols
+            "treesits-timeseries-chunk {} {} {},{},{},{}",
+            treesits_core::chunk::FORMAT_VERSION,
+            meta.tile_id,
+            w.row,
+            w.col,
+            w.rows,
+            w.cols
         )
     );
     assert_eq!(lines[1], format!("{} True", c.pixels()));
