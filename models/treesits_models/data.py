@@ -129,8 +129,10 @@ def read_chunk(path: Path) -> dict:
     with open(path, "rb") as f:
         table = ipc.open_stream(f).read_all().combine_chunks()
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-    if meta.get("treesits.format_version") != "1":
-        raise ValueError(f"{path}: not a version-1 treesits time-series chunk")
+    # Version 2 adds checksums (a `checksum` column, `treesits.metadata_checksum`), which the Rust
+    # readers verify; the values read here are the same in both versions.
+    if meta.get("treesits.format_version") not in ("1", "2"):
+        raise ValueError(f"{path}: not a version 1 or 2 treesits time-series chunk")
     bands = meta["treesits.band_names"].split(",")
     date_list = table.column("date").chunk(0)
     offsets = date_list.offsets.to_numpy().astype(np.int64)

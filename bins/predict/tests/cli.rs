@@ -764,14 +764,14 @@ fn damaged_chunks_are_refused_and_leave_no_output() {
     std::fs::write(out.join("keep.txt"), b"x").unwrap();
     let args = ["--model", s(&model), "--input", s(&dir), "--out-dir", s(&out)];
     let r = predict(&args);
-    TOOL.fails_with(&r, "b.arrows: reading a chunk failed");
-    assert!(String::from_utf8_lossy(&r.stderr).contains("damaged or truncated"));
+    TOOL.fails_with(&r, "b.arrows: the stream is cut short");
+    assert!(String::from_utf8_lossy(&r.stderr).contains("re-run cube-extract to write it again"));
     assert_eq!(files_in(&out), vec!["keep.txt"], "no partial output");
 
     // Cut at the end-of-stream marker only.
     std::fs::write(dir.join("b.arrows"), &bytes[..bytes.len() - 8]).unwrap();
     let r = predict(&args);
-    TOOL.fails_with(&r, "b.arrows: the stream ends without its end-of-stream marker");
+    TOOL.fails_with(&r, "b.arrows: the stream is cut short (no end-of-stream marker)");
     assert_eq!(files_in(&out), vec!["keep.txt"]);
 
     // A chunk of another format version, written by hand with its metadata changed.
@@ -800,7 +800,7 @@ fn damaged_chunks_are_refused_and_leave_no_output() {
     );
     assert_eq!(r.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&r.stderr)
-        .contains("stdin: the stream ends without its end-of-stream marker"));
+        .contains("stdin: the stream is cut short (no end-of-stream marker)"));
 }
 
 #[test]

@@ -6,19 +6,13 @@
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
-use arrow_ipc::reader::StreamReader;
-use treesits_core::chunk::{ChunkColumns, ChunkMetadata};
+use treesits_core::chunk::{ChunkColumns, ChunkMetadata, ChunkReader};
 use treesits_core::inputs::{self, Input, InputFilter};
 
-use crate::{InferError, StreamDamage};
+use crate::InferError;
 
 pub use treesits_core::names::{CHUNK_SUFFIX, PREDICTION_SUFFIX};
-
-/// Largest schema message accepted at the start of a stream (a chunk's is a few KiB).
-const SCHEMA_MESSAGE_MAX: i32 = 16 << 20;
 
 /// One input stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,101 +86,50 @@ pub fn sources(args: &[String]) -> Result<Vec<ChunkSource>, InferError> {
         .collect())
 }
 
-/// Records whether the underlying reader ran into its end: a stream that ends without Arrow's
-/// end-of-stream marker was cut short (a killed writer, a truncated copy).
-struct EofWatch<R> {
-    inner: R,
-    eof: Arc<AtomicBool>,
-}
-
-impl<R: Read> Read for EofWatch<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n == 0 && !buf.is_empty() {
-            self.eof.store(true, Ordering::Relaxed);
-        }
-        Ok(n)
-    }
-}
-
-/// An open chunk stream: its metadata, then its batches one by one.
+/// An open chunk stream: its metadata, then its batches one by one, read through core's
+/// [`ChunkReader`], which checks every message's framing, the checksums and the end-of-stream marker.
 pub struct ChunkStream {
     input: ChunkSource,
-    meta: ChunkMetadata,
-    reader: StreamReader<BufReader<EofWatch<Box<dyn Read + Send>>>>,
-    eof: Arc<AtomicBool>,
+    reader: ChunkReader<BufReader<Box<dyn Read + Send>>>,
 }
 
 impl ChunkStream {
-    pub fn new(mut reader: Box<dyn Read + Send>, input: ChunkSource) -> Result<ChunkStream, InferError> {
-        let damaged = |cause| InferError::NotAStream {
-            input: input.clone(),
-            cause,
-        };
-        // Look at the first message's header before Arrow does: a garbage length would have it
-        // allocate up to 2 GiB before failing. A stream starts with the continuation marker and the
-        // length of its (small) schema message.
-        let mut header = [0u8; 8];
-        reader
-            .read_exact(&mut header)
-            .map_err(|e| damaged(StreamDamage::Io(e)))?;
-        let len = i32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        if header[..4] != [0xff; 4] || !(1..=SCHEMA_MESSAGE_MAX).contains(&len) {
-            return Err(damaged(StreamDamage::NoHeader));
-        }
-        let eof = Arc::new(AtomicBool::new(false));
-        let watched = EofWatch {
-            inner: Box::new(std::io::Cursor::new(header).chain(reader)) as Box<dyn Read + Send>,
-            eof: eof.clone(),
-        };
-        let reader = StreamReader::try_new(BufReader::new(watched), None)
-            .map_err(|e| damaged(StreamDamage::Arrow(e)))?;
-        let meta = ChunkMetadata::from_map(reader.schema().metadata()).map_err(|source| {
-            InferError::ChunkMetadata {
+    pub fn new(reader: Box<dyn Read + Send>, input: ChunkSource) -> Result<ChunkStream, InferError> {
+        let reader =
+            ChunkReader::new(BufReader::new(reader)).map_err(|source| InferError::ChunkMetadata {
                 input: input.clone(),
                 source,
-            }
-        })?;
-        Ok(ChunkStream {
-            input,
-            meta,
-            reader,
-            eof,
-        })
+            })?;
+        Ok(ChunkStream { input, reader })
     }
 
     pub fn metadata(&self) -> &ChunkMetadata {
-        &self.meta
+        self.reader.metadata()
     }
 
     pub fn source(&self) -> &ChunkSource {
         &self.input
     }
 
-    /// The next chunk, `None` at the end-of-stream marker; a stream cut short is an error.
+    /// The next chunk, `None` at the end-of-stream marker; a stream cut short or damaged is an error.
     pub fn next_chunk(&mut self) -> Result<Option<ChunkColumns>, InferError> {
         let input = || self.input.clone();
         match self.reader.next() {
-            Some(Ok(batch)) => {
-                let columns =
-                    ChunkColumns::from_record_batch(&batch).map_err(|source| InferError::ChunkColumns {
-                        input: input(),
-                        source,
-                    })?;
-                if columns.bands.len() != self.meta.band_names.len() {
+            Some(Ok(columns)) => {
+                let listed = self.reader.metadata().band_names.len();
+                if columns.bands.len() != listed {
                     return Err(InferError::BandColumns {
                         input: input(),
                         got: columns.bands.len(),
-                        listed: self.meta.band_names.len(),
+                        listed,
                     });
                 }
                 Ok(Some(columns))
             }
-            Some(Err(cause)) => Err(InferError::ReadChunk {
+            Some(Err(source)) => Err(InferError::ChunkColumns {
                 input: input(),
-                cause,
+                source,
             }),
-            None if self.eof.load(Ordering::Relaxed) => Err(InferError::Truncated { input: input() }),
             None => Ok(None),
         }
     }
@@ -209,6 +152,14 @@ mod tests {
             band_names: vec!["BLUE".into()],
             qai_screen: "none".into(),
             ..ChunkMetadata::example()
+        }
+    }
+
+    /// The error and its cause, as the binary prints them.
+    fn with_cause(e: InferError) -> String {
+        match std::error::Error::source(&e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
         }
     }
 
@@ -246,9 +197,9 @@ mod tests {
         let mut s = ChunkStream::new(Box::new(std::io::Cursor::new(cut)), file("b")).unwrap();
         s.next_chunk().unwrap();
         s.next_chunk().unwrap();
-        let e = s.next_chunk().unwrap_err().to_string();
+        let e = with_cause(s.next_chunk().unwrap_err());
         assert!(
-            e.contains("b: the stream ends without its end-of-stream marker"),
+            e.starts_with("b: the stream is cut short (no end-of-stream marker)"),
             "{e}"
         );
 
@@ -256,15 +207,16 @@ mod tests {
         let cut = bytes[..bytes.len() - 40].to_vec();
         let mut s = ChunkStream::new(Box::new(std::io::Cursor::new(cut)), file("c")).unwrap();
         s.next_chunk().unwrap();
-        let e = s.next_chunk().unwrap_err().to_string();
-        assert!(e.contains("c: reading a chunk failed"), "{e}");
+        let e = with_cause(s.next_chunk().unwrap_err());
+        assert!(e.starts_with("c: ") && e.contains("re-run cube-extract"), "{e}");
 
         for garbage in [&b"garbage!"[..], b"ab", &bytes[..12]] {
-            let e = ChunkStream::new(Box::new(std::io::Cursor::new(garbage.to_vec())), file("d"))
-                .err()
-                .unwrap()
-                .to_string();
-            assert!(e.starts_with("d: not a readable Arrow IPC stream"), "{e}");
+            let e = with_cause(
+                ChunkStream::new(Box::new(std::io::Cursor::new(garbage.to_vec())), file("d"))
+                    .err()
+                    .unwrap(),
+            );
+            assert!(e.starts_with("d: ") && e.contains("re-run cube-extract"), "{e}");
         }
     }
 

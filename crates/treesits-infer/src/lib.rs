@@ -43,8 +43,6 @@ pub enum InferError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{input}: not a readable Arrow IPC stream ({cause}): the file is damaged or truncated; extract it again with cube-extract")]
-    NotAStream { input: ChunkSource, cause: StreamDamage },
     #[error("{input}")]
     ChunkMetadata {
         input: ChunkSource,
@@ -63,13 +61,6 @@ pub enum InferError {
         got: usize,
         listed: usize,
     },
-    #[error("{input}: reading a chunk failed ({cause}): the file is damaged or truncated; extract it again with cube-extract")]
-    ReadChunk {
-        input: ChunkSource,
-        cause: arrow_schema::ArrowError,
-    },
-    #[error("{input}: the stream ends without its end-of-stream marker: the writer did not finish (a failed cube-extract or a truncated file); extract it again")]
-    Truncated { input: ChunkSource },
     /// A chunk that does not fit the model (bands, sequence length).
     #[error("{input}")]
     Unfit {
@@ -185,15 +176,4 @@ pub enum InferError {
     /// Writing to stdout failed (kept as an I/O error so a closed pipe can be told apart).
     #[error("writing predictions to stdout")]
     Stdout(#[source] std::io::Error),
-}
-
-/// Why a stream is not an Arrow IPC stream.
-#[derive(Debug, thiserror::Error)]
-pub enum StreamDamage {
-    #[error("{0}")]
-    Io(std::io::Error),
-    #[error("{0}")]
-    Arrow(arrow_schema::ArrowError),
-    #[error("no stream header")]
-    NoHeader,
 }
