@@ -9,6 +9,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod cli;
+pub mod disk;
 pub mod fault_proxy;
 pub mod generate;
 pub mod moto;
