@@ -953,27 +953,75 @@ impl<W: Write> ChunkWriter<W> {
 /// allocation inside Arrow. Reads nothing after the marker.
 pub struct ChunkReader<R: Read> {
     meta: ChunkMetadata,
-    inner: StreamReader<StreamGuard<R>>,
-    state: Arc<GuardState>,
-    batches: usize,
-    done: bool,
+    batches: GuardedBatches<R>,
 }
 
 const WRITER: &str = "cube-extract";
 
-impl<R: Read> ChunkReader<R> {
-    pub fn new(input: R) -> Result<ChunkReader<R>, ChunkError> {
+/// The record batches of a stream read through [`StreamGuard`]: framing checked before Arrow decodes
+/// a message, Arrow's failures turned into [`ChunkError`]s naming `writer`, the end-of-stream marker
+/// required, batches counted for messages. Both chunk readers iterate over it.
+pub(crate) struct GuardedBatches<R: Read> {
+    inner: StreamReader<StreamGuard<R>>,
+    state: Arc<GuardState>,
+    writer: &'static str,
+    batches: usize,
+    done: bool,
+}
+
+impl<R: Read> GuardedBatches<R> {
+    pub(crate) fn open(input: R, writer: &'static str) -> Result<GuardedBatches<R>, ChunkError> {
         let (input, state) = StreamGuard::new(input);
-        let inner = decode(WRITER, || StreamReader::try_new(input, None))?
-            .map_err(|e| read_error(e, &state, WRITER))?;
-        let meta = ChunkMetadata::from_map(inner.schema().metadata())?;
-        Ok(ChunkReader {
-            meta,
+        let inner = decode(writer, || StreamReader::try_new(input, None))?
+            .map_err(|e| read_error(e, &state, writer))?;
+        Ok(GuardedBatches {
             inner,
             state,
+            writer,
             batches: 0,
             done: false,
         })
+    }
+
+    /// The stream's schema (its metadata is what the format's `from_map` reads).
+    pub(crate) fn schema(&self) -> arrow_schema::SchemaRef {
+        self.inner.schema()
+    }
+
+    /// The next batch, decoded by `columns` (whose errors get the batch's index); `None` after the
+    /// end-of-stream marker or after an error.
+    pub(crate) fn next_with<T>(
+        &mut self,
+        columns: impl FnOnce(&RecordBatch) -> Result<T, ChunkError>,
+    ) -> Option<Result<T, ChunkError>> {
+        if self.done {
+            return None;
+        }
+        let writer = self.writer;
+        let item = match decode(writer, || self.inner.next()) {
+            Err(e) => Err(e),
+            Ok(Some(Ok(batch))) => {
+                let i = self.batches;
+                self.batches += 1;
+                columns(&batch).map_err(|e| e.in_batch(i))
+            }
+            Ok(Some(Err(e))) => Err(read_error(e, &self.state, writer)),
+            Ok(None) if ran_out(&self.state) => Err(ChunkError::Truncated { writer }),
+            Ok(None) => {
+                self.done = true;
+                return None;
+            }
+        };
+        self.done = item.is_err();
+        Some(item)
+    }
+}
+
+impl<R: Read> ChunkReader<R> {
+    pub fn new(input: R) -> Result<ChunkReader<R>, ChunkError> {
+        let batches = GuardedBatches::open(input, WRITER)?;
+        let meta = ChunkMetadata::from_map(batches.schema().metadata())?;
+        Ok(ChunkReader { meta, batches })
     }
 
     pub fn metadata(&self) -> &ChunkMetadata {
@@ -984,25 +1032,7 @@ impl<R: Read> ChunkReader<R> {
 impl<R: Read> Iterator for ChunkReader<R> {
     type Item = Result<ChunkColumns, ChunkError>;
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let item = match decode(WRITER, || self.inner.next()) {
-            Err(e) => Err(e),
-            Ok(Some(Ok(batch))) => {
-                let i = self.batches;
-                self.batches += 1;
-                ChunkColumns::from_record_batch(&batch).map_err(|e| e.in_batch(i))
-            }
-            Ok(Some(Err(e))) => Err(read_error(e, &self.state, WRITER)),
-            Ok(None) if ran_out(&self.state) => Err(ChunkError::Truncated { writer: WRITER }),
-            Ok(None) => {
-                self.done = true;
-                return None;
-            }
-        };
-        self.done = item.is_err();
-        Some(item)
+        self.batches.next_with(ChunkColumns::from_record_batch)
     }
 }
 

@@ -22,11 +22,11 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, FixedSizeListArray, RecordBatch, UInt16Array, UInt32Array, UInt8Array};
-use arrow_ipc::reader::StreamReader;
+
 use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
-use crate::chunk::{self, ChunkError, ChunkMetadata, GuardState, Metadata, StreamGuard, CHECKSUM_COLUMN};
+use crate::chunk::{self, ChunkError, ChunkMetadata, Metadata, CHECKSUM_COLUMN};
 use crate::species::{SpeciesClass, CLASS_NODATA};
 
 /// Value of the `treesits.format` metadata key.
@@ -353,27 +353,16 @@ impl<W: Write> PredictionWriter<W> {
 /// to back can be read one after another from one input.
 pub struct PredictionReader<R: Read> {
     meta: PredictionMetadata,
-    inner: StreamReader<StreamGuard<R>>,
-    eof: Arc<GuardState>,
-    batches: usize,
-    done: bool,
+    batches: chunk::GuardedBatches<R>,
 }
 
 const WRITER: &str = "predict";
 
 impl<R: Read> PredictionReader<R> {
     pub fn new(input: R) -> Result<PredictionReader<R>, ChunkError> {
-        let (input, eof) = StreamGuard::new(input);
-        let inner = chunk::decode(WRITER, || StreamReader::try_new(input, None))?
-            .map_err(|e| chunk::read_error(e, &eof, WRITER))?;
-        let meta = PredictionMetadata::from_map(inner.schema().metadata())?;
-        Ok(PredictionReader {
-            meta,
-            inner,
-            eof,
-            batches: 0,
-            done: false,
-        })
+        let batches = chunk::GuardedBatches::open(input, WRITER)?;
+        let meta = PredictionMetadata::from_map(batches.schema().metadata())?;
+        Ok(PredictionReader { meta, batches })
     }
 
     pub fn metadata(&self) -> &PredictionMetadata {
@@ -384,31 +373,7 @@ impl<R: Read> PredictionReader<R> {
 impl<R: Read> Iterator for PredictionReader<R> {
     type Item = Result<PredictionColumns, ChunkError>;
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let next = match chunk::decode(WRITER, || self.inner.next()) {
-            Ok(next) => next,
-            Err(e) => {
-                self.done = true;
-                return Some(Err(e));
-            }
-        };
-        let item = match next {
-            Some(Ok(b)) => {
-                let i = self.batches;
-                self.batches += 1;
-                PredictionColumns::from_record_batch(&b).map_err(|e| e.in_batch(i))
-            }
-            Some(Err(e)) => Err(chunk::read_error(e, &self.eof, WRITER)),
-            None if chunk::ran_out(&self.eof) => Err(ChunkError::Truncated { writer: WRITER }),
-            None => {
-                self.done = true;
-                return None;
-            }
-        };
-        self.done = item.is_err();
-        Some(item)
+        self.batches.next_with(PredictionColumns::from_record_batch)
     }
 }
 
