@@ -11,7 +11,7 @@ use gdal::{Dataset, Metadata};
 use treesits_core::grid::{PrjForm, TileGrid, TileId};
 use treesits_core::species::NON_FOREST;
 use treesits_core::tiles_csv::{parse_tiles_csv, TileListRow};
-use treesits_testkit::cli::{assert_snapshot, stderr, Tool};
+use treesits_testkit::cli::{assert_snapshot, file_names, stderr, Tool};
 use treesits_testkit::disk;
 use treesits_testkit::{Manifest, SynthConfig};
 
@@ -633,15 +633,6 @@ fn big_args<'a>(dir: &'a Path, m: &'a Manifest, out: &'a Path) -> Vec<String> {
     .into()
 }
 
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 /// A disk that fills during the run and frees again: the mask GDAL failed to write is an error
 /// naming it, and the earlier selection stays as it was. (Before: exit 0, unreadable masks.)
 #[test]
@@ -663,7 +654,7 @@ fn a_disk_that_fills_and_frees_during_the_run_fails_it_and_keeps_the_previous_se
     let args = big_args(dir, m, &out);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     TOOL.ok(&TOOL.run(&args));
-    let before: Vec<(String, Vec<u8>)> = names_in(&out)
+    let before: Vec<(String, Vec<u8>)> = file_names(&out)
         .into_iter()
         .map(|n| (n.clone(), std::fs::read(out.join(&n)).unwrap()))
         .collect();
@@ -673,8 +664,8 @@ fn a_disk_that_fills_and_frees_during_the_run_fails_it_and_keeps_the_previous_se
     assert!(watcher.stop(), "the disk never filled: the test proved nothing");
     TOOL.fails_with(&o, ".mask.tif");
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
-    assert_eq!(disk::names(&d.dir), vec!["sel"]);
-    let after: Vec<(String, Vec<u8>)> = names_in(&out)
+    assert_eq!(treesits_testkit::cli::file_names(&d.dir), vec!["sel"]);
+    let after: Vec<(String, Vec<u8>)> = file_names(&out)
         .into_iter()
         .map(|n| (n.clone(), std::fs::read(out.join(&n)).unwrap()))
         .collect();
@@ -714,7 +705,7 @@ fn a_killed_or_concurrent_rerun_never_leaves_masks_and_tiles_csv_of_two_runs() {
         v
     };
     let all = select(&out, &["--aoi", path_str(&aoi)]);
-    let before = names_in(&out);
+    let before = file_names(&out);
     let o = TOOL
         .command()
         .args(base(&["--where", "name = 'Auwald'"]))
@@ -733,7 +724,7 @@ fn a_killed_or_concurrent_rerun_never_leaves_masks_and_tiles_csv_of_two_runs() {
 
     let again = select(&out, &["--aoi", path_str(&aoi)]);
     assert_eq!(again, all);
-    assert_eq!(names_in(&out), before);
+    assert_eq!(file_names(&out), before);
     // The lock went with the run that held it last; the killed run's leftovers too.
-    assert_eq!(names_in(work.path()), vec!["sel"]);
+    assert_eq!(file_names(work.path()), vec!["sel"]);
 }

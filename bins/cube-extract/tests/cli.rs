@@ -11,7 +11,7 @@ use treesits_core::grid::PrjForm;
 use treesits_core::{Date, Level2Name, Product, QaiScreen, Sensor};
 use treesits_gdal::ForceLayout;
 use treesits_gdal::{GeoTiffSpec, TiffLayout};
-use treesits_testkit::cli::{assert_snapshot, s, Tool};
+use treesits_testkit::cli::{assert_snapshot, file_names, s, Tool};
 use treesits_testkit::moto::{python, Moto};
 use treesits_testkit::SynthConfig;
 
@@ -1008,19 +1008,10 @@ fn s3_listing_stall_or_damaged_page_fails_in_bounded_time() {
 /// The chunk files in `dir` (not the hidden files beside them), as [`read_dir_chunks`] reads them.
 fn visible_chunks(dir: &Path) -> Vec<(String, ChunkMetadata, ChunkColumns)> {
     let copy = tempfile::tempdir().unwrap();
-    for n in listing(dir).into_iter().filter(|n| !n.starts_with('.')) {
+    for n in file_names(dir).into_iter().filter(|n| !n.starts_with('.')) {
         std::fs::copy(dir.join(&n), copy.path().join(&n)).unwrap();
     }
     read_dir_chunks(copy.path())
-}
-
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 /// Killed while renaming its chunks into a directory holding an earlier run's chunks of the tile
@@ -1080,7 +1071,7 @@ fn a_run_killed_while_renaming_never_leaves_chunks_of_two_runs() {
     let all = visible_chunks(&out);
     assert_eq!(all.len(), 3);
     assert_eq!(
-        listing(&out).len(),
+        file_names(&out).len(),
         3,
         "the killed run's lock and partial files are gone"
     );
@@ -1102,7 +1093,7 @@ fn runs_of_one_tile_into_one_directory_take_turns_and_clean_up_killed_runs() {
     let o = run();
     TOOL.fails_with(&o, "another run is writing");
     assert!(String::from_utf8_lossy(&o.stderr).contains(&tile));
-    assert_eq!(listing(&out), vec![format!(".{tile}.lock")]);
+    assert_eq!(file_names(&out), vec![format!(".{tile}.lock")]);
     drop(lock);
     let mine = format!(".{tile}_chunk0000.partial-999999.arrows");
     let other = ".X9999_Y9999_chunk0000.partial-999999.arrows".to_string();
@@ -1110,7 +1101,7 @@ fn runs_of_one_tile_into_one_directory_take_turns_and_clean_up_killed_runs() {
         std::fs::write(out.join(n), vec![1u8; 1 << 20]).unwrap();
     }
     TOOL.ok(&run());
-    assert_eq!(listing(&out), vec![other, format!("{tile}_chunk0000.arrows")]);
+    assert_eq!(file_names(&out), vec![other, format!("{tile}_chunk0000.arrows")]);
 }
 
 /// A file named like an acquisition but with a date no calendar has is skipped with one warning
@@ -1119,7 +1110,7 @@ fn runs_of_one_tile_into_one_directory_take_turns_and_clean_up_killed_runs() {
 fn a_level2_name_with_an_impossible_date_is_warned_about_once() {
     let cube = synth(ForceLayout::Force38, PrjForm::Tagged, 20, 2);
     for n in ["20210230_LEVEL2_SEN2A_BOA.tif", "20210230_LEVEL2_SEN2A_QAI.tif"] {
-        let any = listing(&cube.tile_dir)
+        let any = file_names(&cube.tile_dir)
             .into_iter()
             .find(|f| f.ends_with("_BOA.tif"))
             .unwrap();

@@ -941,7 +941,7 @@ fn a_disk_that_fills_and_frees_during_the_run_fails_it_and_keeps_the_previous_ma
         "one line, not GDAL's echo of every block: {line}"
     );
     // Nothing of the failed run is left; the earlier map is whole and reads back exactly.
-    assert_eq!(disk::names(&d.dir), vec!["map"]);
+    assert_eq!(treesits_testkit::cli::file_names(&d.dir), vec!["map"]);
     assert_eq!(names(&out), before);
     assert_tiles_equal(&set, &out, None);
     assert_mosaic_equals(&set, &out.join("mosaic_class.tif"));

@@ -522,5 +522,5 @@ fn a_disk_that_fills_and_frees_during_the_run_fails_it_in_one_line() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains(".tif"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert_eq!(disk::names(&d.dir), Vec::<String>::new());
+    assert_eq!(treesits_testkit::cli::file_names(&d.dir), Vec::<String>::new());
 }

@@ -121,13 +121,3 @@ pub fn bytes(dir: &Path) -> u64 {
         })
         .sum()
 }
-
-/// The names in `dir`, hidden ones too, sorted.
-pub fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
