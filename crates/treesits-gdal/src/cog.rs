@@ -81,6 +81,10 @@ impl CogOptions {
 
 /// Writes `src` (usually a mosaic VRT) as a COG at `out`. A block GDAL failed to write (disk full) is
 /// an error ([`crate::error::checked_write`]), not a COG with holes.
+///
+/// Nodata, scale, offset, descriptions and the colour table go along in either case; category names
+/// (which GDAL keeps in `out.aux.xml`) do only without `target_epsg` — GDAL's warper behind
+/// `TARGET_SRS` drops them — so they are copied over here.
 pub fn write_cog(src: &Path, out: &Path, options: &CogOptions) -> gdal::errors::Result<()> {
     crate::error::checked_write(|| {
         let ds = Dataset::open(src)?;
@@ -88,8 +92,24 @@ pub fn write_cog(src: &Path, out: &Path, options: &CogOptions) -> gdal::errors::
         let opts = options.creation_options();
         let co = RasterCreationOptions::from_iter(opts.iter().map(String::as_str));
         let cog = ds.create_copy(&driver, out, &co)?;
+        if options.target_epsg.is_some() {
+            copy_category_names(&ds, &cog)?;
+        }
         cog.close()
     })
+}
+
+/// Gives each band of `to` the category names of the same band of `from`, where `to` has none. On a
+/// GeoTIFF they go into its `.aux.xml`: the TIFF itself (a COG's layout) is not touched.
+fn copy_category_names(from: &Dataset, to: &Dataset) -> gdal::errors::Result<()> {
+    for b in 1..=from.raster_count().min(to.raster_count()) {
+        let names = read_category_names(&from.rasterband(b)?);
+        let mut band = to.rasterband(b)?;
+        if !names.is_empty() && read_category_names(&band).is_empty() {
+            set_category_names(&mut band, &names)?;
+        }
+    }
+    Ok(())
 }
 
 /// `GDALSetRasterCategoryNames` (the gdal crate has no wrapper).
@@ -150,5 +170,41 @@ mod tests {
         assert!(v.contains(&"NUM_THREADS=3".to_string()));
         assert!(v.contains(&"TARGET_SRS=EPSG:3857".to_string()));
         assert!(v.contains(&"RESAMPLING=NEAREST".to_string()));
+    }
+
+    #[test]
+    fn a_reprojected_cog_keeps_category_names_colours_and_scale() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src.tif");
+        let gtiff = DriverManager::get_driver_by_name("GTiff").unwrap();
+        let mut ds = gtiff.create_with_band_type::<u8, _>(&src, 32, 32, 1).unwrap();
+        ds.set_geo_transform(&[4_000_000.0, 10.0, 0.0, 3_000_000.0, 0.0, -10.0])
+            .unwrap();
+        ds.set_spatial_ref(&gdal::spatial_ref::SpatialRef::from_epsg(3035).unwrap())
+            .unwrap();
+        {
+            let mut band = ds.rasterband(1).unwrap();
+            let names = vec!["spruce".to_string(), String::new(), "oak".to_string()];
+            set_category_names(&mut band, &names).unwrap();
+            let mut t = gdal::raster::ColorTable::new(gdal::raster::PaletteInterpretation::Rgba);
+            t.set_color_entry(2, &gdal::raster::ColorEntry::rgba(200, 80, 40, 255));
+            band.set_color_table(&t);
+            band.set_scale(0.5).unwrap();
+        }
+        ds.close().unwrap();
+        let out = dir.path().join("web.tif");
+        let o = CogOptions {
+            overview_resampling: OverviewResampling::Nearest,
+            threads: 1,
+            target_epsg: Some(3857),
+        };
+        write_cog(&src, &out, &o).unwrap();
+        let web = Dataset::open(&out).unwrap();
+        assert_eq!(web.spatial_ref().unwrap().auth_code().unwrap(), 3857);
+        let band = web.rasterband(1).unwrap();
+        assert_eq!(read_category_names(&band), ["spruce", "", "oak"]);
+        let e = band.color_table().unwrap().entry_as_rgb(2).unwrap();
+        assert_eq!([e.r, e.g, e.b], [200, 80, 40]);
+        assert_eq!(band.scale(), Some(0.5));
     }
 }

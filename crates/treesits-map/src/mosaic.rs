@@ -723,17 +723,35 @@ impl<'a> TileWriter<'a> {
                 "",
             )
             .map_err(write_err(tile_file(tile, "class")))?;
+        // Probability-like bands keep the stored UInt16 × 10000 and say so with scale and offset, so
+        // GDAL and GIS tools read 0–1; each product gets its style files beside it.
+        let scaled = |ds: &Dataset, band: usize, description: &str, product: &str| {
+            ds.rasterband(band)
+                .and_then(|mut b| {
+                    b.set_description(description)?;
+                    style::scale_probability_band(&mut b)
+                })
+                .map_err(write_err(tile_file(tile, product)))
+        };
+        let styles = |product: &str, s: style::Style| {
+            let base = format!("{tile}_{product}");
+            style::write_styles(&run.dir, &base, s).map_err(io_err(&run.dir.join(base)))
+        };
+        styles("class", style::Style::Classes(&r.classes))?;
         let prob = create("prob", 1, false)?;
-        prob.rasterband(1)
-            .and_then(|mut b| b.set_description("probability of the class x 10000"))
-            .map_err(write_err(tile_file(tile, "prob")))?;
+        scaled(&prob, 1, "probability of the class (0-1)", "prob")?;
+        styles("prob", style::Style::Ramp { title: "probability" })?;
         let probabilities = if meta.probabilities {
             let ds = create("probabilities", r.classes.len(), false)?;
             for (i, c) in r.classes.iter().enumerate() {
-                ds.rasterband(i + 1)
-                    .and_then(|mut b| b.set_description(&format!("{} x 10000", c.name)))
-                    .map_err(write_err(tile_file(tile, "probabilities")))?;
+                scaled(
+                    &ds,
+                    i + 1,
+                    &format!("probability of {} (0-1)", c.name),
+                    "probabilities",
+                )?;
             }
+            styles("probabilities", style::Style::Ramp { title: "probability" })?;
             Some(ds)
         } else {
             None
@@ -741,9 +759,8 @@ impl<'a> TileWriter<'a> {
         let uncertainty = match meta.uncertainty {
             Some(u) => {
                 let ds = create("uncertainty", 1, false)?;
-                ds.rasterband(1)
-                    .and_then(|mut b| b.set_description(&format!("uncertainty ({}) x 10000", u.name())))
-                    .map_err(write_err(tile_file(tile, "uncertainty")))?;
+                scaled(&ds, 1, &format!("uncertainty ({}, 0-1)", u.name()), "uncertainty")?;
+                styles("uncertainty", style::Style::Ramp { title: "uncertainty" })?;
                 Some(ds)
             }
             None => None,
@@ -1241,16 +1258,18 @@ pub fn check_epsg(code: u32) -> Result<(), UnknownEpsg> {
 /// Whether a file in `--out-dir` is a product of an earlier run (replaced by this one).
 pub fn is_product(name: &str) -> bool {
     let base = name.strip_suffix(".aux.xml").unwrap_or(name);
-    let tile_product = [
-        "_class.tif",
-        "_prob.tif",
-        "_probabilities.tif",
-        "_uncertainty.tif",
-    ]
-    .iter()
-    .any(|s| base.strip_suffix(s).is_some_and(|t| t.parse::<TileId>().is_ok()));
+    let Some((stem, ext)) = base.rsplit_once('.') else {
+        return false;
+    };
+    // Rasters, and the style files (.qml, .sld) beside them.
+    let raster = ext == "tif";
+    let style = style::STYLE_EXTENSIONS.contains(&ext);
+    let tile_product = (raster || style)
+        && ["_class", "_prob", "_probabilities", "_uncertainty"]
+            .iter()
+            .any(|s| stem.strip_suffix(s).is_some_and(|t| t.parse::<TileId>().is_ok()));
     tile_product
-        || (base.starts_with("mosaic_") && (base.ends_with(".tif") || base.ends_with(".vrt")))
+        || (stem.starts_with("mosaic_") && (raster || style || ext == "vrt"))
         || base == "quicklook.png"
 }
 
@@ -1263,6 +1282,8 @@ struct Product<'a> {
     cog: Option<OverviewResampling>,
     /// Also reprojected with `--t-srs`.
     web: bool,
+    /// Its style files (`mosaic_<name>.qml`, `.sld`, and for the web mosaic the same).
+    style: style::Style<'a>,
 }
 
 /// Makes every product from `inputs` into `opts.out_dir`: the tiles, the mosaics, the quicklook,
@@ -1390,6 +1411,7 @@ fn mosaic_products<'a>(
         description,
         source_band,
         classes: None,
+        scale_offset: Some((style::PROBABILITY_SCALE, style::PROBABILITY_OFFSET)),
     };
     let mut products = vec![
         Product {
@@ -1400,17 +1422,20 @@ fn mosaic_products<'a>(
                 description: "class".into(),
                 source_band: 1,
                 classes: Some(classes),
+                scale_offset: None,
             }],
             metadata: class_meta.clone(),
             cog: Some(class_overviews),
             web: true,
+            style: style::Style::Classes(classes),
         },
         Product {
             name: "prob",
-            bands: vec![uint16("probability of the class x 10000".into(), 1)],
+            bands: vec![uint16("probability of the class (0-1)".into(), 1)],
             metadata: class_meta.clone(),
             cog: Some(OverviewResampling::Average),
             web: true,
+            style: style::Style::Ramp { title: "probability" },
         },
     ];
     let all = |f: fn(&TileOutput) -> bool| outputs.iter().all(f);
@@ -1418,10 +1443,11 @@ fn mosaic_products<'a>(
     if all(|o| o.uncertainty) {
         products.push(Product {
             name: "uncertainty",
-            bands: vec![uint16("uncertainty x 10000".into(), 1)],
+            bands: vec![uint16("uncertainty (0-1)".into(), 1)],
             metadata: class_meta.clone(),
             cog: Some(OverviewResampling::Average),
             web: false,
+            style: style::Style::Ramp { title: "uncertainty" },
         });
     } else if some(|o| o.uncertainty) {
         log::warn!(
@@ -1434,11 +1460,12 @@ fn mosaic_products<'a>(
             bands: classes
                 .iter()
                 .enumerate()
-                .map(|(i, c)| uint16(format!("{} x 10000", c.name), i + 1))
+                .map(|(i, c)| uint16(format!("probability of {} (0-1)", c.name), i + 1))
                 .collect(),
             metadata: class_meta,
             cog: None,
             web: false,
+            style: style::Style::Ramp { title: "probability" },
         });
     } else if some(|o| o.probabilities) {
         log::warn!("only some tiles carry per-class probabilities: no per-class mosaic (the tiles' own files are written)");
@@ -1468,10 +1495,15 @@ fn write_mosaics(
         let vrt_path = dir.join(format!("mosaic_{}.vrt", p.name));
         std::fs::write(&vrt_path, vrt::mosaic_vrt(&tiles, &p.bands, &p.metadata))
             .map_err(io_err(&vrt_path))?;
+        // One style serves mosaic_<name>.vrt and mosaic_<name>.tif (QGIS looks for <base>.qml).
+        let base = format!("mosaic_{}", p.name);
+        style::write_styles(dir, &base, p.style).map_err(io_err(&dir.join(&base)))?;
         let Some(resampling) = p.cog else { continue };
-        let mut targets = vec![(format!("mosaic_{}.tif", p.name), None)];
+        let mut targets = vec![(format!("{base}.tif"), None)];
         if let (Some(epsg), true) = (opts.t_srs, p.web) {
-            targets.push((format!("mosaic_{}_epsg{epsg}.tif", p.name), Some(epsg)));
+            let web = format!("{base}_epsg{epsg}");
+            style::write_styles(dir, &web, p.style).map_err(io_err(&dir.join(&web)))?;
+            targets.push((format!("{web}.tif"), Some(epsg)));
         }
         for (name, epsg) in targets {
             let options = CogOptions {
@@ -1536,11 +1568,22 @@ mod tests {
             "X0001_Y0002_class.tif.aux.xml",
             "mosaic_class_epsg3857.tif",
             "mosaic_prob.vrt",
+            "mosaic_class.qml",
+            "mosaic_class_epsg3857.sld",
+            "X0001_Y0002_uncertainty.qml",
+            "X0001_Y0002_prob.sld",
             "quicklook.png",
         ] {
             assert!(is_product(n), "{n}");
         }
-        for n in ["notes.txt", "my_class.tif", "X0001_Y0002_chunk0000.pred.arrows"] {
+        for n in [
+            "notes.txt",
+            "my_class.tif",
+            "my_class.qml",
+            "X0001_Y0002_chunk0000.pred.arrows",
+            "X0001_Y0002_class.txt",
+            "mosaic_notes.txt",
+        ] {
             assert!(!is_product(n), "{n}");
         }
     }

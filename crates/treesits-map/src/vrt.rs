@@ -8,6 +8,8 @@ use treesits_core::{TileGrid, TileId};
 use treesits_core::names::CLASSES_METADATA_KEY;
 use treesits_core::species::{category_names, classes_json};
 
+use crate::style::{class_palette, xml_escape as esc};
+
 /// One band of a mosaic VRT.
 #[derive(Debug, Clone)]
 pub struct VrtBand<'a> {
@@ -19,6 +21,8 @@ pub struct VrtBand<'a> {
     pub source_band: usize,
     /// Class rasters: palette and category names.
     pub classes: Option<&'a [SpeciesClass]>,
+    /// (scale, offset) from stored to physical values (probability-like bands).
+    pub scale_offset: Option<(f64, f64)>,
 }
 
 /// Per-tile files of one product.
@@ -29,21 +33,6 @@ pub struct VrtTiles<'a> {
     pub tiles: Vec<(TileId, String)>,
     /// Block size of the tile files (for the source properties).
     pub block: (usize, usize),
-}
-
-fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&apos;"),
-            c => o.push(c),
-        }
-    }
-    o
 }
 
 /// The rectangle of tiles the mosaic spans: (west-most x, north-most y, columns of tiles, rows of tiles).
@@ -95,18 +84,19 @@ pub fn mosaic_vrt(t: &VrtTiles, bands: &[VrtBand], metadata: &[(String, String)]
             esc(&b.description)
         ));
         x.push_str(&format!("    <NoDataValue>{}</NoDataValue>\n", b.nodata));
+        if let Some((scale, offset)) = b.scale_offset {
+            x.push_str(&format!(
+                "    <Offset>{offset:?}</Offset>\n    <Scale>{scale:?}</Scale>\n"
+            ));
+        }
         if let Some(classes) = b.classes {
             x.push_str("    <ColorInterp>Palette</ColorInterp>\n    <CategoryNames>\n");
             for n in category_names(classes) {
                 x.push_str(&format!("      <Category>{}</Category>\n", esc(&n)));
             }
             x.push_str("    </CategoryNames>\n    <ColorTable>\n");
-            let mut entries = [[0u8; 4]; 256];
-            for c in classes {
-                let [r, g, bl] = c.colour;
-                entries[usize::from(c.code)] = [r, g, bl, 255];
-            }
-            for e in entries {
+            // Up to the highest class code only: a GIS lists every entry as a class.
+            for e in class_palette(classes) {
                 x.push_str(&format!(
                     "      <Entry c1=\"{}\" c2=\"{}\" c3=\"{}\" c4=\"{}\"/>\n",
                     e[0], e[1], e[2], e[3]
@@ -173,8 +163,13 @@ mod tests {
             description: "top probability".into(),
             source_band: 1,
             classes: None,
+            scale_offset: Some((1e-4, 0.0)),
         };
         let x = mosaic_vrt(&t, &[band], &[]);
+        assert!(
+            x.contains("<Offset>0.0</Offset>\n    <Scale>0.0001</Scale>"),
+            "{x}"
+        );
         assert!(x.contains("rasterXSize=\"60\" rasterYSize=\"60\""), "{x}");
         assert!(
             x.contains("<GeoTransform>1900, 10, 0, 7500, 0, -10</GeoTransform>"),
