@@ -217,7 +217,10 @@ fn chunk_files_round_trip_into_tiles_and_mosaics() {
     // The per-class mosaic VRT has one band per class, named after it.
     let vrt = Dataset::open(out.join("mosaic_probabilities.vrt")).unwrap();
     assert_eq!(vrt.raster_count(), k);
-    assert_eq!(vrt.rasterband(7).unwrap().description().unwrap(), "beech x 10000");
+    assert_eq!(
+        vrt.rasterband(7).unwrap().description().unwrap(),
+        "probability of beech (0-1)"
+    );
 }
 
 /// Offsets of a classic (little-endian) TIFF's IFDs, and of each IFD's image data (TileOffsets).
