@@ -16,11 +16,14 @@ use treesits_select::aoi::AoiSource;
 /// quicklook PNG.
 ///
 /// Writes into --out-dir, per tile: <tile>_class.tif (Byte, nodata 255, colour table and category
-/// names of the model's classes), <tile>_prob.tif (UInt16 probability x 10000, nodata 65535), and
-/// <tile>_probabilities.tif / <tile>_uncertainty.tif when the chunks carry them; then mosaic_class.vrt
-/// and mosaic_class.tif (COG, mode overviews), mosaic_prob.vrt/.tif (average overviews), the same for
-/// uncertainty, mosaic_probabilities.vrt, and quicklook.png with a legend. Georeferencing is the FORCE
-/// grid of the chunks. Everything appears together when complete, or nothing does.
+/// names of the model's classes), <tile>_prob.tif (UInt16 probability x 10000 with scale 1e-4, so GIS
+/// tools read 0-1; nodata 65535), and <tile>_probabilities.tif / <tile>_uncertainty.tif (scaled
+/// alike) when the chunks carry them; then mosaic_class.vrt and mosaic_class.tif (COG, mode
+/// overviews), mosaic_prob.vrt/.tif (average overviews), the same for uncertainty,
+/// mosaic_probabilities.vrt, and quicklook.png with a legend. Beside each class and probability
+/// product, <name>.qml (QGIS loads it by itself) and <name>.sld (map servers) style it: exactly the
+/// model's classes, or a 0-1 ramp. Georeferencing is the FORCE grid of the chunks. Everything appears
+/// together when complete, or nothing does.
 /// Formats: docs/formats.md ("Map products").
 ///
 /// Exit status: 0 success, 1 bad input or I/O error (one line on stderr), 2 usage error.
@@ -48,7 +51,8 @@ struct Cli {
     #[arg(long, value_name = "NAME", requires = "clip")]
     clip_layer: Option<String>,
     /// Also write web mosaics reprojected to this EPSG code (nearest neighbour), e.g. 3857:
-    /// mosaic_class_epsg<CODE>.tif and mosaic_prob_epsg<CODE>.tif (COGs).
+    /// mosaic_class_epsg<CODE>.tif (with colour table and category names) and
+    /// mosaic_prob_epsg<CODE>.tif (COGs), each with its .qml and .sld.
     #[arg(long, value_name = "EPSG")]
     t_srs: Option<String>,
     /// Map tiles whose chunks are incomplete, with the missing rows as nodata (default: an error
