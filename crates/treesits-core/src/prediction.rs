@@ -45,6 +45,8 @@ pub mod keys {
     pub const CLASSES: &str = "treesits.classes";
     pub const UNCERTAINTY: &str = "treesits.uncertainty";
     pub const PROBABILITIES: &str = "treesits.probabilities";
+    /// SHA-256 (lower-case hex) of the model file; absent in files of earlier builds.
+    pub const MODEL_SHA256: &str = "treesits.model_sha256";
 }
 
 /// Per-pixel uncertainty, stored × 10000 (0 = certain, 10000 = maximally uncertain).
@@ -119,6 +121,8 @@ pub struct PredictionMetadata {
     /// The metadata of the time-series chunk the predictions came from.
     pub source: ChunkMetadata,
     pub model_id: String,
+    /// SHA-256 (lower-case hex) of the ONNX file predict ran; `None` in files of earlier builds.
+    pub model_sha256: Option<String>,
     /// The model's class table, in output order.
     pub classes: Vec<SpeciesClass>,
     /// Whether the `probabilities` column is present.
@@ -137,6 +141,9 @@ impl PredictionMetadata {
         m.insert(chunk::keys::FORMAT, FORMAT_NAME);
         m.insert(chunk::keys::VERSION, FORMAT_VERSION.to_string());
         m.insert(keys::MODEL_ID, self.model_id.clone());
+        if let Some(sha) = &self.model_sha256 {
+            m.insert(keys::MODEL_SHA256, sha.clone());
+        }
         m.insert(
             keys::CLASSES,
             serde_json::to_string(&self.classes).expect("classes serialise"),
@@ -187,6 +194,7 @@ impl PredictionMetadata {
         Ok(PredictionMetadata {
             source,
             model_id: get(keys::MODEL_ID)?.to_string(),
+            model_sha256: m.get(keys::MODEL_SHA256).cloned(),
             classes,
             probabilities,
             uncertainty,
@@ -391,6 +399,8 @@ mod tests {
                 ..ChunkMetadata::example()
             },
             model_id: "m1".into(),
+            // Files of earlier builds have no model SHA-256: the first round trip reads one such.
+            model_sha256: uncertainty.map(|_| "ab".repeat(32)),
             classes: tree_species()[..3].to_vec(),
             probabilities,
             uncertainty,

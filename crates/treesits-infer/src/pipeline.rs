@@ -239,6 +239,7 @@ impl PredictPlan {
         PredictionMetadata {
             source,
             model_id: c.model_id.clone(),
+            model_sha256: Some(session.model_sha256().to_string()),
             classes: c.classes.clone(),
             probabilities: self.probabilities,
             uncertainty: self.uncertainty,
