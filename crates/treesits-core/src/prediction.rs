@@ -27,6 +27,7 @@ use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use crate::chunk::{self, ChunkError, ChunkMetadata, Metadata, CHECKSUM_COLUMN};
+use crate::contract::ModelContract;
 use crate::species::{SpeciesClass, CLASS_NODATA};
 
 /// Value of the `treesits.format` metadata key.
@@ -47,6 +48,11 @@ pub mod keys {
     pub const PROBABILITIES: &str = "treesits.probabilities";
     /// SHA-256 (lower-case hex) of the model file; absent in files of earlier builds.
     pub const MODEL_SHA256: &str = "treesits.model_sha256";
+    /// File name (no directory) of the model predict ran; absent in files of earlier builds.
+    pub const MODEL_FILE: &str = "treesits.model_file";
+    /// The model's contract as JSON (bands, scaling, sequence, classes); absent in files of earlier
+    /// builds.
+    pub const MODEL_CONTRACT: &str = "treesits.model_contract";
 }
 
 /// Per-pixel uncertainty, stored × 10000 (0 = certain, 10000 = maximally uncertain).
@@ -123,6 +129,10 @@ pub struct PredictionMetadata {
     pub model_id: String,
     /// SHA-256 (lower-case hex) of the ONNX file predict ran; `None` in files of earlier builds.
     pub model_sha256: Option<String>,
+    /// File name (no directory) of the ONNX file; `None` in files of earlier builds.
+    pub model_file: Option<String>,
+    /// The contract predict ran the model with; `None` in files of earlier builds.
+    pub model_contract: Option<ModelContract>,
     /// The model's class table, in output order.
     pub classes: Vec<SpeciesClass>,
     /// Whether the `probabilities` column is present.
@@ -143,6 +153,12 @@ impl PredictionMetadata {
         m.insert(keys::MODEL_ID, self.model_id.clone());
         if let Some(sha) = &self.model_sha256 {
             m.insert(keys::MODEL_SHA256, sha.clone());
+        }
+        if let Some(f) = &self.model_file {
+            m.insert(keys::MODEL_FILE, f.clone());
+        }
+        if let Some(c) = &self.model_contract {
+            m.insert(keys::MODEL_CONTRACT, c.to_json());
         }
         m.insert(
             keys::CLASSES,
@@ -195,6 +211,12 @@ impl PredictionMetadata {
             source,
             model_id: get(keys::MODEL_ID)?.to_string(),
             model_sha256: m.get(keys::MODEL_SHA256).cloned(),
+            model_file: m.get(keys::MODEL_FILE).cloned(),
+            model_contract: m
+                .get(keys::MODEL_CONTRACT)
+                .map(|s| ModelContract::from_json(s))
+                .transpose()
+                .map_err(|e| meta_err(format!("bad '{}': {e}", keys::MODEL_CONTRACT)))?,
             classes,
             probabilities,
             uncertainty,
@@ -401,6 +423,11 @@ mod tests {
             model_id: "m1".into(),
             // Files of earlier builds have no model SHA-256: the first round trip reads one such.
             model_sha256: uncertainty.map(|_| "ab".repeat(32)),
+            model_file: uncertainty.map(|_| "m1.onnx".into()),
+            model_contract: uncertainty.map(|_| {
+                ModelContract::from_json(include_str!("../../../models/testdata/linear_left.contract.json"))
+                    .unwrap()
+            }),
             classes: tree_species()[..3].to_vec(),
             probabilities,
             uncertainty,

@@ -216,6 +216,8 @@ pub struct ModelSession {
     device: Device,
     /// SHA-256 (hex) of the model file, recorded in every prediction chunk.
     model_sha256: String,
+    /// The model's file name, without its directory.
+    model_file: String,
 }
 
 impl ModelSession {
@@ -293,7 +295,15 @@ impl ModelSession {
             shape,
             device,
             model_sha256,
+            model_file: model
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
         })
+    }
+
+    /// The file name (no directory) of the model the session was opened from.
+    pub fn model_file(&self) -> &str {
+        &self.model_file
     }
 
     /// SHA-256 (lower-case hex) of the model file the session was opened from.
