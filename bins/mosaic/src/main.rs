@@ -19,8 +19,10 @@ use treesits_select::aoi::AoiSource;
 /// names of the model's classes), <tile>_prob.tif (UInt16 probability x 10000, nodata 65535), and
 /// <tile>_probabilities.tif / <tile>_uncertainty.tif when the chunks carry them; then mosaic_class.vrt
 /// and mosaic_class.tif (COG, mode overviews), mosaic_prob.vrt/.tif (average overviews), the same for
-/// uncertainty, mosaic_probabilities.vrt, and quicklook.png with a legend. Georeferencing is the FORCE
-/// grid of the chunks. Everything appears together when complete, or nothing does.
+/// uncertainty, mosaic_probabilities.vrt, quicklook.png with a legend, and mosaic.stac.json (a STAC
+/// Item of the mosaics and the model). Every product names what it was made from (TREESITS_MODEL_ID,
+/// _MODEL_SHA256, _VERSION, _DATES, _SENSORS, _QAI_SCREEN). Georeferencing is the FORCE grid of the
+/// chunks. Everything appears together when complete, or nothing does.
 /// Formats: docs/formats.md ("Map products").
 ///
 /// Exit status: 0 success, 1 bad input or I/O error (one line on stderr), 2 usage error.

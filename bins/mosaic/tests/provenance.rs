@@ -163,6 +163,10 @@ fn every_product_names_what_it_was_made_from_and_the_stac_item_lists_the_mosaics
         .unwrap();
     assert_eq!(classes.len(), tiles[0].meta.classes.len());
     assert_eq!(classes[2]["name"], "douglas-fir");
+    assert_eq!(
+        assets["mosaic_class.tif"]["raster:bands"][0]["data_type"],
+        "uint8"
+    );
     let bands = assets["mosaic_prob.tif"]["raster:bands"].as_array().unwrap();
     assert_eq!(bands[0]["data_type"], "uint16");
     assert_eq!(bands[0]["nodata"], 65535.0);

@@ -257,7 +257,10 @@ fn raster_fields(path: &Path, name: &str, a: &mut Map<String, Value>) -> Result<
             .rasterband(b)
             .map_err(gdal_err(format!("band {b} of {name}")))?;
         let mut o = Map::new();
-        o.insert("data_type".into(), json!(band.band_type().name().to_lowercase()));
+        o.insert(
+            "data_type".into(),
+            json!(raster_data_type(&band.band_type().name())),
+        );
         if let Some(nodata) = band.no_data_value() {
             o.insert("nodata".into(), json!(nodata));
         }
@@ -305,6 +308,27 @@ fn raster_fields(path: &Path, name: &str, a: &mut Map<String, Value>) -> Result<
         }
     }
     Ok(())
+}
+
+/// The raster extension's name of a GDAL data type (`Byte` → `uint8`, `UInt16` → `uint16`).
+fn raster_data_type(gdal: &str) -> &'static str {
+    match gdal {
+        "Byte" => "uint8",
+        "Int8" => "int8",
+        "UInt16" => "uint16",
+        "Int16" => "int16",
+        "UInt32" => "uint32",
+        "Int32" => "int32",
+        "UInt64" => "uint64",
+        "Int64" => "int64",
+        "Float32" => "float32",
+        "Float64" => "float64",
+        "CInt16" => "cint16",
+        "CInt32" => "cint32",
+        "CFloat32" => "cfloat32",
+        "CFloat64" => "cfloat64",
+        _ => "other",
+    }
 }
 
 /// Classification-extension class objects: code, a machine-readable name, the name as given, colour.
@@ -505,6 +529,14 @@ mod tests {
             c,
             json!([{"value": 0, "name": "spruce", "description": "spruce", "color_hint": "1F5E31"}])
         );
+    }
+
+    #[test]
+    fn gdal_types_get_the_raster_extension_names() {
+        assert_eq!(raster_data_type("Byte"), "uint8");
+        assert_eq!(raster_data_type("UInt16"), "uint16");
+        assert_eq!(raster_data_type("CFloat64"), "cfloat64");
+        assert_eq!(raster_data_type("Unknown"), "other");
     }
 
     #[test]
