@@ -678,6 +678,7 @@ impl<'a> TileWriter<'a> {
             },
         };
         let layout = TiffLayout::Tiles { size: TILE_BLOCK };
+        let provenance = Provenance::of_tile(meta);
         let create = |product: &str, bands: usize, byte: bool| -> Result<Dataset, MosaicError> {
             let name = tile_file(tile, product);
             let path = run.dir.join(&name);
@@ -700,7 +701,7 @@ impl<'a> TileWriter<'a> {
             }
             // What the tile's map was made from: the model, and the acquisitions' date range,
             // sensors and QAI screen that cube-extract recorded.
-            for (key, value) in Provenance::of_tile(meta).metadata() {
+            for (key, value) in provenance.metadata() {
                 ds.set_metadata_item(&key, &value, "")
                     .map_err(write_err(name.clone()))?;
             }
@@ -753,7 +754,7 @@ impl<'a> TileWriter<'a> {
         }
         Ok(Some(TileWriter {
             tile,
-            provenance: Provenance::of_tile(meta),
+            provenance,
             grid,
             classes: r.classes.len(),
             valid_class,

@@ -475,7 +475,7 @@ fn model_asset(p: &Provenance, c: &ModelContract) -> Value {
 /// The union of the tiles' squares, reprojected to EPSG:4326 (longitude, latitude), as GeoJSON, and
 /// its bounding box `[west, south, east, north]`.
 fn footprint(grid: &TileGrid, tiles: &[TileId]) -> Result<(Value, [f64; 4]), StacError> {
-    let mut union: Option<Geometry> = None;
+    let mut parts = Vec::with_capacity(tiles.len());
     for &t in tiles {
         let e = grid.definition.tile_extent(t);
         let corners = [
@@ -495,12 +495,21 @@ fn footprint(grid: &TileGrid, tiles: &[TileId]) -> Result<(Value, [f64; 4]), Sta
         ring.push(ring[0].clone());
         let poly = Geometry::from_wkt(&format!("POLYGON(({}))", ring.join(",")))
             .map_err(gdal_err(format!("the polygon of tile {t}")))?;
-        union = Some(match union {
-            None => poly,
-            Some(u) => u.union(&poly).ok_or(StacError::Footprint)?,
-        });
+        parts.push(poly);
     }
-    let union = union.ok_or(StacError::Footprint)?;
+    // Pairwise, so each union joins pieces of similar size (thousands of tiles stay quick).
+    while parts.len() > 1 {
+        let mut next = Vec::with_capacity(parts.len().div_ceil(2));
+        let mut it = parts.into_iter();
+        while let Some(a) = it.next() {
+            next.push(match it.next() {
+                Some(b) => a.union(&b).ok_or(StacError::Footprint)?,
+                None => a,
+            });
+        }
+        parts = next;
+    }
+    let union = parts.pop().ok_or(StacError::Footprint)?;
     let mut src =
         SpatialRef::from_wkt(&grid.definition.projection_wkt).map_err(gdal_err("the grid's CRS"))?;
     src.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
