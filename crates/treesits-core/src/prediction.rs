@@ -158,7 +158,11 @@ impl PredictionMetadata {
             m.insert(keys::MODEL_FILE, f.clone());
         }
         if let Some(c) = &self.model_contract {
-            m.insert(keys::MODEL_CONTRACT, c.to_json());
+            // Compact: it is repeated in every chunk.
+            m.insert(
+                keys::MODEL_CONTRACT,
+                serde_json::to_string(c).expect("a contract always serialises"),
+            );
         }
         m.insert(
             keys::CLASSES,
