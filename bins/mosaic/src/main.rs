@@ -20,9 +20,11 @@ use treesits_select::aoi::AoiSource;
 /// tools read 0-1; nodata 65535), and <tile>_probabilities.tif / <tile>_uncertainty.tif (scaled
 /// alike) when the chunks carry them; then mosaic_class.vrt and mosaic_class.tif (COG, mode
 /// overviews), mosaic_prob.vrt/.tif (average overviews), the same for uncertainty,
-/// mosaic_probabilities.vrt, and quicklook.png with a legend. Beside each class and probability
-/// product, <name>.qml (QGIS loads it by itself) and <name>.sld (map servers) style it: exactly the
-/// model's classes, or a 0-1 ramp. Georeferencing is the FORCE grid of the chunks. Everything appears
+/// mosaic_probabilities.vrt, quicklook.png with a legend, and mosaic.stac.json (a STAC Item of the
+/// mosaics and the model). Beside each class and probability product, <name>.qml (QGIS loads it by
+/// itself) and <name>.sld (map servers) style it: exactly the model's classes, or a 0-1 ramp. Every
+/// product names what it was made from (TREESITS_MODEL_ID, _MODEL_SHA256, _VERSION, _DATES,
+/// _SENSORS, _QAI_SCREEN). Georeferencing is the FORCE grid of the chunks. Everything appears
 /// together when complete, or nothing does.
 /// Formats: docs/formats.md ("Map products").
 ///

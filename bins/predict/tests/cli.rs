@@ -677,10 +677,18 @@ fn a_model_without_contract_needs_and_takes_one() {
     r[5] = s(&reference).into();
     TOOL.ok(&predict(&r.iter().map(String::as_str).collect::<Vec<_>>()));
     for n in files_in(&reference) {
-        assert_eq!(
-            read_prediction_file(&out.join(&n)),
-            read_prediction_file(&reference.join(&n))
-        );
+        let (mut meta, columns) = read_prediction_file(&out.join(&n));
+        // The same predictions; only the model file (name and SHA-256) differs.
+        assert_eq!(meta.model_file.as_deref(), Some("no_contract.onnx"));
+        let (want_meta, want) = read_prediction_file(&reference.join(&n));
+        assert_ne!(meta.model_sha256, want_meta.model_sha256);
+        let sha = |f: &str| treesits_core::inventory::sha256_hex(&std::fs::read(testdata(f)).unwrap());
+        assert_eq!(want_meta.model_sha256, Some(sha("linear_left.onnx")));
+        assert_eq!(meta.model_sha256, Some(sha("no_contract.onnx")));
+        assert_eq!(want_meta.model_contract.as_ref().map(|c| c.bands.len()), Some(5));
+        meta.model_file.clone_from(&want_meta.model_file);
+        meta.model_sha256.clone_from(&want_meta.model_sha256);
+        assert_eq!((meta, columns), (want_meta, want));
     }
 
     // A contract that is not JSON, and one that names a tensor the model lacks.

@@ -483,7 +483,8 @@ pub struct ChunkMetadata {
     /// Index of this chunk; `None` for a stream holding every chunk of the tile (one batch each).
     pub chunk_index: Option<usize>,
     pub chunk_count: usize,
-    /// Sensors selected, with their codes as used in the `sensor` column.
+    /// Sensors of the acquisitions read (not every sensor requested), with their codes as used in
+    /// the `sensor` column ([`Sensor::code`]).
     pub sensors: Vec<Sensor>,
     pub band_names: Vec<String>,
     pub scale: f64,

@@ -435,6 +435,23 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Lower-case hex SHA-256 of everything `r` yields, read in blocks (a model or a map file need not
+/// fit in memory).
+pub fn sha256_reader(mut r: impl std::io::Read) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// The current time as RFC 3339 UTC (`2026-11-21T09:30:00Z`).
 pub fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()
@@ -491,6 +508,16 @@ mod tests {
 
     fn tile(id: &str, acqs: Vec<InventoryAcquisition>) -> TileInventory {
         TileInventory::new(id.parse().unwrap(), None, None, acqs)
+    }
+
+    #[test]
+    fn streamed_sha256_equals_the_one_shot_digest() {
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(sha256_hex(b"abc"), abc);
+        assert_eq!(sha256_reader(&b"abc"[..]).unwrap(), abc);
+        // Longer than one read block.
+        let big = vec![7u8; 200_000];
+        assert_eq!(sha256_reader(big.as_slice()).unwrap(), sha256_hex(&big));
     }
 
     #[test]

@@ -30,6 +30,26 @@ pub const PLAN_COLUMNS: [&str; 8] = [
 /// (`[{"code":0,"name":"spruce","colour":[…]}…]`).
 pub const CLASSES_METADATA_KEY: &str = "TREESITS_CLASSES";
 
+/// Dataset metadata items of every map product (per-tile GeoTIFFs, mosaic VRTs and COGs): what the
+/// map was made from (`docs/formats.md`, "Map products", *Provenance*).
+pub mod provenance_keys {
+    /// The model contract's `model_id`.
+    pub const MODEL_ID: &str = "TREESITS_MODEL_ID";
+    /// SHA-256 (hex) of the ONNX file predict ran.
+    pub const MODEL_SHA256: &str = "TREESITS_MODEL_SHA256";
+    /// The treesits version that wrote the product.
+    pub const VERSION: &str = "TREESITS_VERSION";
+    /// `first/last` acquisition date read (`2025-06-03/2026-05-29`).
+    pub const DATES: &str = "TREESITS_DATES";
+    /// The sensors of the acquisitions read (`SEN2A,SEN2B`).
+    pub const SENSORS: &str = "TREESITS_SENSORS";
+    /// The QAI screen cube-extract applied.
+    pub const QAI_SCREEN: &str = "TREESITS_QAI_SCREEN";
+}
+
+/// The STAC Item `mosaic` writes beside its mosaics.
+pub const STAC_ITEM_FILE: &str = "mosaic.stac.json";
+
 /// `X0058_Y0056.mask.tif`.
 pub fn mask_file_name(tile: TileId) -> String {
     format!("{tile}{MASK_SUFFIX}")

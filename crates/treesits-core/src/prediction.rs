@@ -27,6 +27,7 @@ use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use crate::chunk::{self, ChunkError, ChunkMetadata, Metadata, CHECKSUM_COLUMN};
+use crate::contract::ModelContract;
 use crate::species::{SpeciesClass, CLASS_NODATA};
 
 /// Value of the `treesits.format` metadata key.
@@ -45,6 +46,13 @@ pub mod keys {
     pub const CLASSES: &str = "treesits.classes";
     pub const UNCERTAINTY: &str = "treesits.uncertainty";
     pub const PROBABILITIES: &str = "treesits.probabilities";
+    /// SHA-256 (lower-case hex) of the model file; absent in files of earlier builds.
+    pub const MODEL_SHA256: &str = "treesits.model_sha256";
+    /// File name (no directory) of the model predict ran; absent in files of earlier builds.
+    pub const MODEL_FILE: &str = "treesits.model_file";
+    /// The model's contract as JSON (bands, scaling, sequence, classes); absent in files of earlier
+    /// builds.
+    pub const MODEL_CONTRACT: &str = "treesits.model_contract";
 }
 
 /// Per-pixel uncertainty, stored × 10000 (0 = certain, 10000 = maximally uncertain).
@@ -119,6 +127,12 @@ pub struct PredictionMetadata {
     /// The metadata of the time-series chunk the predictions came from.
     pub source: ChunkMetadata,
     pub model_id: String,
+    /// SHA-256 (lower-case hex) of the ONNX file predict ran; `None` in files of earlier builds.
+    pub model_sha256: Option<String>,
+    /// File name (no directory) of the ONNX file; `None` in files of earlier builds.
+    pub model_file: Option<String>,
+    /// The contract predict ran the model with; `None` in files of earlier builds.
+    pub model_contract: Option<ModelContract>,
     /// The model's class table, in output order.
     pub classes: Vec<SpeciesClass>,
     /// Whether the `probabilities` column is present.
@@ -137,6 +151,19 @@ impl PredictionMetadata {
         m.insert(chunk::keys::FORMAT, FORMAT_NAME);
         m.insert(chunk::keys::VERSION, FORMAT_VERSION.to_string());
         m.insert(keys::MODEL_ID, self.model_id.clone());
+        if let Some(sha) = &self.model_sha256 {
+            m.insert(keys::MODEL_SHA256, sha.clone());
+        }
+        if let Some(f) = &self.model_file {
+            m.insert(keys::MODEL_FILE, f.clone());
+        }
+        if let Some(c) = &self.model_contract {
+            // Compact: it is repeated in every chunk.
+            m.insert(
+                keys::MODEL_CONTRACT,
+                serde_json::to_string(c).expect("a contract always serialises"),
+            );
+        }
         m.insert(
             keys::CLASSES,
             serde_json::to_string(&self.classes).expect("classes serialise"),
@@ -187,6 +214,13 @@ impl PredictionMetadata {
         Ok(PredictionMetadata {
             source,
             model_id: get(keys::MODEL_ID)?.to_string(),
+            model_sha256: m.get(keys::MODEL_SHA256).cloned(),
+            model_file: m.get(keys::MODEL_FILE).cloned(),
+            model_contract: m
+                .get(keys::MODEL_CONTRACT)
+                .map(|s| ModelContract::from_json(s))
+                .transpose()
+                .map_err(|e| meta_err(format!("bad '{}': {e}", keys::MODEL_CONTRACT)))?,
             classes,
             probabilities,
             uncertainty,
@@ -391,6 +425,13 @@ mod tests {
                 ..ChunkMetadata::example()
             },
             model_id: "m1".into(),
+            // Files of earlier builds have no model SHA-256: the first round trip reads one such.
+            model_sha256: uncertainty.map(|_| "ab".repeat(32)),
+            model_file: uncertainty.map(|_| "m1.onnx".into()),
+            model_contract: uncertainty.map(|_| {
+                ModelContract::from_json(include_str!("../../../models/testdata/linear_left.contract.json"))
+                    .unwrap()
+            }),
             classes: tree_species()[..3].to_vec(),
             probabilities,
             uncertainty,

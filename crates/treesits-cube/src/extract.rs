@@ -136,7 +136,7 @@ impl ExtractPlan {
             window,
             chunk_index: index,
             chunk_count: windows.len(),
-            sensors: self.sensors.clone(),
+            sensors: self.sensors_read(),
             band_names: self.scan.band_names.clone(),
             scale: BOA_SCALE,
             nodata: BOA_NODATA,
@@ -146,6 +146,17 @@ impl ExtractPlan {
             date_end: self.scan.acquisitions.last().map_or(self.end, |a| a.date),
             qai_screen: self.screen.to_string(),
         }
+    }
+
+    /// The sensors of the acquisitions actually read, in the order of the request: what the map is
+    /// made from (a requested sensor without files in the window is left out). Codes in the `sensor`
+    /// column are [`Sensor::code`], so they stay the same whichever sensors are listed.
+    pub fn sensors_read(&self) -> Vec<Sensor> {
+        self.sensors
+            .iter()
+            .copied()
+            .filter(|s| self.scan.acquisitions.iter().any(|a| a.sensor == *s))
+            .collect()
     }
 
     /// A bound for GDAL's block cache that costs no re-decoding: every block is decoded once and

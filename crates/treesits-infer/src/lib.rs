@@ -100,6 +100,8 @@ pub enum InferError {
     },
     #[error("{}: no such model file", path.display())]
     NoModel { path: PathBuf },
+    #[error("{}: reading the model file: {source}", path.display())]
+    ReadModel { path: PathBuf, source: std::io::Error },
     #[error("{}: ONNX Runtime cannot load the model: {cause}", path.display())]
     LoadModel { path: PathBuf, cause: ort::Error },
     #[error("{}: reading the model's metadata: {cause}", path.display())]

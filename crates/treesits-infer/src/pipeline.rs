@@ -239,6 +239,9 @@ impl PredictPlan {
         PredictionMetadata {
             source,
             model_id: c.model_id.clone(),
+            model_sha256: Some(session.model_sha256().to_string()),
+            model_file: Some(session.model_file().to_string()),
+            model_contract: Some(c.clone()),
             classes: c.classes.clone(),
             probabilities: self.probabilities,
             uncertainty: self.uncertainty,

@@ -214,6 +214,10 @@ pub struct ModelSession {
     contract: ModelContract,
     shape: ModelShape,
     device: Device,
+    /// SHA-256 (hex) of the model file, recorded in every prediction chunk.
+    model_sha256: String,
+    /// The model's file name, without its directory.
+    model_file: String,
 }
 
 impl ModelSession {
@@ -225,6 +229,12 @@ impl ModelSession {
                 path: model.to_path_buf(),
             });
         }
+        let model_sha256 = std::fs::File::open(model)
+            .and_then(treesits_core::inventory::sha256_reader)
+            .map_err(|source| InferError::ReadModel {
+                path: model.to_path_buf(),
+                source,
+            })?;
         let (session, device) = match config.device {
             Device::Cpu => (cpu_session(rt, model, config.threads)?, Device::Cpu),
             Device::Cuda => {
@@ -284,7 +294,21 @@ impl ModelSession {
             contract,
             shape,
             device,
+            model_sha256,
+            model_file: model
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
         })
+    }
+
+    /// The file name (no directory) of the model the session was opened from.
+    pub fn model_file(&self) -> &str {
+        &self.model_file
+    }
+
+    /// SHA-256 (lower-case hex) of the model file the session was opened from.
+    pub fn model_sha256(&self) -> &str {
+        &self.model_sha256
     }
 
     pub fn contract(&self) -> &ModelContract {

@@ -7,6 +7,8 @@
 
 pub mod bitmap_font;
 pub mod mosaic;
+pub mod provenance;
 pub mod quicklook;
+pub mod stac;
 pub mod style;
 pub mod vrt;

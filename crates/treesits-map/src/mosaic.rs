@@ -36,6 +36,7 @@ use treesits_gdal::error::{GdalCause, WriteCheck, WriteFailed};
 use treesits_gdal::{GeoTiffSpec, TiffLayout};
 use treesits_select::aoi::{Aoi, AoiError, AoiSource};
 
+use crate::provenance::Provenance;
 use crate::style;
 use crate::vrt::{self, VrtBand, VrtTiles};
 
@@ -57,6 +58,8 @@ pub enum MosaicError {
     Clip(#[from] AoiError),
     #[error(transparent)]
     Quicklook(#[from] crate::quicklook::QuicklookError),
+    #[error(transparent)]
+    Stac(#[from] crate::stac::StacError),
     #[error(
         "{arg} {path}: no tile of the inputs reaches the polygons; check that {arg} covers the mapped area"
     )]
@@ -635,8 +638,9 @@ pub fn tile_file(tile: TileId, product: &str) -> String {
 
 /// What a tile has been written with.
 #[derive(Debug, Clone)]
-struct TileOutput {
-    tile: TileId,
+pub(crate) struct TileOutput {
+    pub(crate) tile: TileId,
+    pub(crate) provenance: Provenance,
     probabilities: bool,
     uncertainty: bool,
     mapped: u64,
@@ -646,6 +650,7 @@ struct TileOutput {
 /// One tile's GeoTIFFs being filled, chunk by chunk.
 struct TileWriter<'a> {
     tile: TileId,
+    provenance: Provenance,
     grid: &'a TileGrid,
     classes: usize,
     valid_class: [bool; 256],
@@ -673,6 +678,7 @@ impl<'a> TileWriter<'a> {
             },
         };
         let layout = TiffLayout::Tiles { size: TILE_BLOCK };
+        let provenance = Provenance::of_tile(meta);
         let create = |product: &str, bands: usize, byte: bool| -> Result<Dataset, MosaicError> {
             let name = tile_file(tile, product);
             let path = run.dir.join(&name);
@@ -695,15 +701,8 @@ impl<'a> TileWriter<'a> {
             }
             // What the tile's map was made from: the model, and the acquisitions' date range,
             // sensors and QAI screen that cube-extract recorded.
-            let src = &meta.source;
-            let sensors: Vec<&str> = src.sensors.iter().map(|s| s.name()).collect();
-            for (key, value) in [
-                ("TREESITS_MODEL_ID", meta.model_id.clone()),
-                ("TREESITS_DATES", format!("{}/{}", src.date_start, src.date_end)),
-                ("TREESITS_SENSORS", sensors.join(",")),
-                ("TREESITS_QAI_SCREEN", src.qai_screen.clone()),
-            ] {
-                ds.set_metadata_item(key, &value, "")
+            for (key, value) in provenance.metadata() {
+                ds.set_metadata_item(&key, &value, "")
                     .map_err(write_err(name.clone()))?;
             }
             Ok(ds)
@@ -772,6 +771,7 @@ impl<'a> TileWriter<'a> {
         }
         Ok(Some(TileWriter {
             tile,
+            provenance,
             grid,
             classes: r.classes.len(),
             valid_class,
@@ -939,6 +939,7 @@ impl<'a> TileWriter<'a> {
         let tile = self.tile;
         let out = TileOutput {
             tile,
+            provenance: self.provenance.clone(),
             probabilities: self.probabilities.is_some(),
             uncertainty: self.uncertainty.is_some(),
             mapped: self.mapped,
@@ -1271,6 +1272,7 @@ pub fn is_product(name: &str) -> bool {
     tile_product
         || (stem.starts_with("mosaic_") && (raster || style || ext == "vrt"))
         || base == "quicklook.png"
+        || base == treesits_core::names::STAC_ITEM_FILE
 }
 
 /// A mosaic product: per-tile files of one kind, and how their mosaic is made.
@@ -1338,11 +1340,27 @@ pub fn run(
         &run.dir.join("quicklook.png"),
     )?;
     log::info!("quicklook.png written in {:.2} s", t.elapsed().as_secs_f64());
+    write_stac_item(&run.dir, reference, &outputs)?;
     summary.files = file_names(&run.dir)?;
     staged
         .commit_with(is_product, "quicklook.png")
         .map_err(io_err(&opts.out_dir))?;
     Ok(summary)
+}
+
+/// Describes the mosaic files in `dir` in a STAC Item ([`crate::stac`]).
+fn write_stac_item(dir: &Path, reference: &Reference, outputs: &[TileOutput]) -> Result<(), MosaicError> {
+    let provenance = Provenance::union(outputs.iter().map(|o| &o.provenance)).ok_or(MosaicError::NoInput)?;
+    let tiles: Vec<TileId> = outputs.iter().map(|o| o.tile).collect();
+    let input = crate::stac::ItemInput {
+        grid: &reference.grid,
+        tiles: &tiles,
+        classes: &reference.classes,
+        provenance: &provenance,
+    };
+    let path = crate::stac::write_item(dir, &input)?;
+    log::info!("{} written", path.display());
+    Ok(())
 }
 
 /// Plans the chunk files first: their metadata alone says whether the tiles are complete and on one
@@ -1404,7 +1422,8 @@ fn mosaic_products<'a>(
     class_overviews: OverviewResampling,
 ) -> Vec<Product<'a>> {
     let classes = &reference.classes;
-    let class_meta = vrt::class_metadata(classes, &reference.model_id);
+    let provenance = Provenance::union(outputs.iter().map(|o| &o.provenance)).expect("at least one tile");
+    let class_meta = vrt::class_metadata(classes, &provenance);
     let uint16 = |description: String, source_band: usize| VrtBand {
         data_type: "UInt16",
         nodata: f64::from(PROB_NODATA),
@@ -1573,6 +1592,7 @@ mod tests {
             "X0001_Y0002_uncertainty.qml",
             "X0001_Y0002_prob.sld",
             "quicklook.png",
+            "mosaic.stac.json",
         ] {
             assert!(is_product(n), "{n}");
         }

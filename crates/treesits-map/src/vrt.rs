@@ -5,6 +5,7 @@
 use treesits_core::species::SpeciesClass;
 use treesits_core::{TileGrid, TileId};
 
+use crate::provenance::Provenance;
 use treesits_core::names::CLASSES_METADATA_KEY;
 use treesits_core::species::{category_names, classes_json};
 
@@ -126,12 +127,11 @@ pub fn mosaic_vrt(t: &VrtTiles, bands: &[VrtBand], metadata: &[(String, String)]
     x
 }
 
-/// Metadata every class mosaic carries: the class table as JSON.
-pub fn class_metadata(classes: &[SpeciesClass], model_id: &str) -> Vec<(String, String)> {
-    vec![
-        (CLASSES_METADATA_KEY.to_string(), classes_json(classes)),
-        ("TREESITS_MODEL_ID".to_string(), model_id.to_string()),
-    ]
+/// Metadata every mosaic carries: the class table as JSON and the provenance of its tiles.
+pub fn class_metadata(classes: &[SpeciesClass], provenance: &Provenance) -> Vec<(String, String)> {
+    let mut m = vec![(CLASSES_METADATA_KEY.to_string(), classes_json(classes))];
+    m.extend(provenance.metadata());
+    m
 }
 
 #[cfg(test)]

@@ -181,6 +181,10 @@ pub fn tile_predictions(cfg: &SynthConfig, tile: TileId, spec: &PredictionSpec) 
             qai_screen: "nodata,cloud,shadow,snow,subzero,saturation".into(),
         },
         model_id: spec.model_id.clone(),
+        // No model file: the SHA-256 of the model id stands in for it.
+        model_sha256: Some(treesits_core::inventory::sha256_hex(spec.model_id.as_bytes())),
+        model_file: Some(format!("{}.onnx", spec.model_id)),
+        model_contract: None,
         classes,
         probabilities: spec.probabilities,
         uncertainty: spec.uncertainty,
