@@ -89,3 +89,20 @@ fn degrees_in_a_metric_file_are_named_as_not_fitting_its_crs() {
         )
     );
 }
+
+#[test]
+fn coordinates_beyond_the_earth_are_named_as_not_fitting_its_crs() {
+    let work = tempfile::tempdir().unwrap();
+    let aoi = work.path().join("huge.geojson");
+    square(&aoi, Some(3035), 1e9, 1e9, 1e9 + 1000.0, 1e9 + 1000.0);
+    assert_eq!(
+        error_line(&aoi, &work.path().join("out")),
+        format!(
+            "aoi-select: error: --aoi {} has coordinates beyond any place on Earth in its CRS \
+             ETRS89-extended / LAEA Europe (EPSG:3035) (x 1000000000..1000001000, y 1000000000..1000001000): \
+             check the CRS the file declares (its .prj, or assign the right one with ogr2ogr -a_srs EPSG:…) \
+             and its coordinates",
+            aoi.display()
+        )
+    );
+}

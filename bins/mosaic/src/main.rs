@@ -19,7 +19,8 @@ use treesits_select::aoi::AoiSource;
 /// names of the model's classes), <tile>_prob.tif (UInt16 probability x 10000, nodata 65535), and
 /// <tile>_probabilities.tif / <tile>_uncertainty.tif when the chunks carry them; then mosaic_class.vrt
 /// and mosaic_class.tif (COG, mode overviews), mosaic_prob.vrt/.tif (average overviews), the same for
-/// uncertainty, mosaic_probabilities.vrt, and quicklook.png with a legend. Georeferencing is the FORCE
+/// uncertainty, mosaic_probabilities.vrt, and quicklook.png (RGBA, nodata transparent; title with the
+/// model, dates and CRS, scale bar, legend). Georeferencing is the FORCE
 /// grid of the chunks. Everything appears together when complete, or nothing does.
 /// Formats: docs/formats.md ("Map products").
 ///

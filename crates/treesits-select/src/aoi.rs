@@ -111,6 +111,17 @@ pub enum AoiError {
         extent: String,
         crs: String,
     },
+    #[error(
+        "{arg} {path} has coordinates beyond any place on Earth in its CRS {crs} ({extent}): check the \
+         CRS the file declares (its .prj, or assign the right one with ogr2ogr -a_srs EPSG:…) and its \
+         coordinates"
+    )]
+    BeyondEarth {
+        arg: &'static str,
+        path: String,
+        extent: String,
+        crs: String,
+    },
     #[error("cannot reproject {arg} {path} onto the cube's CRS: {source}")]
     Reproject {
         arg: &'static str,
@@ -263,11 +274,26 @@ impl Aoi {
         // origin) instead of failing; no real AOI in a projected CRS lies within 180 m of its origin.
         if srs.is_projected() {
             if let Ok(e) = layer.get_extent() {
+                let extent = format!("x {}..{}, y {}..{}", e.MinX, e.MaxX, e.MinY, e.MaxY);
                 if e.MinX >= -180.0 && e.MaxX <= 180.0 && e.MinY >= -90.0 && e.MaxY <= 90.0 {
                     return Err(AoiError::DegreesInProjected {
                         arg,
                         path: path.clone(),
-                        extent: format!("x {}..{}, y {}..{}", e.MinX, e.MaxX, e.MinY, e.MaxY),
+                        extent,
+                        crs,
+                    });
+                }
+                // Further from the origin than the Earth's circumference: no projection maps a
+                // place there (a CRS where PROJ would wrap such coordinates silently).
+                let limit = 4.1e7 / srs.linear_units().max(1e-9);
+                if [e.MinX, e.MaxX, e.MinY, e.MaxY]
+                    .iter()
+                    .any(|v| !v.is_finite() || v.abs() > limit)
+                {
+                    return Err(AoiError::BeyondEarth {
+                        arg,
+                        path: path.clone(),
+                        extent,
                         crs,
                     });
                 }
