@@ -66,3 +66,28 @@ fn a_tile_folder_given_as_the_cube_says_to_give_the_root() {
         )
     );
 }
+
+#[test]
+fn a_missing_s3_prefix_or_bucket_is_named_with_the_fix() {
+    let moto = treesits_testkit::moto::Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("datacube-definition.prj"), "x").unwrap();
+    moto.upload_dir(dir.path(), "cube", "germany");
+    let env = moto.gdal_env();
+    for cube in ["s3://cube/austria", "s3://no-such-bucket/germany"] {
+        let r = TOOL
+            .command()
+            .args(["scan", "--cube", cube])
+            .envs(env.clone())
+            .output()
+            .unwrap();
+        assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
+        assert_eq!(
+            stderr(&r).trim_end(),
+            format!(
+                "cube-inventory: error: --cube {cube}: no such directory, or not readable with the \
+                 current credentials: {FIX}"
+            )
+        );
+    }
+}
