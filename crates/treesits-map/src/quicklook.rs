@@ -378,12 +378,22 @@ mod tests {
         assert_eq!(w, 6 * 9);
         let ink = c.pixels.iter().filter(|p| **p == INK).count();
         assert!(ink > 40, "{ink}");
-        // The umlaut's dots sit above the x-height of the "a" glyph's column.
-        let a_col: Vec<usize> = (9..18)
-            .flat_map(|x| (0..4).map(move |y| (x, y)))
-            .filter(|&(x, y)| c.get(x, y) == INK)
-            .map(|(x, _)| x)
-            .collect();
-        assert!(!a_col.is_empty(), "no diaeresis drawn");
+        // The second glyph differs from a plain "a" (its diaeresis), so Latin-1 is not replaced by '?'
+        // or dropped.
+        let mut plain = Canvas::new(120, 30, TRANSPARENT);
+        plain.text("Larche", 0, 0, &LEGEND_FONT, INK);
+        let glyph = |c: &Canvas| -> Vec<bool> {
+            (0..15)
+                .flat_map(|y| (9..18).map(move |x| (x, y)))
+                .map(|(x, y)| c.get(x, y) == INK)
+                .collect()
+        };
+        let (umlaut, a) = (glyph(&c), glyph(&plain));
+        assert_ne!(umlaut, a, "ä drawn as a");
+        // It is an "a" with marks added above it: every pixel of the plain glyph is in it too.
+        assert!(a.iter().zip(&umlaut).all(|(p, u)| !p || *u));
+        let mut q = Canvas::new(120, 30, TRANSPARENT);
+        q.text("L?rche", 0, 0, &LEGEND_FONT, INK);
+        assert_ne!(umlaut, glyph(&q), "ä drawn as the replacement character");
     }
 }
