@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::Parser;
-use treesits_cli::progress::{Mode, Progress};
+use treesits_cli::progress::{Mode, Progress, RowsDone};
 use treesits_core::{Date, PixelWindow};
 use treesits_cube::extract::{ExtractPlan, ExtractSummary};
 use treesits_cube::extract_request::ExtractRequest;
@@ -142,14 +142,12 @@ fn main() -> ExitCode {
             "chunks",
             Mode::detect(cli.log.quiet),
         );
-        let on_chunk = |_: usize, w: &PixelWindow, s: &ExtractSummary| {
-            progress.set_message(format!(
-                "rows {}..{}: {} pixels, {} observations",
-                w.row,
-                w.row + w.rows,
-                s.pixels,
-                s.observations
-            ));
+        let rows_done = RowsDone::new(
+            windows.iter().map(|w| (w.row, w.rows)).collect(),
+            plan.scan.size.1,
+        );
+        let on_chunk = |i: usize, _: &PixelWindow, _: &ExtractSummary| {
+            progress.set_message(rows_done.mark(i));
             progress.inc(1);
         };
         let summary = match &cli.out_dir {

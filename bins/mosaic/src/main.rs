@@ -16,16 +16,17 @@ use treesits_select::aoi::AoiSource;
 /// quicklook PNG.
 ///
 /// Writes into --out-dir, per tile: <tile>_class.tif (Byte, nodata 255, colour table and category
-/// names of the model's classes), <tile>_prob.tif (UInt16 probability x 10000 with scale 1e-4, so GIS
-/// tools read 0-1; nodata 65535), and <tile>_probabilities.tif / <tile>_uncertainty.tif (scaled
+/// names of the model's classes), <tile>_prob.tif (UInt16 probability x 10000 with scale 1e-4, so
+/// GIS tools read 0-1; nodata 65535), and <tile>_probabilities.tif / <tile>_uncertainty.tif (scaled
 /// alike) when the chunks carry them; then mosaic_class.vrt and mosaic_class.tif (COG, mode
 /// overviews), mosaic_prob.vrt/.tif (average overviews), the same for uncertainty,
-/// mosaic_probabilities.vrt, quicklook.png with a legend, and mosaic.stac.json (a STAC Item of the
-/// mosaics and the model). Beside each class and probability product, <name>.qml (QGIS loads it by
-/// itself) and <name>.sld (map servers) style it: exactly the model's classes, or a 0-1 ramp. Every
-/// product names what it was made from (TREESITS_MODEL_ID, _MODEL_SHA256, _VERSION, _DATES,
-/// _SENSORS, _QAI_SCREEN). Georeferencing is the FORCE grid of the chunks. Everything appears
-/// together when complete, or nothing does.
+/// mosaic_probabilities.vrt, quicklook.png (RGBA, nodata transparent; title with the model, dates
+/// and CRS, scale bar, legend), and mosaic.stac.json (a STAC Item of the mosaics and the model).
+/// Beside each class and probability product, <name>.qml (QGIS loads it by itself) and <name>.sld
+/// (map servers) style it: exactly the model's classes, or a 0-1 ramp. Every product names what it
+/// was made from (TREESITS_MODEL_ID, _MODEL_SHA256, _VERSION, _DATES, _SENSORS, _QAI_SCREEN).
+/// Georeferencing is the FORCE grid of the chunks. Everything appears together when complete, or
+/// nothing does.
 /// Formats: docs/formats.md ("Map products").
 ///
 /// Exit status: 0 success, 1 bad input or I/O error (one line on stderr), 2 usage error.

@@ -1,7 +1,6 @@
 //! `mosaic` run as a program on synthetic predictions: exact round trips, COG layout, styling, clip,
 //! reprojection, stdin streams, partial tiles and bad inputs.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -789,53 +788,6 @@ fn clip_and_reprojection_are_checked_on_known_pixels() {
         }
     }
     assert!(checked > 200, "{checked}");
-}
-
-#[test]
-fn the_quicklook_shows_the_classes_and_a_legend() {
-    let set = set(4, 64, 32);
-    let out = set.path("maps");
-    ok(&TOOL.run(&[
-        "--input",
-        s(&set.chunks()),
-        "--out-dir",
-        s(&out),
-        "--quicklook-size",
-        "256",
-        "-q",
-    ]));
-    let png = out.join("quicklook.png");
-    let mut magic = [0u8; 8];
-    std::fs::File::open(&png).unwrap().read_exact(&mut magic).unwrap();
-    assert_eq!(&magic, b"\x89PNG\r\n\x1a\n");
-    let ds = Dataset::open(&png).unwrap();
-    let (w, h) = ds.raster_size();
-    assert_eq!(ds.raster_count(), 3);
-    assert!(w > 256 + 100 && h >= 256, "{w} x {h}");
-    let bands: Vec<Vec<u8>> = (1..=3).map(|b| read::<u8>(&png, b).0).collect();
-    let at = |x: usize, y: usize| [bands[0][y * w + x], bands[1][y * w + x], bands[2][y * w + x]];
-    // The 128 px mosaic is enlarged twice: map pixel (x, y) shows mosaic pixel (x / 2, y / 2).
-    let (mosaic, mw, _) = read::<u8>(&out.join("mosaic_class.tif"), 1);
-    let classes = tree_species();
-    let colour = |v: u8| {
-        if v == CLASS_NODATA {
-            [255, 255, 255]
-        } else {
-            classes[usize::from(v)].colour
-        }
-    };
-    for (x, y) in [(0, 0), (10, 37), (127, 127), (200, 5), (255, 255)] {
-        assert_eq!(
-            at(17 + x, 17 + y),
-            colour(mosaic[(y / 2) * mw + x / 2]),
-            "map pixel ({x}, {y})"
-        );
-    }
-    // Every class colour appears in the legend, right of the map.
-    for c in &classes {
-        let found = (0..h).any(|y| (256 + 18..w).any(|x| at(x, y) == c.colour));
-        assert!(found, "legend swatch of {} missing", c.name);
-    }
 }
 
 #[test]

@@ -3,11 +3,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
 use anyhow::bail;
 use clap::Parser;
+use treesits_cli::progress::{Mode, Progress};
 use treesits_core::prediction::Uncertainty;
-use treesits_infer::pipeline::Destination;
+use treesits_infer::pipeline::{ChunkDone, Destination, PredictProgress};
 use treesits_infer::runtime::Device;
 use treesits_infer::task::PredictTask;
 
@@ -83,6 +85,10 @@ fn main() -> ExitCode {
             (None, Some("-")) => Destination::Stdout,
             _ => bail!("--out only takes '-' (stdout); use --out-dir DIR for files"),
         };
+        let progress = PixelProgress {
+            mode: Mode::detect(cli.log.quiet),
+            progress: OnceLock::new(),
+        };
         PredictTask {
             model: cli.model,
             inputs: cli.input,
@@ -97,9 +103,49 @@ fn main() -> ExitCode {
             uncertainty: cli.uncertainty,
             contract: cli.contract,
         }
-        .run()?;
+        .run_with(&progress)?;
+        if let Some(p) = progress.progress.get() {
+            p.finish();
+        }
         Ok(())
     })
+}
+
+/// Tile pixels predicted out of the inputs' total area (a masked chunk holds fewer pixels than its
+/// rows × columns; its whole area counts as done): a bar on a terminal, periodic log lines otherwise
+/// (with the rate and the time left); with stdin among the inputs, whose size is not known ahead,
+/// one log line per chunk.
+struct PixelProgress {
+    mode: Mode,
+    progress: OnceLock<Progress>,
+}
+
+impl PredictProgress for PixelProgress {
+    fn start(&self, total_pixels: Option<u64>) {
+        if let Some(total) = total_pixels {
+            let _ = self
+                .progress
+                .set(Progress::new("predict", total, "tile pixels", self.mode));
+        }
+    }
+
+    fn chunk(&self, done: &ChunkDone<'_>) {
+        let words = format!(
+            "{} chunk {} of {} ({} pixels with data)",
+            done.input,
+            done.chunk + 1,
+            done.chunks_in_stream,
+            done.pixels
+        );
+        match self.progress.get() {
+            Some(p) => {
+                p.set_message(words);
+                p.inc(done.area);
+            }
+            None if self.mode != Mode::Hidden => log::info!("{words}"),
+            None => {}
+        }
+    }
 }
 
 #[cfg(test)]

@@ -448,13 +448,14 @@ fn every_pixel_equals_the_model_recomputed_from_its_chunk_and_contract() {
                 uncertainty,
                 "--batch-size",
                 "64",
+                "-v",
             ]);
             TOOL.ok(&r);
             let log = String::from_utf8_lossy(&r.stderr);
             assert_eq!(
-                log.matches(" chunk 0: ").count(),
+                log.matches(" of 4: ").count(),
                 4,
-                "one info line per chunk: {log}"
+                "one debug line per chunk: {log}"
             );
             assert!(r.stdout.is_empty());
             let names = files_in(&out);
@@ -521,6 +522,7 @@ fn a_bidirectional_lstm_gives_the_same_answers_at_every_batch_size() {
             "margin",
             "--batch-size",
             batch,
+            "-v",
         ]);
         TOOL.ok(&r);
         let log = String::from_utf8_lossy(&r.stderr);

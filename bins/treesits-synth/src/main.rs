@@ -3,9 +3,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
 use clap::Parser;
+use treesits_cli::progress::{Mode, Progress};
 use treesits_core::grid::PrjForm;
-use treesits_core::Sensor;
+use treesits_core::{Sensor, TileId};
 use treesits_testkit::generate::ForceLayoutArg;
 use treesits_testkit::SynthConfig;
 
@@ -91,7 +95,27 @@ fn main() -> ExitCode {
             force: cli.force,
         };
         let start = std::time::Instant::now();
-        let m = treesits_testkit::generate(&cfg)?;
+        // One unit per acquisition written: a date of a tile, size × size pixels of every band.
+        let progress = Progress::new(
+            "treesits-synth",
+            (cfg.tiles * cfg.dates) as u64,
+            "acquisitions",
+            Mode::detect(cli.log.quiet),
+        );
+        let per_tile = Mutex::new(BTreeMap::<TileId, usize>::new());
+        let on_acquisition = |tile: TileId| {
+            let mut counts = per_tile.lock().unwrap_or_else(|e| e.into_inner());
+            let n = counts.entry(tile).or_default();
+            *n += 1;
+            progress.set_message(format!(
+                "tile {tile}: {n} of {} dates ({} x {} px)",
+                cfg.dates, cfg.tile_pixels, cfg.tile_pixels
+            ));
+            drop(counts);
+            progress.inc(1);
+        };
+        let m = treesits_testkit::generate::generate_with(&cfg, &on_acquisition)?;
+        progress.finish();
         log::info!(
             "wrote {} tiles x {} acquisitions ({} x {} px) to {} in {:.1} s",
             m.tiles.len(),

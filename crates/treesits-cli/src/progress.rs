@@ -152,17 +152,21 @@ impl Progress {
         timed
     }
 
-    /// The text of a log line: `label: done/total unit (pct%), seconds s[, message]`.
+    /// The text of a log line: `label: done/total unit (pct%), seconds s[, rate unit/s, eta seconds
+    /// s][, message]` (the rate and the time left while work remains and some is done).
     fn line(&self, done: u64, ms: u64) -> String {
         let pct = (done * 100).checked_div(self.total).unwrap_or(100);
         let message = self.message.lock().unwrap_or_else(|e| e.into_inner());
+        let seconds = ms as f64 / 1000.0;
         let mut line = format!(
-            "{}: {done}/{} {} ({pct}%), {:.1} s",
-            self.label,
-            self.total,
-            self.unit,
-            ms as f64 / 1000.0
+            "{}: {done}/{} {} ({pct}%), {seconds:.1} s",
+            self.label, self.total, self.unit
         );
+        if done > 0 && done < self.total && seconds > 0.0 {
+            let rate = done as f64 / seconds;
+            let eta = (self.total - done) as f64 / rate;
+            line.push_str(&format!(", {} {}/s, eta {eta:.0} s", round_rate(rate), self.unit));
+        }
         if !message.is_empty() {
             line.push_str(", ");
             line.push_str(&message);
@@ -175,6 +179,56 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish();
         }
+    }
+}
+
+/// A rate for a log line: three significant digits at most, no fraction above 100.
+fn round_rate(rate: f64) -> String {
+    if rate >= 100.0 {
+        format!("{rate:.0}")
+    } else if rate >= 10.0 {
+        format!("{rate:.1}")
+    } else {
+        format!("{rate:.2}")
+    }
+}
+
+/// Which of a tile's row windows are done, when parallel workers finish them in any order: the log
+/// says how far the tile is done from its first row ("rows 0..768 of 3000 done"), not which rows the
+/// worker that happened to finish last had.
+#[derive(Debug)]
+pub struct RowsDone {
+    /// (first row, rows) of each window, in row order.
+    windows: Vec<(usize, usize)>,
+    total_rows: usize,
+    done: Mutex<Vec<bool>>,
+}
+
+impl RowsDone {
+    /// `windows`: (first row, rows) of each window, in row order; `total_rows`: the tile's rows.
+    pub fn new(windows: Vec<(usize, usize)>, total_rows: usize) -> RowsDone {
+        let n = windows.len();
+        RowsDone {
+            windows,
+            total_rows,
+            done: Mutex::new(vec![false; n]),
+        }
+    }
+
+    /// Marks window `index` done; returns the words for the progress message.
+    pub fn mark(&self, index: usize) -> String {
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = done.get_mut(index) {
+            *d = true;
+        }
+        let prefix = done.iter().take_while(|d| **d).count();
+        let beyond = done.iter().skip(prefix).filter(|d| **d).count();
+        let rows = self.windows.get(prefix).map_or(self.total_rows, |w| w.0);
+        let mut words = format!("rows 0..{rows} of {} done", self.total_rows);
+        if beyond > 0 {
+            words.push_str(&format!(" (and {beyond} later chunks)"));
+        }
+        words
     }
 }
 
@@ -240,6 +294,40 @@ mod tests {
         assert!((0..5).all(|_| p.inc(1).is_none()));
         assert_eq!(p.done(), 5);
         p.finish();
+    }
+
+    #[test]
+    fn log_lines_carry_rate_and_eta_while_work_remains() {
+        let p = Progress::new("predict", 1000, "pixels", Mode::Log).with_interval(Duration::from_secs(3600));
+        std::thread::sleep(Duration::from_millis(20));
+        let line = p.inc(250).expect("a tenth");
+        let re = line
+            .strip_prefix("predict: 250/1000 pixels (25%), ")
+            .expect(&line);
+        let parts: Vec<&str> = re.split(", ").collect();
+        assert!(parts[0].ends_with(" s"), "{line}");
+        let rate: f64 = parts[1].strip_suffix(" pixels/s").expect(&line).parse().unwrap();
+        assert!(rate > 0.0 && rate <= 250.0 / 0.02, "{line}");
+        let eta: f64 = parts[2]
+            .strip_prefix("eta ")
+            .unwrap()
+            .strip_suffix(" s")
+            .unwrap()
+            .parse()
+            .unwrap();
+        // Three quarters left at the rate so far: three times the time so far.
+        assert!((eta - 750.0 / rate).abs() <= 0.5 + 1e-9, "{line}");
+        let last = p.inc(750).unwrap();
+        assert!(!last.contains("eta"), "{last}");
+    }
+
+    #[test]
+    fn rows_done_counts_from_the_first_row_whatever_order_chunks_finish_in() {
+        let r = RowsDone::new(vec![(0, 768), (768, 768), (1536, 768), (2304, 696)], 3000);
+        assert_eq!(r.mark(1), "rows 0..0 of 3000 done (and 1 later chunks)");
+        assert_eq!(r.mark(0), "rows 0..1536 of 3000 done");
+        assert_eq!(r.mark(3), "rows 0..1536 of 3000 done (and 1 later chunks)");
+        assert_eq!(r.mark(2), "rows 0..3000 of 3000 done");
     }
 
     #[test]

@@ -99,6 +99,16 @@ pub enum CheckError {
     EmptyRange { start: Date, end: Date },
     #[error("no tiles to inventory: --tiles lists none")]
     NoTiles,
+    #[error(
+        "--cube {cube}: no such directory, or not readable with the current credentials: give the FORCE \
+         cube's root (the folder holding datacube-definition.prj and the X0058_Y0056-like tile folders)"
+    )]
+    NoCube { cube: String },
+    #[error(
+        "--cube {cube}: no tile folders (X0058_Y0056-like) in it: give the FORCE cube's root (the folder \
+         holding datacube-definition.prj and the tile folders), or name tiles with --tile"
+    )]
+    NoCubeTiles { cube: String },
     #[error(transparent)]
     CubeListing(#[from] ListError),
     #[error(transparent)]
@@ -316,20 +326,43 @@ pub fn plan_csv(inventory: &Inventory, changes: &[TileChange]) -> String {
 }
 
 /// Scans the cube and, with a previous inventory, compares; writes the plan when asked.
+/// A directory that could not be listed is named as the cube itself when the cube's root is what is
+/// missing (a mistyped `--cube`, a tile folder given as the cube, a wrong bucket), with the fix.
+fn no_cube_or(e: CheckError, cube: &Location, shown: &str) -> CheckError {
+    let missing = matches!(
+        &e,
+        CheckError::CubeListing(ListError::Missing { .. })
+            | CheckError::Scan(InventoryScanError::List(ListError::Missing { .. }))
+    );
+    if missing && matches!(cube_tiles(&cube.gdal_path()), Err(ListError::Missing { .. })) {
+        CheckError::NoCube {
+            cube: shown.to_string(),
+        }
+    } else {
+        e
+    }
+}
+
 pub fn run(req: &InventoryRequest) -> Result<InventoryOutcome, CheckError> {
     let previous = match &req.previous {
         None => None,
         Some(path) => read_previous(path)?,
     };
     let cube = location("--cube", &req.cube)?;
-    let tiles = tile_inputs(req, &cube, previous.as_ref())?;
+    let tiles = tile_inputs(req, &cube, previous.as_ref()).map_err(|e| no_cube_or(e, &cube, &req.cube))?;
     if tiles.is_empty() {
-        return Err(CheckError::NoTiles);
+        return Err(match (&req.tiles_csv, previous.is_some()) {
+            (None, false) => CheckError::NoCubeTiles {
+                cube: req.cube.clone(),
+            },
+            _ => CheckError::NoTiles,
+        });
     }
     let selection = selection(req, previous.as_ref())?;
     let recipe = recipe(req, previous.as_ref())?;
     let started = std::time::Instant::now();
-    let mut inventory = scan_inventory(&cube, &req.cube, &tiles, &selection, recipe, req.software.clone())?;
+    let mut inventory = scan_inventory(&cube, &req.cube, &tiles, &selection, recipe, req.software.clone())
+        .map_err(|e| no_cube_or(CheckError::Scan(e), &cube, &req.cube))?;
     let files: usize = inventory.tiles.iter().map(|t| 2 * t.acquisitions.len()).sum();
     log::info!(
         "{} tiles, {files} files in the window {} .. {} listed in {:.2} s",

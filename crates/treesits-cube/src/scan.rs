@@ -94,6 +94,36 @@ fn mismatch(loc: &Location, problem: String) -> CubeError {
     }
 }
 
+/// What is wrong with a mask whose geotransform `gt` is not tile `tile`'s (`tile_gt`, `size` pixels),
+/// and what to do: the other tile of the same cube grid it is on, or, off the grid, how to warp it.
+fn mask_grid_problem(gt: &[f64; 6], tile_gt: &[f64; 6], size: (usize, usize), tile: TileId) -> String {
+    let res = tile_gt[1];
+    let near = |a: f64, b: f64| (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0);
+    let same_pixels = near(gt[1], res) && near(gt[5], tile_gt[5]) && gt[2] == 0.0 && gt[4] == 0.0;
+    let dx = (gt[0] - tile_gt[0]) / (size.0 as f64 * res);
+    let dy = (tile_gt[3] - gt[3]) / (size.1 as f64 * tile_gt[5].abs());
+    let whole = |d: f64| d.is_finite() && (d - d.round()).abs() < 1e-6 && d.abs() < 10_000.0;
+    if same_pixels && whole(dx) && whole(dy) {
+        let other = TileId::new(tile.x + dx.round() as i32, tile.y + dy.round() as i32);
+        return format!(
+            "the mask is on tile {other}'s grid, not tile {tile}'s: give tile {tile}'s mask \
+             (aoi-select writes one per tile), or make it with aoi-select for this cube"
+        );
+    }
+    let (x0, y1) = (tile_gt[0], tile_gt[3]);
+    let (x1, y0) = (x0 + size.0 as f64 * res, y1 - size.1 as f64 * tile_gt[5].abs());
+    format!(
+        "the mask's geotransform (origin {}, {}, pixels {} x {}) is not on tile {tile}'s grid (origin \
+         {x0}, {y1}, pixels {res} x {}): make the mask with aoi-select for this cube, or warp it onto the \
+         tile with gdalwarp -te {x0} {y0} {x1} {y1} -tr {res} {res} -r near",
+        gt[0],
+        gt[3],
+        gt[1],
+        gt[5].abs(),
+        tile_gt[5].abs()
+    )
+}
+
 fn same_geotransform(a: &[f64; 6], b: &[f64; 6]) -> bool {
     a.iter()
         .zip(b)
@@ -342,10 +372,7 @@ impl TileScan {
         if !same_geotransform(&gt, &self.geotransform) {
             return Err(mismatch(
                 mask,
-                format!(
-                    "mask geotransform {gt:?} is not tile {}'s {:?}",
-                    self.tile, self.geotransform
-                ),
+                mask_grid_problem(&gt, &self.geotransform, self.size, self.tile),
             ));
         }
         let t = ds

@@ -44,6 +44,37 @@ pub struct PredictPlan {
     pub uncertainty: Option<Uncertainty>,
     /// For `--out -` with files: the metadata of the one output stream (checked up front).
     stdout_meta: Option<ChunkMetadata>,
+    /// The tile area of every input (rows × columns from their metadata), pixels; `None` with stdin
+    /// among them.
+    pub total_pixels: Option<u64>,
+}
+
+/// One chunk predicted, for a progress display.
+#[derive(Debug, Clone)]
+pub struct ChunkDone<'a> {
+    pub input: &'a ChunkSource,
+    /// Which chunk of its input stream (0-based) and how many the stream has.
+    pub chunk: usize,
+    pub chunks_in_stream: usize,
+    /// The chunk's pixels in the file (with and without observations; a masked chunk holds only
+    /// the pixels of its mask).
+    pub pixels: usize,
+    /// The tile area the chunk stands for, pixels: its rows × columns (a whole-tile stream's area
+    /// shared among its chunks). These add up to [`PredictPlan::total_pixels`].
+    pub area: u64,
+}
+
+/// What a run tells as it goes: the pixels to predict (`None` when an input is stdin, whose size is
+/// known only as it streams) before the first chunk, then every chunk predicted.
+pub trait PredictProgress {
+    fn start(&self, total_pixels: Option<u64>);
+    fn chunk(&self, done: &ChunkDone<'_>);
+}
+
+/// No progress shown.
+impl PredictProgress for () {
+    fn start(&self, _: Option<u64>) {}
+    fn chunk(&self, _: &ChunkDone<'_>) {}
 }
 
 /// Totals of a run.
@@ -87,6 +118,12 @@ impl PredictPlan {
                 metas.push((s.clone(), stream.metadata().clone()));
             }
         }
+        let total_pixels = (metas.len() == sources.len()).then(|| {
+            metas
+                .iter()
+                .map(|(_, m)| (m.window.rows * m.window.cols) as u64)
+                .sum()
+        });
         let stdout_meta = match (&destination, metas.len()) {
             (Destination::Stdout, n) if n > 0 => Some(merged_metadata(&metas)?),
             _ => None,
@@ -98,12 +135,18 @@ impl PredictPlan {
             probabilities,
             uncertainty,
             stdout_meta,
+            total_pixels,
         })
     }
 
     /// Runs the plan. On error every file written so far is removed and nothing is renamed into
     /// place.
-    pub fn run(&self, session: &mut ModelSession) -> Result<Summary, InferError> {
+    pub fn run(
+        &self,
+        session: &mut ModelSession,
+        progress: &dyn PredictProgress,
+    ) -> Result<Summary, InferError> {
+        progress.start(self.total_pixels);
         if let Destination::Dir(d) = &self.destination {
             std::fs::create_dir_all(d).map_err(|source| InferError::OutDir {
                 dir: d.clone(),
@@ -121,12 +164,17 @@ impl PredictPlan {
             .map_err(|source| InferError::ReaderThread { source })?;
         // On error the receiver is dropped, which stops the reader at its next hand-over; it is not
         // joined (it may be blocked on stdin).
-        let summary = self.consume(rx, session)?;
+        let summary = self.consume(rx, session, progress)?;
         let _ = reader.join();
         Ok(summary)
     }
 
-    fn consume(&self, rx: Receiver<Message>, session: &mut ModelSession) -> Result<Summary, InferError> {
+    fn consume(
+        &self,
+        rx: Receiver<Message>,
+        session: &mut ModelSession,
+        progress: &dyn PredictProgress,
+    ) -> Result<Summary, InferError> {
         let classifier = Classifier::new(session.contract(), self.probabilities, self.uncertainty);
         let mut summary = Summary::default();
         let mut pending: Vec<AtomicPath> = Vec::new();
@@ -136,11 +184,21 @@ impl PredictPlan {
         let mut input = ChunkSource::Stdin;
         let mut target = PathBuf::from("stdout");
         let mut chunk_in_stream = 0;
+        let mut chunks_in_stream = 0;
+        let (mut stream_area, mut stream_chunks, mut area_left) = (0u64, 1u64, 0u64);
         for message in rx {
             match message {
                 Message::Begin { source, meta } => {
                     input = self.sources[source].clone();
-                    chunk_in_stream = 0;
+                    chunk_in_stream = meta.chunk_index.unwrap_or(0);
+                    chunks_in_stream = meta.chunk_count;
+                    stream_area = (meta.window.rows * meta.window.cols) as u64;
+                    stream_chunks = if meta.chunk_index.is_some() {
+                        1
+                    } else {
+                        meta.chunk_count.max(1) as u64
+                    };
+                    area_left = stream_area;
                     summary.streams += 1;
                     match &self.destination {
                         Destination::Dir(dir) => {
@@ -185,8 +243,24 @@ impl PredictPlan {
                     writer.write(&out).map_err(|e| output_err(&target, e))?;
                     let positions = packed.positions();
                     let used: usize = packed.batches.iter().map(|b| b.observations).sum();
-                    log::info!(
-                        "{input} chunk {chunk_in_stream}: {} pixels ({} without observations), {} observations, {} batches ({:.0}% padding), {:.0} pixels/s in the model",
+                    // The stream's last chunk takes what is left of its area.
+                    let last = stream_chunks == 1 || chunk_in_stream + 1 >= chunks_in_stream;
+                    let area = if last {
+                        area_left
+                    } else {
+                        (stream_area / stream_chunks).min(area_left)
+                    };
+                    area_left -= area;
+                    progress.chunk(&ChunkDone {
+                        input: &input,
+                        chunk: chunk_in_stream,
+                        chunks_in_stream,
+                        pixels: packed.pixels,
+                        area,
+                    });
+                    log::debug!(
+                        "{input} chunk {} of {chunks_in_stream}: {} pixels ({} without observations), {} observations, {} batches ({:.0}% padding), {:.0} pixels/s in the model",
+                        chunk_in_stream + 1,
                         packed.pixels,
                         packed.empty_pixels,
                         packed.observations,

@@ -10,7 +10,7 @@ use treesits_core::prediction::Uncertainty;
 
 use crate::batch::{human_bytes, BatchSize};
 use crate::input;
-use crate::pipeline::{Destination, PredictPlan, Summary};
+use crate::pipeline::{Destination, PredictPlan, PredictProgress, Summary};
 use crate::runtime::{Device, ModelSession, Runtime, SessionConfig};
 use crate::InferError;
 
@@ -36,6 +36,11 @@ impl PredictTask {
     /// Checks everything that can be checked before work (contract, inputs, library, model, every
     /// input file's metadata against the contract), then predicts and logs a summary.
     pub fn run(&self) -> Result<Summary, InferError> {
+        self.run_with(&())
+    }
+
+    /// [`PredictTask::run`], telling `progress` the pixels to predict and each chunk done.
+    pub fn run_with(&self, progress: &dyn PredictProgress) -> Result<Summary, InferError> {
         let contract = self.contract.as_ref().map(|p| read_contract(p)).transpose()?;
         let sources = input::sources(&self.inputs)?;
         let runtime = Runtime::load()?;
@@ -71,7 +76,7 @@ impl PredictTask {
             &session,
         )?;
         let started = Instant::now();
-        let summary = plan.run(&mut session)?;
+        let summary = plan.run(&mut session, progress)?;
         let seconds = started.elapsed().as_secs_f64();
         log::info!(
             "{} streams, {} chunks, {} pixels ({} without observations), {} observations in {seconds:.2} s ({:.3} s in the model, {:.0} pixels/s overall)",

@@ -3,9 +3,8 @@
 //!
 //! - [`mosaic`]: planning (which chunks make which tile), writing tiles, mosaics;
 //! - [`vrt`]: the mosaic VRTs; [`style`]: colour tables and category names of class rasters;
-//! - [`quicklook`]: a PNG overview with a legend ([`bitmap_font`] draws its text).
+//! - [`quicklook`]: a PNG overview with a title, legend and scale bar.
 
-pub mod bitmap_font;
 pub mod mosaic;
 pub mod provenance;
 pub mod quicklook;

@@ -18,7 +18,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use gdal::raster::{rasterize, Buffer, RasterizeOptions};
@@ -29,7 +29,7 @@ use treesits_core::chunk::{ChunkError, ChunkMetadata};
 use treesits_core::prediction::{PredictionColumns, PredictionMetadata, PredictionReader, PROB_NODATA};
 use treesits_core::species::{classes_json, SpeciesClass, CLASS_NODATA};
 use treesits_core::staged_dir::StagedDir;
-use treesits_core::{CubeDefinition, PixelWindow, TileGrid, TileId};
+use treesits_core::{CubeDefinition, Date, PixelWindow, TileGrid, TileId};
 
 use treesits_gdal::cog::{self, CogOptions, OverviewResampling};
 use treesits_gdal::error::{GdalCause, WriteCheck, WriteFailed};
@@ -182,6 +182,8 @@ struct Reference {
     overridden: bool,
     warned_geotransform: AtomicBool,
     warned_model: AtomicBool,
+    /// The span of every input's acquisition dates (the quicklook's title).
+    dates: Mutex<(Date, Date)>,
 }
 
 /// The FORCE grid a chunk describes: origin = tile corner − tile index × tile size.
@@ -273,11 +275,19 @@ impl Reference {
             overridden,
             warned_geotransform: AtomicBool::new(false),
             warned_model: AtomicBool::new(false),
+            dates: Mutex::new((meta.source.date_start, meta.source.date_end)),
         })
     }
 
     /// Refuses chunks on another grid or with another class table.
     fn check(&self, meta: &PredictionMetadata, from: &str) -> Result<(), MosaicError> {
+        {
+            let mut d = self
+                .dates
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *d = (d.0.min(meta.source.date_start), d.1.max(meta.source.date_end));
+        }
         if meta.classes != self.classes {
             let names = |c: &[SpeciesClass]| {
                 c.iter()
@@ -1334,8 +1344,14 @@ pub fn run(
     let t = Instant::now();
     crate::quicklook::write_quicklook(
         &run.dir.join("mosaic_class.tif"),
-        &reference.classes,
-        &reference.model_id,
+        &crate::quicklook::QuicklookLabels {
+            model_id: &reference.model_id,
+            classes: &reference.classes,
+            dates: *reference
+                .dates
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        },
         opts.quicklook_px,
         &run.dir.join("quicklook.png"),
     )?;

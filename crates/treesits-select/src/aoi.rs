@@ -89,6 +89,39 @@ pub enum AoiError {
         path: String,
         layer: String,
     },
+    #[error(
+        "feature {fid} of {arg} {path} has coordinates that do not fit its CRS {crs} (they cannot be \
+         reprojected onto the cube's): check the CRS the file declares (its .prj, or assign the right \
+         one with ogr2ogr -a_srs EPSG:…)"
+    )]
+    OutsideCrs {
+        arg: &'static str,
+        path: String,
+        fid: u64,
+        crs: String,
+    },
+    #[error(
+        "{arg} {path} has coordinates within ±180, ±90 ({extent}), longitude/latitude degrees by the look, \
+         but declares the projected CRS {crs} (metres): check the CRS the file declares (its .prj, or \
+         assign the right one with ogr2ogr -a_srs EPSG:4326)"
+    )]
+    DegreesInProjected {
+        arg: &'static str,
+        path: String,
+        extent: String,
+        crs: String,
+    },
+    #[error(
+        "{arg} {path} has coordinates beyond any place on Earth in its CRS {crs} ({extent}): check the \
+         CRS the file declares (its .prj, or assign the right one with ogr2ogr -a_srs EPSG:…) and its \
+         coordinates"
+    )]
+    BeyondEarth {
+        arg: &'static str,
+        path: String,
+        extent: String,
+        crs: String,
+    },
     #[error("cannot reproject {arg} {path} onto the cube's CRS: {source}")]
     Reproject {
         arg: &'static str,
@@ -230,10 +263,46 @@ impl Aoi {
             path: path.clone(),
             source: GdalCause::new(e),
         };
+        let crs = match (srs.name(), srs.auth_name(), srs.auth_code()) {
+            (name, Some(auth), Ok(code)) => format!("{} ({auth}:{code})", name.unwrap_or_default())
+                .trim_start()
+                .to_string(),
+            (Some(name), ..) => name,
+            _ => "(unnamed)".to_string(),
+        };
+        // Degrees in a file that declares metres select nothing (or a few pixels at the CRS's
+        // origin) instead of failing; no real AOI in a projected CRS lies within 180 m of its origin.
+        if srs.is_projected() {
+            if let Ok(e) = layer.get_extent() {
+                let extent = format!("x {}..{}, y {}..{}", e.MinX, e.MaxX, e.MinY, e.MaxY);
+                if e.MinX >= -180.0 && e.MaxX <= 180.0 && e.MinY >= -90.0 && e.MaxY <= 90.0 {
+                    return Err(AoiError::DegreesInProjected {
+                        arg,
+                        path: path.clone(),
+                        extent,
+                        crs,
+                    });
+                }
+                // Further from the origin than the Earth's circumference: no projection maps a
+                // place there (a CRS where PROJ would wrap such coordinates silently).
+                let limit = 4.1e7 / srs.linear_units().max(1e-9);
+                if [e.MinX, e.MaxX, e.MinY, e.MaxY]
+                    .iter()
+                    .any(|v| !v.is_finite() || v.abs() > limit)
+                {
+                    return Err(AoiError::BeyondEarth {
+                        arg,
+                        path: path.clone(),
+                        extent,
+                        crs,
+                    });
+                }
+            }
+        }
         let cube_srs = gis_order(SpatialRef::from_wkt(cube_wkt).map_err(reproject)?);
         let to_cube = CoordTransform::new(&gis_order(srs), &cube_srs).map_err(reproject)?;
 
-        let (features, polygons, extent) = read_polygons(source, &mut layer, &to_cube)?;
+        let (features, polygons, extent) = read_polygons(source, &mut layer, &to_cube, &crs)?;
         let Some(extent) = extent else {
             return Err(no_polygons(source, layer_name, features));
         };
@@ -252,6 +321,7 @@ fn read_polygons(
     source: &AoiSource,
     layer: &mut gdal::vector::Layer,
     to_cube: &CoordTransform,
+    crs: &str,
 ) -> Result<(usize, Vec<AoiPolygon>, Option<Extent>), AoiError> {
     let (arg, path) = (source.arg, &source.path);
     let reproject = |e: gdal::errors::GdalError| AoiError::Reproject {
@@ -281,7 +351,13 @@ fn read_polygons(
             });
         }
         for part in parts {
-            let mut p = part.transform(to_cube).map_err(reproject)?;
+            // PROJ fails a point it cannot project (latitudes past 90°, metres given as degrees).
+            let mut p = part.transform(to_cube).map_err(|_| AoiError::OutsideCrs {
+                arg,
+                path: path.clone(),
+                fid: feature.fid().unwrap_or(0),
+                crs: crs.to_string(),
+            })?;
             p.flatten_to_2d();
             let envelope = envelope_of(&p);
             if !(envelope.xmin.is_finite() && envelope.ymax.is_finite()) {

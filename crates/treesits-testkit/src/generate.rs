@@ -237,6 +237,15 @@ impl SynthConfig {
 /// Generates the whole data set. Writes into a temporary sibling directory and renames it into place,
 /// so an interrupted run never leaves something that looks complete.
 pub fn generate(cfg: &SynthConfig) -> Result<Manifest, SynthError> {
+    generate_with(cfg, &|_| {})
+}
+
+/// Called after each acquisition (one date of one tile) is written, from the writing thread.
+pub type OnAcquisition<'a> = &'a (dyn Fn(TileId) + Sync);
+
+/// [`generate`], calling `on_acquisition` as each of the `tiles × dates` acquisitions is written
+/// (progress for the command line).
+pub fn generate_with(cfg: &SynthConfig, on_acquisition: OnAcquisition<'_>) -> Result<Manifest, SynthError> {
     cfg.check()?;
     let out = &cfg.out;
     if out.exists() {
@@ -251,13 +260,17 @@ pub fn generate(cfg: &SynthConfig) -> Result<Manifest, SynthError> {
         }
     }
     let staged = StagedDir::new(out).map_err(io(out))?;
-    let manifest = write_all(cfg, staged.path())?;
+    let manifest = write_all(cfg, staged.path(), on_acquisition)?;
     // Everything of the earlier world goes; the new one replaces it in one step.
     staged.commit_with(|_| true, "").map_err(io(out))?;
     Ok(manifest)
 }
 
-fn write_all(cfg: &SynthConfig, dir: &Path) -> Result<Manifest, SynthError> {
+fn write_all(
+    cfg: &SynthConfig,
+    dir: &Path,
+    on_acquisition: OnAcquisition<'_>,
+) -> Result<Manifest, SynthError> {
     let def = cfg.cube_definition();
     let grid = def
         .grid(cfg.resolution)
@@ -272,7 +285,7 @@ fn write_all(cfg: &SynthConfig, dir: &Path) -> Result<Manifest, SynthError> {
 
     let mut tiles = Vec::new();
     for tile in cfg.tile_ids() {
-        log::info!("tile {tile}: {} acquisitions", scene.acquisitions.len());
+        log::debug!("tile {tile}: {} acquisitions", scene.acquisitions.len());
         let truth = tile_truth(&scene, &grid, tile);
         let truth_name = format!("{tile}_truth.tif");
         write_truth(&grid, tile, &truth, &truth_dir.join(&truth_name))?;
@@ -281,7 +294,11 @@ fn write_all(cfg: &SynthConfig, dir: &Path) -> Result<Manifest, SynthError> {
         scene
             .acquisitions
             .par_iter()
-            .map(|acq| write_acquisition(cfg, &scene, &grid, tile, &truth, acq, &tile_dir))
+            .map(|acq| {
+                write_acquisition(cfg, &scene, &grid, tile, &truth, acq, &tile_dir)?;
+                on_acquisition(tile);
+                Ok(())
+            })
             .collect::<Result<Vec<()>, SynthError>>()?;
         let mut class_counts = vec![0u64; 11];
         for c in &truth {
