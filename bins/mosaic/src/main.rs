@@ -10,6 +10,7 @@ use treesits_core::Location;
 use treesits_gdal::cog::OverviewResampling;
 use treesits_gdal::cube_definition::{read_cube_definition, CubeDefinitionError};
 use treesits_map::mosaic::{expand_inputs, MosaicOptions};
+use treesits_map::smooth::BayesSmoothing;
 use treesits_select::aoi::AoiSource;
 
 /// Turn prediction chunks into maps: per-tile GeoTIFFs, mosaic VRTs, Cloud-Optimised GeoTIFFs and a
@@ -61,6 +62,24 @@ struct Cli {
     /// Longest side of the quicklook's map, in pixels.
     #[arg(long, value_name = "PIXELS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(64..=16384))]
     quicklook_size: u32,
+    /// Smooth the class probabilities spatially before the mosaics are made: bayes (Bayesian
+    /// smoothing of each class's logit towards its neighbourhood's, as sits_smooth does), across
+    /// tile edges without seams. Rewrites every per-tile product (class, prob, probabilities,
+    /// uncertainty); needs per-class probabilities (predict --probabilities). See
+    /// docs/smoothing.md.
+    #[arg(long, value_name = "bayes", value_parser = ["bayes"])]
+    smooth: Option<String>,
+    /// Side of the square neighbourhood of --smooth, pixels (odd, 3 to 21).
+    #[arg(long, value_name = "PIXELS", default_value_t = 7, requires = "smooth")]
+    smooth_window: usize,
+    /// Share of a pixel's valid neighbours, those most confident of a class, that make that class's
+    /// neighbourhood estimate in --smooth (above 0, at most 1).
+    #[arg(long, value_name = "SHARE", default_value_t = 0.5, requires = "smooth")]
+    neighbour_fraction: f64,
+    /// Variance of a pixel's logits in --smooth: the larger, the more the neighbourhood counts
+    /// against the pixel's own probabilities.
+    #[arg(long, value_name = "VARIANCE", default_value_t = 10.0, requires = "smooth")]
+    smoothness: f64,
     /// Worker threads: tiles in parallel, and COG compression (default: the CPUs this process may use).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     threads: Option<u32>,
@@ -126,6 +145,18 @@ fn options(cli: &Cli, threads: usize) -> anyhow::Result<MosaicOptions> {
         class_overviews: cli.class_overviews,
         threads,
         quicklook_px: cli.quicklook_size as usize,
+        smooth: match cli.smooth.as_deref() {
+            Some(_) => {
+                let params = BayesSmoothing {
+                    window: cli.smooth_window,
+                    neighbour_fraction: cli.neighbour_fraction,
+                    smoothness: cli.smoothness,
+                };
+                params.check()?;
+                Some(params)
+            }
+            None => None,
+        },
     })
 }
 
