@@ -129,7 +129,12 @@ fn read_all(path: &Path) -> (Vec<Vec<u16>>, usize, usize) {
 }
 
 /// The smoothing of a whole raster of per-class probabilities at once, nodata around it.
-fn smooth_whole(bands: &[Vec<u16>], w: usize, h: usize, params: &BayesSmoothing) -> treesits_map::smooth::SmoothedBlock {
+fn smooth_whole(
+    bands: &[Vec<u16>],
+    w: usize,
+    h: usize,
+    params: &BayesSmoothing,
+) -> treesits_map::smooth::SmoothedBlock {
     let halo = params.halo();
     let (bw, bh) = (w + 2 * halo, h + 2 * halo);
     let k = bands.len();
@@ -199,7 +204,10 @@ fn assert_no_seams(tiles: usize, size: usize, params: BayesSmoothing, flags: &[&
         }
     }
     assert!(mapped > w * h / 3, "{mapped} of {} pixels mapped", w * h);
-    assert!(changed_at_edges > 10, "smoothing changed {changed_at_edges} pixels near tile edges");
+    assert!(
+        changed_at_edges > 10,
+        "smoothing changed {changed_at_edges} pixels near tile edges"
+    );
 
     // A tile smoothed alone differs from the mosaic near its edges: the halo matters.
     let t = &n.tiles[0];
@@ -210,7 +218,10 @@ fn assert_no_seams(tiles: usize, size: usize, params: BayesSmoothing, flags: &[&
     let differ = (0..tw * th)
         .filter(|&i| alone.best[i].map_or(u16::from(CLASS_NODATA), |b| b as u16) != tile_class[0][i])
         .count();
-    assert!(differ > 0, "the tile smoothed alone equals the mosaic's: the seam test cannot fail");
+    assert!(
+        differ > 0,
+        "the tile smoothed alone equals the mosaic's: the seam test cannot fail"
+    );
 
     // The products say how they were smoothed, and keep their styling.
     let ds = Dataset::open(file(&smoothed, "class")).unwrap();
@@ -247,7 +258,14 @@ fn tiles_are_smoothed_band_by_band_without_seams() {
         2,
         270,
         params,
-        &["--smooth-window", "5", "--neighbour-fraction", "0.6", "--smoothness", "20"],
+        &[
+            "--smooth-window",
+            "5",
+            "--neighbour-fraction",
+            "0.6",
+            "--smoothness",
+            "20",
+        ],
     );
 }
 
@@ -319,7 +337,11 @@ fn smoothing_needs_per_class_probabilities() {
     let chunks = n.path("chunks");
     let r = TOOL.run(&["--input", s(&chunks), "--out-dir", s(&out), "--smooth", "bayes"]);
     TOOL.fails_with(&r, "predict with --probabilities");
-    assert!(stderr(&r).contains(&n.tiles[0].tile.to_string()), "{}", stderr(&r));
+    assert!(
+        stderr(&r).contains(&n.tiles[0].tile.to_string()),
+        "{}",
+        stderr(&r)
+    );
     assert!(!out.exists(), "nothing written on error");
 }
 
@@ -329,7 +351,10 @@ fn smoothing_parameters_are_checked_before_any_work() {
     let out = dir.path().join("maps");
     for (flags, want) in [
         (vec!["--smooth", "bayes", "--smooth-window", "4"], "odd number"),
-        (vec!["--smooth", "bayes", "--neighbour-fraction", "1.5"], "at most 1"),
+        (
+            vec!["--smooth", "bayes", "--neighbour-fraction", "1.5"],
+            "at most 1",
+        ),
         (vec!["--smooth", "bayes", "--smoothness", "0"], "above 0"),
     ] {
         let mut args = vec!["--input", "-", "--out-dir", s(&out)];

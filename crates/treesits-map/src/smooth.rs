@@ -105,7 +105,7 @@ impl BayesSmoothing {
     /// Checks the parameters (the ranges `sits` documents, except smoothness, which needs only be
     /// positive).
     pub fn check(&self) -> Result<(), SmoothError> {
-        if self.window % 2 == 0 || !WINDOW_RANGE.contains(&self.window) {
+        if self.window.is_multiple_of(2) || !WINDOW_RANGE.contains(&self.window) {
             return Err(SmoothError::Window(self.window));
         }
         if !(self.neighbour_fraction > 0.0 && self.neighbour_fraction <= 1.0) {
