@@ -138,14 +138,16 @@ impl BayesSmoothing {
         assert!(w > 2 * h && ht > 2 * h, "a block needs more than its halo");
         assert_eq!(block.values.len(), w * ht * k);
         let n = w * ht;
-        // Logits, band-sequential like the block; NaN where the pixel is nodata.
+        // Logits, band-sequential like the block; NaN where the pixel is nodata. Probabilities come
+        // in steps of 1/10000, so a table of the 10001 logits replaces a logarithm per value.
+        let table: Vec<f32> = (0..=10_000u16).map(logit).collect();
         let logits: Vec<f32> = (0..k * n)
             .map(|i| {
                 let pixel = i % n;
                 if block.values[pixel] == PROB_NODATA {
                     f32::NAN
                 } else {
-                    logit(block.values[i])
+                    table[usize::from(block.values[i].min(10_000))]
                 }
             })
             .collect();
@@ -357,7 +359,7 @@ struct TileJob<'a> {
     params: &'a BayesSmoothing,
 }
 
-/// A tile product being rewritten: its unsmoothed original (for the metadata) and the new file.
+/// A tile product being rewritten: its file name (for messages) and the smoothed file being filled.
 struct Rewrite {
     name: String,
     out: Dataset,
