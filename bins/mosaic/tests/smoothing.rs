@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use gdal::{Dataset, Metadata};
 use treesits_core::prediction::{scale_prob, Uncertainty, PROB_NODATA};
 use treesits_core::species::{tree_species, CLASS_NODATA};
-use treesits_map::smooth::{BayesSmoothing, ProbabilityBlock, SMOOTHING_METADATA_KEY};
+use treesits_map::smooth::{
+    BayesSmoothing, ClassBlock, MajorityFilter, ProbabilityBlock, Smoothing, SMOOTHING_METADATA_KEY,
+};
 use treesits_testkit::cli::{s, stderr, Tool};
 use treesits_testkit::noise::{hash, unit};
 use treesits_testkit::predictions::{tile_predictions, PredictionSpec, TilePredictions};
@@ -32,13 +34,12 @@ impl Noisy {
 }
 
 /// Label noise: a share `rate` of the mapped pixels (by a hash of their place) gets a wrong class,
-/// the probabilities of the true and the wrong class swapped, as a confused model would give.
+/// the probabilities (if any) of the true and the wrong class swapped, as a confused model would give.
 fn add_noise(t: &mut TilePredictions, rate: f64) -> Vec<bool> {
     let (cols, rows) = t.meta.source.tile_size;
     let k = t.meta.classes.len();
     let mut flipped = vec![false; cols * rows];
     for c in &mut t.chunks {
-        let probs = c.probabilities.as_mut().expect("predictions with probabilities");
         for i in 0..c.class.len() {
             let truth = c.class[i];
             if truth == CLASS_NODATA {
@@ -52,7 +53,9 @@ fn add_noise(t: &mut TilePredictions, rate: f64) -> Vec<bool> {
                 continue;
             }
             let wrong = (usize::from(truth) + 1 + (h % (k as u64 - 1)) as usize) % k;
-            probs.swap(i * k + usize::from(truth), i * k + wrong);
+            if let Some(probs) = c.probabilities.as_mut() {
+                probs.swap(i * k + usize::from(truth), i * k + wrong);
+            }
             c.class[i] = wrong as u8;
             t.class[row * cols + col] = wrong as u8;
             flipped[row * cols + col] = true;
@@ -77,11 +80,7 @@ fn noisy(tiles: usize, size: usize, rate: f64, spec: PredictionSpec) -> Noisy {
         .map(|t| tile_predictions(&cfg, t, &spec))
         .collect();
     let truth = preds.iter().map(|t| t.class.clone()).collect();
-    let flipped = if spec.probabilities {
-        preds.iter_mut().map(|t| add_noise(t, rate)).collect()
-    } else {
-        Vec::new()
-    };
+    let flipped = preds.iter_mut().map(|t| add_noise(t, rate)).collect();
     let n = Noisy {
         dir,
         tiles: preds,
@@ -227,7 +226,7 @@ fn assert_no_seams(tiles: usize, size: usize, params: BayesSmoothing, flags: &[&
     let ds = Dataset::open(file(&smoothed, "class")).unwrap();
     assert_eq!(
         ds.metadata_item(SMOOTHING_METADATA_KEY, "").as_deref(),
-        Some(params.describe().as_str())
+        Some(Smoothing::Bayes(params).describe().as_str())
     );
     let band = ds.rasterband(1).unwrap();
     assert!(band.color_table().is_some());
@@ -356,6 +355,14 @@ fn smoothing_parameters_are_checked_before_any_work() {
             "at most 1",
         ),
         (vec!["--smooth", "bayes", "--smoothness", "0"], "above 0"),
+        (
+            vec!["--smooth", "bayes", "--mmu", "4"],
+            "--mmu works with --smooth majority",
+        ),
+        (
+            vec!["--smooth", "majority", "--smooth-window", "2"],
+            "from 1 to 21",
+        ),
     ] {
         let mut args = vec!["--input", "-", "--out-dir", s(&out)];
         args.extend(flags);
@@ -365,4 +372,98 @@ fn smoothing_parameters_are_checked_before_any_work() {
     let r = TOOL.run(&["--input", "-", "--out-dir", s(&out), "--smoothness", "5"]);
     assert_eq!(r.status.code(), Some(2), "{}", stderr(&r));
     assert!(!out.exists());
+}
+
+/// `--smooth majority --mmu`: the class tiles equal the filter of the whole unsmoothed class mosaic
+/// at once (tile edges included); the probability products stay predict's; the map gets more
+/// accurate; it needs no per-class probabilities.
+#[test]
+fn a_majority_filtered_mosaic_equals_the_filter_of_the_whole_area() {
+    let params = MajorityFilter { window: 5, mmu: 40 };
+    for probabilities in [true, false] {
+        let n = noisy(
+            4,
+            40,
+            0.15,
+            PredictionSpec {
+                probabilities,
+                ..spec()
+            },
+        );
+        let raw = map(&n, "raw", &[]);
+        let smoothed = map(
+            &n,
+            "smoothed",
+            &["--smooth", "majority", "--smooth-window", "5", "--mmu", "40"],
+        );
+        let (class, w, h) = read_all(&raw.join("mosaic_class.vrt"));
+        let halo = params.halo();
+        let (bw, bh) = (w + 2 * halo, h + 2 * halo);
+        let mut values = vec![CLASS_NODATA; bw * bh];
+        for r in 0..h {
+            for c in 0..w {
+                values[(r + halo) * bw + c + halo] = class[0][r * w + c] as u8;
+            }
+        }
+        let want = params.filter(&ClassBlock {
+            width: bw,
+            height: bh,
+            values,
+        });
+        let (got, _, _) = read_all(&smoothed.join("mosaic_class.vrt"));
+        let mut changed = 0;
+        for i in 0..w * h {
+            assert_eq!(
+                got[0][i],
+                u16::from(want.values[i]),
+                "mosaic pixel ({}, {})",
+                i / w,
+                i % w
+            );
+            changed += usize::from(got[0][i] != class[0][i]);
+        }
+        assert!(changed > 50, "the filter changed {changed} pixels");
+        // Tiles filtered alone differ from the mosaic near their edges: the halo matters.
+        let mut differ = 0;
+        for t in &n.tiles {
+            let (tile_class, tw, th) = read_all(&raw.join(format!("{}_class.tif", t.tile)));
+            let (bw, bh) = (tw + 2 * halo, th + 2 * halo);
+            let mut values = vec![CLASS_NODATA; bw * bh];
+            for r in 0..th {
+                for c in 0..tw {
+                    values[(r + halo) * bw + c + halo] = tile_class[0][r * tw + c] as u8;
+                }
+            }
+            let alone = params.filter(&ClassBlock {
+                width: bw,
+                height: bh,
+                values,
+            });
+            let (tile_got, _, _) = read_all(&smoothed.join(format!("{}_class.tif", t.tile)));
+            differ += (0..tw * th)
+                .filter(|&i| u16::from(alone.values[i]) != tile_got[0][i])
+                .count();
+        }
+        assert!(
+            differ > 0,
+            "the tiles filtered alone equal the mosaic's: the seam test cannot fail"
+        );
+        let (raw_prob, _, _) = read_all(&raw.join("mosaic_prob.vrt"));
+        let (prob, _, _) = read_all(&smoothed.join("mosaic_prob.vrt"));
+        assert_eq!(prob, raw_prob, "the probabilities stay predict's");
+        if probabilities {
+            let (before, after) = (accuracy(&n, &raw), accuracy(&n, &smoothed));
+            eprintln!(
+                "overall accuracy: {before:.4} without smoothing, {after:.4} with --smooth majority --smooth-window 5 --mmu 40"
+            );
+            assert!(after > before + 0.05, "majority: {before} -> {after}");
+        }
+        let ds = Dataset::open(smoothed.join(format!("{}_class.tif", n.tiles[0].tile))).unwrap();
+        assert_eq!(
+            ds.metadata_item(SMOOTHING_METADATA_KEY, "").as_deref(),
+            Some("majority window=5 mmu=40")
+        );
+        let ds = Dataset::open(smoothed.join(format!("{}_prob.tif", n.tiles[0].tile))).unwrap();
+        assert_eq!(ds.metadata_item(SMOOTHING_METADATA_KEY, ""), None);
+    }
 }

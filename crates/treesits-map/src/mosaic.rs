@@ -155,7 +155,7 @@ pub struct MosaicOptions {
     /// Longest side of the quicklook's map, pixels.
     pub quicklook_px: usize,
     /// Smooth the class probabilities spatially before the mosaics are made.
-    pub smooth: Option<crate::smooth::BayesSmoothing>,
+    pub smooth: Option<crate::smooth::Smoothing>,
 }
 
 /// What was made.

@@ -64,6 +64,208 @@ impl Default for BayesSmoothing {
     }
 }
 
+/// A smoothing of the per-tile products.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Smoothing {
+    /// Bayesian smoothing of the per-class probabilities (rewrites every product).
+    Bayes(BayesSmoothing),
+    /// Majority filter and sieve on the classes alone (rewrites the class files only).
+    Majority(MajorityFilter),
+}
+
+impl Smoothing {
+    pub fn check(&self) -> Result<(), SmoothError> {
+        match self {
+            Smoothing::Bayes(b) => b.check(),
+            Smoothing::Majority(m) => m.check(),
+        }
+    }
+
+    /// Pixels of the neighbour tiles a tile's smoothing reads on each side.
+    pub fn halo(&self) -> usize {
+        match self {
+            Smoothing::Bayes(b) => b.halo(),
+            Smoothing::Majority(m) => m.halo(),
+        }
+    }
+
+    /// What the products record in [`SMOOTHING_METADATA_KEY`].
+    pub fn describe(&self) -> String {
+        match self {
+            Smoothing::Bayes(b) => b.describe(),
+            Smoothing::Majority(m) => m.describe(),
+        }
+    }
+}
+
+/// A majority filter, then a sieve, on the class raster alone (as FORCE users post-process maps).
+///
+/// - Majority: a mapped pixel takes the class most frequent among the mapped pixels of the
+///   `window × window` square around it (itself included); in a tie its own class stays if it is
+///   among the most frequent, else the lowest class code wins. A window of 1 leaves the classes.
+/// - Sieve (`mmu` > 1): every region of one class (8-connected) with fewer than `mmu` pixels takes
+///   the class most frequent among the mapped pixels touching it (ties: the lowest code), in one
+///   pass over the majority-filtered classes; a region touching no mapped pixel stays.
+///
+/// Both are exact across tiles with a halo of `window / 2 + mmu` pixels: a region holding a tile's
+/// pixel and reaching beyond the halo has more than `mmu` pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MajorityFilter {
+    /// Side of the square neighbourhood, pixels (odd, 1..=21).
+    pub window: usize,
+    /// Minimum mapping unit, pixels: smaller regions are merged into their surroundings; 0 or 1:
+    /// no sieve.
+    pub mmu: usize,
+}
+
+/// Largest minimum mapping unit: its halo is read from the neighbour tiles.
+pub const MAX_MMU: usize = 10_000;
+
+impl MajorityFilter {
+    pub fn check(&self) -> Result<(), SmoothError> {
+        if self.window.is_multiple_of(2) || !(1..=*WINDOW_RANGE.end()).contains(&self.window) {
+            return Err(SmoothError::MajorityWindow(self.window));
+        }
+        if self.mmu > MAX_MMU {
+            return Err(SmoothError::Mmu(self.mmu));
+        }
+        Ok(())
+    }
+
+    pub fn halo(&self) -> usize {
+        self.window / 2 + self.sieve_halo()
+    }
+
+    fn sieve_halo(&self) -> usize {
+        if self.mmu > 1 {
+            self.mmu
+        } else {
+            0
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        format!("majority window={} mmu={}", self.window, self.mmu)
+    }
+
+    /// Filters the interior of `block`: every pixel at least [`MajorityFilter::halo`] pixels from
+    /// its edges.
+    pub fn filter(&self, block: &ClassBlock) -> ClassBlock {
+        let hw = self.window / 2;
+        let (w, h) = (block.width, block.height);
+        let halo = self.halo();
+        assert!(w > 2 * halo && h > 2 * halo, "a block needs more than its halo");
+        assert_eq!(block.values.len(), w * h);
+        let v = &block.values;
+        // Majority over the block less the window's half.
+        let (mw, mh) = (w - 2 * hw, h - 2 * hw);
+        let mut maj = vec![CLASS_NODATA; mw * mh];
+        let mut counts = [0u32; 256];
+        for r in 0..mh {
+            for c in 0..mw {
+                let own = v[(r + hw) * w + c + hw];
+                if own == CLASS_NODATA {
+                    continue;
+                }
+                counts.fill(0);
+                for y in r..=r + 2 * hw {
+                    for &x in &v[y * w + c..=y * w + c + 2 * hw] {
+                        counts[usize::from(x)] += 1;
+                    }
+                }
+                counts[usize::from(CLASS_NODATA)] = 0;
+                let mut best = own;
+                for (k, &n) in counts.iter().enumerate() {
+                    if n > counts[usize::from(best)] {
+                        best = k as u8;
+                    }
+                }
+                maj[r * mw + c] = best;
+            }
+        }
+        let m = self.sieve_halo();
+        let out = if m == 0 {
+            maj
+        } else {
+            sieve(&maj, mw, mh, self.mmu)
+        };
+        let (ow, oh) = (mw - 2 * m, mh - 2 * m);
+        let mut values = Vec::with_capacity(ow * oh);
+        for r in m..m + oh {
+            values.extend_from_slice(&out[r * mw + m..r * mw + m + ow]);
+        }
+        ClassBlock {
+            width: ow,
+            height: oh,
+            values,
+        }
+    }
+}
+
+/// Regions (8-connected, one class) of fewer than `mmu` pixels take the class most frequent among
+/// the mapped pixels touching them (ties: the lowest code); one pass, from the classes given.
+fn sieve(v: &[u8], w: usize, h: usize, mmu: usize) -> Vec<u8> {
+    let mut out = v.to_vec();
+    let mut seen = vec![false; w * h];
+    let mut region = Vec::new();
+    let mut stack = Vec::new();
+    let mut counts = [0u32; 256];
+    let around = |i: usize| {
+        let (r, c) = ((i / w) as isize, (i % w) as isize);
+        (-1isize..=1)
+            .flat_map(move |dy| (-1isize..=1).map(move |dx| (r + dy, c + dx)))
+            .filter(move |&(y, x)| (y, x) != (r, c) && y >= 0 && x >= 0 && y < h as isize && x < w as isize)
+            .map(move |(y, x)| y as usize * w + x as usize)
+    };
+    for start in 0..w * h {
+        if seen[start] || v[start] == CLASS_NODATA {
+            continue;
+        }
+        let class = v[start];
+        region.clear();
+        stack.push(start);
+        seen[start] = true;
+        while let Some(i) = stack.pop() {
+            region.push(i);
+            for j in around(i) {
+                if !seen[j] && v[j] == class {
+                    seen[j] = true;
+                    stack.push(j);
+                }
+            }
+        }
+        if region.len() >= mmu {
+            continue;
+        }
+        counts.fill(0);
+        for &i in &region {
+            for j in around(i) {
+                if v[j] != class && v[j] != CLASS_NODATA {
+                    counts[usize::from(v[j])] += 1;
+                }
+            }
+        }
+        let (mut best, mut most) = (class, 0);
+        for (k, &n) in counts.iter().enumerate() {
+            if n > most {
+                (best, most) = (k as u8, n);
+            }
+        }
+        for &i in &region {
+            out[i] = best;
+        }
+    }
+    out
+}
+
+/// Class codes of a rectangle of pixels, row-major; [`CLASS_NODATA`] is nodata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassBlock {
+    pub width: usize,
+    pub height: usize,
+    pub values: Vec<u8>,
+}
+
 /// Why smoothing could not be done. Every message names the tile or file and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum SmoothError {
@@ -74,6 +276,10 @@ pub enum SmoothError {
     NoProbabilities { tile: TileId },
     #[error("--smooth-window {0}: give an odd number of pixels from 3 to 21")]
     Window(usize),
+    #[error("--smooth-window {0}: give an odd number of pixels from 1 to 21 (1: sieve only)")]
+    MajorityWindow(usize),
+    #[error("--mmu {0}: give at most {MAX_MMU} pixels")]
+    Mmu(usize),
     #[error("--neighbour-fraction {0}: give a share above 0 and at most 1")]
     Fraction(f64),
     #[error("--smoothness {0}: give a variance above 0")]
@@ -260,40 +466,48 @@ fn smoothed_name(tile: TileId, product: &str) -> String {
     format!("{tile}_{product}.smoothing.tif")
 }
 
-/// Smooths the per-tile products of `tiles` in `dir` (class, top probability, per-class
-/// probabilities and, when present, uncertainty), replacing them once every tile is smoothed.
+/// Smooths the per-tile products of `tiles` in `dir`, replacing them once every tile is smoothed:
+/// with [`Smoothing::Bayes`] the class, top probability, per-class probabilities and, when present,
+/// uncertainty; with [`Smoothing::Majority`] the class files.
 pub fn smooth_tiles(
     dir: &Path,
     grid: &TileGrid,
     classes: &[SpeciesClass],
     tiles: &[TileId],
-    params: &BayesSmoothing,
+    params: &Smoothing,
 ) -> Result<(), SmoothError> {
     params.check()?;
-    if let Some(&tile) = tiles
-        .iter()
-        .find(|t| !dir.join(tile_file(**t, "probabilities")).exists())
-    {
+    let input = match params {
+        Smoothing::Bayes(_) => "probabilities",
+        Smoothing::Majority(_) => "class",
+    };
+    if let Some(&tile) = tiles.iter().find(|t| !dir.join(tile_file(**t, input)).exists()) {
         return Err(SmoothError::NoProbabilities { tile });
     }
     let started = std::time::Instant::now();
     let vrt_tiles = VrtTiles {
         grid,
-        tiles: tiles
-            .iter()
-            .map(|&t| (t, tile_file(t, "probabilities")))
-            .collect(),
+        tiles: tiles.iter().map(|&t| (t, tile_file(t, input))).collect(),
         block: (TILE_BLOCK, TILE_BLOCK),
     };
-    let bands: Vec<VrtBand> = (1..=classes.len())
-        .map(|b| VrtBand {
-            data_type: "UInt16",
-            nodata: f64::from(PROB_NODATA),
-            description: classes[b - 1].name.clone(),
-            source_band: b,
+    let bands: Vec<VrtBand> = match params {
+        Smoothing::Bayes(_) => (1..=classes.len())
+            .map(|b| VrtBand {
+                data_type: "UInt16",
+                nodata: f64::from(PROB_NODATA),
+                description: classes[b - 1].name.clone(),
+                source_band: b,
+                classes: None,
+            })
+            .collect(),
+        Smoothing::Majority(_) => vec![VrtBand {
+            data_type: "Byte",
+            nodata: f64::from(CLASS_NODATA),
+            description: "class".into(),
+            source_band: 1,
             classes: None,
-        })
-        .collect();
+        }],
+    };
     let vrt_path = dir.join("smoothing_input.vrt");
     std::fs::write(&vrt_path, vrt::mosaic_vrt(&vrt_tiles, &bands, &[])).map_err(io_err(&vrt_path))?;
     let origin = (
@@ -356,7 +570,7 @@ struct TileJob<'a> {
     classes: &'a [SpeciesClass],
     /// The tile at the VRT's top left corner.
     origin: (i32, i32),
-    params: &'a BayesSmoothing,
+    params: &'a Smoothing,
 }
 
 /// A tile product being rewritten: its file name (for messages) and the smoothed file being filled.
@@ -368,14 +582,57 @@ struct Rewrite {
 impl TileJob<'_> {
     fn smooth(&self, tile: TileId) -> Result<(), SmoothError> {
         let t = std::time::Instant::now();
+        match self.params {
+            Smoothing::Bayes(b) => self.bayes(tile, b)?,
+            Smoothing::Majority(m) => self.majority(tile, m)?,
+        }
+        log::debug!("tile {tile}: smoothed in {:.2} s", t.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Where the tile lies in the VRT, pixels.
+    fn offset(&self, tile: TileId) -> (usize, usize) {
+        let (tc, tr) = self.grid.tile_pixels;
+        (
+            (tile.x - self.origin.0) as usize * tc,
+            (tile.y - self.origin.1) as usize * tr,
+        )
+    }
+
+    fn majority(&self, tile: TileId, params: &MajorityFilter) -> Result<(), SmoothError> {
+        let vrt_name = self.vrt.display().to_string();
+        let vrt = Dataset::open(self.vrt).map_err(gdal_err(vrt_name.clone()))?;
+        let size = vrt.raster_size();
+        let (tc, tr) = self.grid.tile_pixels;
+        let h = params.halo();
+        let (ox, oy) = self.offset(tile);
+        let class = self
+            .rewrite(tile, "class", true)?
+            .expect("every tile has a class file");
+        for r0 in (0..tr).step_by(TILE_BLOCK) {
+            let rows = TILE_BLOCK.min(tr - r0);
+            let at = (ox as isize - h as isize, (oy + r0) as isize - h as isize);
+            let shape = (tc + 2 * h, rows + 2 * h);
+            let values = read_bands(&vrt, &vrt_name, at, shape, size, 1, CLASS_NODATA)?;
+            let out = params.filter(&ClassBlock {
+                width: shape.0,
+                height: shape.1,
+                values,
+            });
+            put(&class, 1, (0, r0 as isize), (tc, rows), out.values)?;
+        }
+        class.out.close().map_err(gdal_err(class.name))?;
+        Ok(())
+    }
+
+    fn bayes(&self, tile: TileId, params: &BayesSmoothing) -> Result<(), SmoothError> {
         let vrt_name = self.vrt.display().to_string();
         let vrt = Dataset::open(self.vrt).map_err(gdal_err(vrt_name.clone()))?;
         let (vw, vh) = vrt.raster_size();
         let (tc, tr) = self.grid.tile_pixels;
         let k = self.classes.len();
-        let h = self.params.halo();
-        let ox = (tile.x - self.origin.0) as usize * tc;
-        let oy = (tile.y - self.origin.1) as usize * tr;
+        let h = params.halo();
+        let (ox, oy) = self.offset(tile);
 
         let class = self
             .rewrite(tile, "class", true)?
@@ -397,8 +654,14 @@ impl TileJob<'_> {
             // The band of rows with its halo, in VRT pixels (may reach beyond the VRT).
             let (bx, by) = (ox as isize - h as isize, (oy + r0) as isize - h as isize);
             let (bw, bh) = (tc + 2 * h, rows + 2 * h);
-            let block = read_block(&vrt, &vrt_name, (bx, by), (bw, bh), (vw, vh), k)?;
-            let s = self.params.smooth(&block);
+            let values = read_bands(&vrt, &vrt_name, (bx, by), (bw, bh), (vw, vh), k, PROB_NODATA)?;
+            let block = ProbabilityBlock {
+                width: bw,
+                height: bh,
+                classes: k,
+                values,
+            };
+            let s = params.smooth(&block);
             debug_assert_eq!((s.width, s.height), (tc, rows));
             let n = tc * rows;
             let mut class_v = vec![CLASS_NODATA; n];
@@ -432,7 +695,6 @@ impl TileJob<'_> {
             let Rewrite { name, out } = r;
             out.close().map_err(gdal_err(name))?;
         }
-        log::debug!("tile {tile}: smoothed in {:.2} s", t.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -510,18 +772,19 @@ fn put(
         .map_err(gdal_err(r.name.clone()))
 }
 
-/// Reads the rectangle at `at` (VRT pixels, may reach beyond the VRT's `size`) of every band of
-/// `vrt`; what lies beyond is nodata.
-fn read_block(
+/// Reads the rectangle at `at` (VRT pixels, may reach beyond the VRT's `size`) of the first
+/// `bands` bands of `vrt`, band-sequential; what lies beyond is `fill`.
+fn read_bands<T: gdal::raster::GdalType + Copy>(
     vrt: &Dataset,
     vrt_name: &str,
     at: (isize, isize),
     shape: (usize, usize),
     size: (usize, usize),
-    k: usize,
-) -> Result<ProbabilityBlock, SmoothError> {
+    bands: usize,
+    fill: T,
+) -> Result<Vec<T>, SmoothError> {
     let (w, h) = shape;
-    let mut values = vec![PROB_NODATA; w * h * k];
+    let mut values = vec![fill; w * h * bands];
     let x0 = at.0.max(0) as usize;
     let y0 = at.1.max(0) as usize;
     let x1 = ((at.0 + w as isize).max(0) as usize).min(size.0);
@@ -529,10 +792,10 @@ fn read_block(
     if x1 > x0 && y1 > y0 {
         let (rw, rh) = (x1 - x0, y1 - y0);
         let (dx, dy) = ((x0 as isize - at.0) as usize, (y0 as isize - at.1) as usize);
-        for b in 0..k {
+        for b in 0..bands {
             let got = vrt
                 .rasterband(b + 1)
-                .and_then(|band| band.read_as::<u16>((x0 as isize, y0 as isize), (rw, rh), (rw, rh), None))
+                .and_then(|band| band.read_as::<T>((x0 as isize, y0 as isize), (rw, rh), (rw, rh), None))
                 .map_err(gdal_err(vrt_name))?;
             let got = got.data();
             for r in 0..rh {
@@ -541,12 +804,7 @@ fn read_block(
             }
         }
     }
-    Ok(ProbabilityBlock {
-        width: w,
-        height: h,
-        classes: k,
-        values,
-    })
+    Ok(values)
 }
 
 #[cfg(test)]
@@ -651,6 +909,66 @@ mod tests {
         }
     }
 
+    fn classes(w: usize, h: usize, class_of: impl Fn(usize, usize) -> u8) -> ClassBlock {
+        ClassBlock {
+            width: w,
+            height: h,
+            values: (0..w * h).map(|i| class_of(i / w, i % w)).collect(),
+        }
+    }
+
+    #[test]
+    fn the_majority_filter_replaces_isolated_pixels_and_keeps_nodata() {
+        let f = MajorityFilter { window: 3, mmu: 0 };
+        let b = classes(5, 5, |r, c| match (r, c) {
+            (2, 2) => 4,
+            (1, 1) => CLASS_NODATA,
+            _ => 1,
+        });
+        let out = f.filter(&b);
+        assert_eq!((out.width, out.height), (3, 3));
+        assert_eq!(out.values[0], CLASS_NODATA, "nodata stays");
+        assert_eq!(
+            out.values[4], 1,
+            "the isolated pixel takes its surroundings' class"
+        );
+        assert!(out.values.iter().enumerate().all(|(i, &v)| i == 0 || v == 1));
+        // A tie keeps the pixel's own class: 3 x 3 of which four are 2, four are 3 and the centre 3.
+        let b = classes(3, 3, |r, c| {
+            if (r * 3 + c) % 2 == 0 && (r, c) != (1, 1) {
+                2
+            } else {
+                3
+            }
+        });
+        let out = MajorityFilter { window: 3, mmu: 0 }.filter(&b);
+        assert_eq!(out.values, vec![3]);
+    }
+
+    #[test]
+    fn the_sieve_merges_regions_below_the_mapping_unit() {
+        // A 2 x 2 patch of class 5 in class 0, and a lone class-7 pixel beside nodata.
+        let grid = |r: usize, c: usize| match (r, c) {
+            (9..=10, 9..=10) => 5,
+            (12, 12) => 7,
+            (12, 13) | (13, 12) | (13, 13) => CLASS_NODATA,
+            _ => 0,
+        };
+        let b = classes(21, 21, grid);
+        for (mmu, patch) in [(4, 5), (5, 0)] {
+            let f = MajorityFilter { window: 1, mmu };
+            let out = f.filter(&b);
+            let h = f.halo();
+            assert_eq!(h, mmu);
+            let at = |r: usize, c: usize| out.values[(r - h) * out.width + c - h];
+            assert_eq!(at(9, 9), patch, "mmu {mmu}");
+            assert_eq!(at(10, 10), patch, "mmu {mmu}");
+            assert_eq!(at(12, 12), 0, "the lone pixel joins its mapped surroundings");
+            assert_eq!(at(13, 13), CLASS_NODATA, "nodata stays");
+            assert_eq!(at(h, h), 0);
+        }
+    }
+
     #[test]
     fn parameters_are_checked() {
         let ok = BayesSmoothing::default();
@@ -675,5 +993,13 @@ mod tests {
         ] {
             assert!(bad.check().unwrap_err().to_string().contains(msg), "{bad:?}");
         }
+        assert!(MajorityFilter { window: 1, mmu: 4 }.check().is_ok());
+        assert!(MajorityFilter { window: 2, mmu: 0 }.check().is_err());
+        assert!(MajorityFilter {
+            window: 3,
+            mmu: MAX_MMU + 1
+        }
+        .check()
+        .is_err());
     }
 }
