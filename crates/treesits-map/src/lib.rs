@@ -3,7 +3,8 @@
 //!
 //! - [`mosaic`]: planning (which chunks make which tile), writing tiles, mosaics;
 //! - [`vrt`]: the mosaic VRTs; [`style`]: colour tables and category names of class rasters;
-//! - [`smooth`]: Bayesian smoothing of the class probabilities across tile edges (`--smooth`);
+//! - [`smooth`]: spatial smoothing across tile edges (`--smooth`): Bayesian on the class
+//!   probabilities, or a majority filter and sieve on the classes;
 //! - [`quicklook`]: a PNG overview with a legend ([`bitmap_font`] draws its text).
 
 pub mod bitmap_font;

@@ -10,9 +10,12 @@
 //! the highest smoothed logit; its smoothed probabilities are the logistic of the smoothed logits,
 //! normalised to sum to 1. Nodata pixels stay nodata and are no one's neighbour.
 //!
+//! The other method, [`MajorityFilter`] (`--smooth majority`), works on the classes alone: the most
+//! frequent class of each window, then a sieve merging regions below a minimum mapping unit.
+//!
 //! No seams: smoothing runs after every tile is written and reads each tile's pixels together with
-//! a halo of `window / 2` pixels of its neighbours, through a VRT over all tiles' per-class
-//! probability files. The smoothed products are written beside the originals and replace them only
+//! a halo of its neighbours' ([`Smoothing::halo`]), through a VRT over all tiles' per-class
+//! probability (or class) files. The smoothed products are written beside the originals and replace them only
 //! when every tile is done, so every tile is smoothed from unsmoothed neighbours: the smoothed
 //! tiles equal the smoothing of the whole area at once, pixel for pixel.
 //!
