@@ -240,8 +240,9 @@ fn assert_no_seams(tiles: usize, size: usize, params: BayesSmoothing, flags: &[&
 }
 
 #[test]
-fn a_smoothed_mosaic_of_four_tiles_equals_the_smoothing_of_the_whole_area() {
-    assert_no_seams(4, 40, BayesSmoothing::default(), &[]);
+fn a_smoothed_mosaic_of_three_tiles_equals_the_smoothing_of_the_whole_area() {
+    // Three tiles of a 2 x 2 block: the fourth is missing, nodata in the VRTs, and votes nowhere.
+    assert_no_seams(3, 40, BayesSmoothing::default(), &[]);
 }
 
 /// Tiles taller than one band of blocks (256 rows) are smoothed band by band: the band edges
