@@ -484,7 +484,12 @@ pub fn smooth_tiles(
         Smoothing::Bayes(_) => "probabilities",
         Smoothing::Majority(_) => "class",
     };
-    if let Some(&tile) = tiles.iter().find(|t| !dir.join(tile_file(**t, input)).exists()) {
+    // Every tile has its class file; only bayes needs more.
+    if let Some(&tile) = tiles
+        .iter()
+        .find(|t| !dir.join(tile_file(**t, input)).exists())
+        .filter(|_| matches!(params, Smoothing::Bayes(_)))
+    {
         return Err(SmoothError::NoProbabilities { tile });
     }
     let started = std::time::Instant::now();
