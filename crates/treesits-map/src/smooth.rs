@@ -366,6 +366,7 @@ impl BayesSmoothing {
         let mut probabilities = vec![f32::NAN; ow * oh * k];
         let sigma2 = self.smoothness as f32;
         let mut neighbours: Vec<f32> = Vec::with_capacity(self.window * self.window);
+        let mut around: Vec<usize> = Vec::with_capacity(self.window * self.window);
         let mut posterior = vec![0f32; k];
         for r in 0..oh {
             for c in 0..ow {
@@ -373,24 +374,26 @@ impl BayesSmoothing {
                 if !valid[br * w + bc] {
                     continue;
                 }
-                let count = (br - h..=br + h)
-                    .flat_map(|y| (bc - h..=bc + h).map(move |x| y * w + x))
-                    .filter(|&i| valid[i])
-                    .count();
+                around.clear();
+                around.extend(
+                    (br - h..=br + h)
+                        .flat_map(|y| (bc - h..=bc + h).map(move |x| y * w + x))
+                        .filter(|&i| valid[i]),
+                );
+                let count = around.len();
                 let take = ((self.neighbour_fraction * count as f64).ceil() as usize).clamp(1, count);
                 for (b, post) in posterior.iter_mut().enumerate() {
                     let band = &logits[b * n..(b + 1) * n];
                     neighbours.clear();
-                    for y in br - h..=br + h {
-                        for x in bc - h..=bc + h {
-                            if valid[y * w + x] {
-                                neighbours.push(band[y * w + x]);
-                            }
-                        }
+                    neighbours.extend(around.iter().map(|&i| band[i]));
+                    // The `take` highest logits, sorted so the sums are the same whatever the
+                    // order the neighbours came in.
+                    if take < count {
+                        neighbours.select_nth_unstable_by(take - 1, |a, b| b.total_cmp(a));
                     }
-                    // The `take` highest logits, in a fixed order so the sums are reproducible.
-                    neighbours.sort_unstable_by(|a, b| b.total_cmp(a));
-                    let top = &neighbours[..take];
+                    let top = &mut neighbours[..take];
+                    top.sort_unstable_by(|a, b| b.total_cmp(a));
+                    let top = &*top;
                     let mean = top.iter().sum::<f32>() / take as f32;
                     let var = top.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / take as f32;
                     let x = band[br * w + bc];
