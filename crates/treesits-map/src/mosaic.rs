@@ -154,7 +154,7 @@ pub struct MosaicOptions {
     pub threads: usize,
     /// Longest side of the quicklook's map, pixels.
     pub quicklook_px: usize,
-    /// Smooth the class probabilities spatially before the mosaics are made.
+    /// Smooth the map spatially (Bayesian or majority) before the mosaics are made.
     pub smooth: Option<crate::smooth::Smoothing>,
 }
 
