@@ -10,6 +10,7 @@ use treesits_core::Location;
 use treesits_gdal::cog::OverviewResampling;
 use treesits_gdal::cube_definition::{read_cube_definition, CubeDefinitionError};
 use treesits_map::mosaic::{expand_inputs, MosaicOptions};
+use treesits_map::smooth::{BayesSmoothing, MajorityFilter, Smoothing};
 use treesits_select::aoi::AoiSource;
 
 /// Turn prediction chunks into maps: per-tile GeoTIFFs, mosaic VRTs, Cloud-Optimised GeoTIFFs and a
@@ -68,6 +69,30 @@ struct Cli {
     /// Longest side of the quicklook's map, in pixels.
     #[arg(long, value_name = "PIXELS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(64..=16384))]
     quicklook_size: u32,
+    /// Smooth the map spatially before the mosaics are made, across tile edges without seams:
+    /// bayes (Bayesian smoothing of each class's logit towards its neighbourhood's, as sits_smooth
+    /// does; rewrites every per-tile product and needs per-class probabilities, predict
+    /// --probabilities) or majority (the most frequent class of the window, then --mmu; rewrites
+    /// the class files only). See docs/smoothing.md.
+    #[arg(long, value_name = "bayes|majority", value_parser = ["bayes", "majority"])]
+    smooth: Option<String>,
+    /// Side of the square neighbourhood of --smooth, pixels: odd, 3 to 21 for bayes, 1 to 21 for
+    /// majority (1: the sieve of --mmu alone). Default: 7 for bayes, 3 for majority.
+    #[arg(long, value_name = "PIXELS", requires = "smooth")]
+    smooth_window: Option<usize>,
+    /// Share of a pixel's valid neighbours, those most confident of a class, that make that class's
+    /// neighbourhood estimate in --smooth bayes (above 0, at most 1; default: 0.5).
+    #[arg(long, value_name = "SHARE", requires = "smooth")]
+    neighbour_fraction: Option<f64>,
+    /// Variance of a pixel's logits in --smooth bayes: the larger, the more the neighbourhood counts
+    /// against the pixel's own probabilities (default: 10).
+    #[arg(long, value_name = "VARIANCE", requires = "smooth")]
+    smoothness: Option<f64>,
+    /// Minimum mapping unit of --smooth majority, pixels: after the majority filter, regions of one
+    /// class (8-connected) smaller than this take the class most frequent around them (default: no
+    /// sieve).
+    #[arg(long, value_name = "PIXELS", requires = "smooth")]
+    mmu: Option<usize>,
     /// Worker threads: tiles in parallel, and COG compression (default: the CPUs this process may use).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     threads: Option<u32>,
@@ -107,6 +132,38 @@ fn read_cube_def(arg: &str) -> anyhow::Result<CubeDefinition> {
     })
 }
 
+/// The smoothing `--smooth` and its tuning flags ask for, checked.
+fn smoothing(cli: &Cli) -> anyhow::Result<Option<Smoothing>> {
+    let s = match cli.smooth.as_deref() {
+        None => return Ok(None),
+        Some("bayes") => {
+            if cli.mmu.is_some() {
+                bail!("--mmu works with --smooth majority: drop it, or smooth with majority");
+            }
+            let d = BayesSmoothing::default();
+            Smoothing::Bayes(BayesSmoothing {
+                window: cli.smooth_window.unwrap_or(d.window),
+                neighbour_fraction: cli.neighbour_fraction.unwrap_or(d.neighbour_fraction),
+                smoothness: cli.smoothness.unwrap_or(d.smoothness),
+            })
+        }
+        Some(_) => {
+            if cli.neighbour_fraction.is_some() || cli.smoothness.is_some() {
+                bail!(
+                    "--neighbour-fraction and --smoothness work with --smooth bayes: drop them, or \
+                     smooth with bayes"
+                );
+            }
+            Smoothing::Majority(MajorityFilter {
+                window: cli.smooth_window.unwrap_or(3),
+                mmu: cli.mmu.unwrap_or(0),
+            })
+        }
+    };
+    s.check()?;
+    Ok(Some(s))
+}
+
 /// Checks the arguments into options before any work.
 fn options(cli: &Cli, threads: usize) -> anyhow::Result<MosaicOptions> {
     if cli.out_dir.is_file() {
@@ -133,6 +190,7 @@ fn options(cli: &Cli, threads: usize) -> anyhow::Result<MosaicOptions> {
         class_overviews: cli.class_overviews,
         threads,
         quicklook_px: cli.quicklook_size as usize,
+        smooth: smoothing(cli)?,
     })
 }
 

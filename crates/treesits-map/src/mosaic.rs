@@ -87,6 +87,8 @@ pub enum MosaicError {
     WriteFile { path: PathBuf, source: std::io::Error },
     #[error("writing {file}: {source}; nothing was committed (free space and run again)")]
     WriteFailed { file: String, source: WriteFailed },
+    #[error(transparent)]
+    Smooth(#[from] crate::smooth::SmoothError),
     #[error("no prediction chunks in the inputs: give chunk files, directories holding *{CHUNK_SUFFIX} files, or - for a stream on stdin")]
     NoInput,
 }
@@ -155,6 +157,8 @@ pub struct MosaicOptions {
     pub threads: usize,
     /// Longest side of the quicklook's map, pixels.
     pub quicklook_px: usize,
+    /// Smooth the map spatially (Bayesian or majority) before the mosaics are made.
+    pub smooth: Option<crate::smooth::Smoothing>,
 }
 
 /// What was made.
@@ -1326,6 +1330,10 @@ pub fn run(
             arg: opts.clip.as_ref().map_or("--clip", |c| c.arg),
             path: opts.clip.as_ref().map_or_else(String::new, |c| c.path.clone()),
         });
+    }
+    if let Some(params) = &opts.smooth {
+        let tiles: Vec<TileId> = outputs.iter().map(|o| o.tile).collect();
+        crate::smooth::smooth_tiles(&run.dir, &reference.grid, &reference.classes, &tiles, params)?;
     }
     log::info!(
         "{} tiles written in {:.1} s; building the mosaics",
