@@ -19,6 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::level2::Sensor;
 use crate::species::{SpeciesClass, CLASS_NODATA};
 
 /// Key of the contract in the ONNX model's `metadata_props`.
@@ -65,6 +66,10 @@ pub enum ContractError {
     NodataClass(String),
     #[error("model contract: class code {0} is listed twice")]
     DuplicateClass(u8),
+    #[error("model contract: sensor {0} is listed twice in 'sensors'")]
+    DuplicateSensor(Sensor),
+    #[error("model contract: sensor {sensor} has no band {band} of 'bands'")]
+    SensorLacksBand { sensor: Sensor, band: String },
     #[error("model contract: the model needs band '{band}' but the chunk has only {} ({}): extract with the sensors the model was trained on", chunk_bands.len(), chunk_bands.join(","))]
     MissingBand { band: String, chunk_bands: Vec<String> },
 }
@@ -81,6 +86,10 @@ pub struct ModelContract {
     pub description: String,
     /// Band names in the order of the last axis of `values`; must be a subset of the chunk's bands.
     pub bands: Vec<String>,
+    /// The sensors whose observations the model accepts (FORCE names, `SEN2A`, `LND08`, …); each must
+    /// have every band of `bands`. Empty (or absent): any sensor that has the bands.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sensors: Vec<Sensor>,
     pub inputs: Inputs,
     pub scaling: Scaling,
     pub sequence: Sequence,
@@ -224,6 +233,17 @@ impl ModelContract {
                 return Err(ContractError::DuplicateBand(b.clone()));
             }
         }
+        for (i, s) in self.sensors.iter().enumerate() {
+            if self.sensors[..i].contains(s) {
+                return Err(ContractError::DuplicateSensor(*s));
+            }
+            if let Some(b) = self.bands.iter().find(|b| s.band_index(b).is_none()) {
+                return Err(ContractError::SensorLacksBand {
+                    sensor: *s,
+                    band: b.clone(),
+                });
+            }
+        }
         let n = self.bands.len();
         let s = &self.scaling;
         if !(s.scale.is_finite() && s.scale != 0.0) {
@@ -323,6 +343,7 @@ mod tests {
             model_id: "test-lstm".into(),
             description: String::new(),
             bands: ["BLUE", "GREEN", "RED"].map(String::from).to_vec(),
+            sensors: Vec::new(),
             inputs: Inputs {
                 values: "x".into(),
                 doy: None,
@@ -387,6 +408,31 @@ mod tests {
         assert!(err.contains("contract version 7 is not supported"), "{err}");
         let j = example().to_json().replace("\"bands\"", "\"bandz\"");
         assert!(ModelContract::from_json(&j).is_err());
+    }
+
+    #[test]
+    fn sensors_are_optional_checked_and_written_only_when_listed() {
+        let j = example().to_json();
+        assert!(!j.contains("\"sensors\""), "{j}");
+        let mut c = example();
+        c.sensors = vec![Sensor::Sen2a, Sensor::Lnd08];
+        let j = c.to_json();
+        assert!(j.contains("\"sensors\": [\n    \"SEN2A\",\n    \"LND08\"\n  ]"), "{j}");
+        assert_eq!(ModelContract::from_json(&j).unwrap(), c);
+        let bad = j.replace("\"LND08\"", "\"LND06\"");
+        let e = ModelContract::from_json(&bad).unwrap_err().to_string();
+        assert!(e.contains("unknown sensor 'LND06'"), "{e}");
+        let mut c = example();
+        c.bands.push("REDEDGE1".into());
+        c.scaling.mean.push(0.1);
+        c.scaling.std.push(0.1);
+        c.sensors = vec![Sensor::Sen2b, Sensor::Lnd09];
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "model contract: sensor LND09 has no band REDEDGE1 of 'bands'"
+        );
+        c.sensors = vec![Sensor::Sen2b, Sensor::Sen2b];
+        assert!(c.validate().unwrap_err().to_string().contains("SEN2B is listed twice"));
     }
 
     #[test]

@@ -222,6 +222,7 @@ mod tests {
             model_id: "t".into(),
             description: String::new(),
             bands: vec!["RED".into(), "BLUE".into()],
+            sensors: Vec::new(),
             inputs: Inputs {
                 values: "x".into(),
                 doy: Some("doy".into()),
