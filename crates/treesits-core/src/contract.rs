@@ -70,6 +70,12 @@ pub enum ContractError {
     DuplicateSensor(Sensor),
     #[error("model contract: sensor {sensor} has no band {band} of 'bands'")]
     SensorLacksBand { sensor: Sensor, band: String },
+    #[error(
+        "model contract: the model accepts only {} (its 'sensors') but the chunk holds {sensor}: extract \
+         with the model's sensors (cube-extract --model)",
+        accepted.iter().map(|s| s.name()).collect::<Vec<_>>().join(",")
+    )]
+    SensorNotAccepted { sensor: Sensor, accepted: Vec<Sensor> },
     #[error("model contract: the model needs band '{band}' but the chunk has only {} ({}): extract with the sensors the model was trained on", chunk_bands.len(), chunk_bands.join(","))]
     MissingBand { band: String, chunk_bands: Vec<String> },
 }
@@ -315,6 +321,20 @@ impl ModelContract {
             .collect()
     }
 
+    /// Checks a chunk's sensors against `sensors` (when the contract lists any).
+    pub fn check_sensors(&self, chunk_sensors: &[Sensor]) -> Result<(), ContractError> {
+        if self.sensors.is_empty() {
+            return Ok(());
+        }
+        match chunk_sensors.iter().find(|s| !self.sensors.contains(s)) {
+            Some(&sensor) => Err(ContractError::SensorNotAccepted {
+                sensor,
+                accepted: self.sensors.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Which of `n` observations enter the model (all, unless `n` exceeds `max_length`).
     pub fn select_observations(&self, n: usize) -> Vec<usize> {
         let max = match self.sequence.max_length {
@@ -417,7 +437,10 @@ mod tests {
         let mut c = example();
         c.sensors = vec![Sensor::Sen2a, Sensor::Lnd08];
         let j = c.to_json();
-        assert!(j.contains("\"sensors\": [\n    \"SEN2A\",\n    \"LND08\"\n  ]"), "{j}");
+        assert!(
+            j.contains("\"sensors\": [\n    \"SEN2A\",\n    \"LND08\"\n  ]"),
+            "{j}"
+        );
         assert_eq!(ModelContract::from_json(&j).unwrap(), c);
         let bad = j.replace("\"LND08\"", "\"LND06\"");
         let e = ModelContract::from_json(&bad).unwrap_err().to_string();
@@ -432,7 +455,23 @@ mod tests {
             "model contract: sensor LND09 has no band REDEDGE1 of 'bands'"
         );
         c.sensors = vec![Sensor::Sen2b, Sensor::Sen2b];
-        assert!(c.validate().unwrap_err().to_string().contains("SEN2B is listed twice"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("SEN2B is listed twice"));
+        c.sensors = vec![Sensor::Sen2a, Sensor::Sen2b];
+        assert!(c.check_sensors(&[Sensor::Sen2b]).is_ok());
+        let e = c
+            .check_sensors(&[Sensor::Sen2a, Sensor::Sen2c])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("accepts only SEN2A,SEN2B (its 'sensors') but the chunk holds SEN2C"),
+            "{e}"
+        );
+        c.sensors.clear();
+        assert!(c.check_sensors(&[Sensor::Lnd07]).is_ok(), "no list: any sensor");
     }
 
     #[test]

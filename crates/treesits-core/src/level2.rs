@@ -149,9 +149,10 @@ pub enum BandError {
     )]
     Unknown { band: String },
     #[error(
-        "{sensor} has no band {band} (only {have} have it): drop {sensor} from the sensors or {band} from \
-         the bands (Landsat and Sentinel-2 share {common})",
+        "{sensor} has no band {band} (only {have} {verb} it): drop {sensor} from the sensors or {band} \
+         from the bands (Landsat and Sentinel-2 share {common})",
         have = have.iter().map(|s| s.name()).collect::<Vec<_>>().join(","),
+        verb = if have.len() == 1 { "has" } else { "have" },
         common = COMMON_BANDS.join(",")
     )]
     Missing {
@@ -621,7 +622,10 @@ mod tests {
         assert_eq!(m.numbers(Sensor::Lnd09), Some(&[6, 1][..]));
         let all = BandMap::all_bands(&[Sensor::Sen2a, Sensor::Sen2c]);
         assert_eq!(all.names(), SENTINEL2_BANDS);
-        assert_eq!(all.numbers(Sensor::Sen2c), Some(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10][..]));
+        assert_eq!(
+            all.numbers(Sensor::Sen2c),
+            Some(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10][..])
+        );
         // Sentinel-2's NIR and Landsat's NIR are the same wavelength.
         assert_eq!(
             Sensor::Sen2a.wavelengths()[Sensor::Sen2a.band_index("NIR").unwrap()],
@@ -641,9 +645,23 @@ mod tests {
             "LND08 has no band REDEDGE1 (only SEN2A,SEN2B have it): drop LND08 from the sensors or \
              REDEDGE1 from the bands (Landsat and Sentinel-2 share BLUE,GREEN,RED,NIR,SWIR1,SWIR2)"
         );
+        let e = BandMap::new(&[Sensor::Lnd08], &["REDEDGE2".into()]).unwrap_err();
+        assert!(e.to_string().contains("(only SEN2A,SEN2B,SEN2C have it)"), "{e}");
+        let e = BandMap::new(&[Sensor::Sen2c, Sensor::Lnd04], &["BROADNIR".into()]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("LND04 has no band BROADNIR (only SEN2C has it)"),
+            "{e}"
+        );
         let e = BandMap::new(&[Sensor::Lnd08], &["NIR".into(), "B8A".into()]).unwrap_err();
-        assert!(e.to_string().starts_with("'B8A' is not a FORCE BOA band name"), "{e}");
-        assert_eq!(parse_band_list("NIR,nir").unwrap_err(), BandError::Duplicate("NIR".into()));
+        assert!(
+            e.to_string().starts_with("'B8A' is not a FORCE BOA band name"),
+            "{e}"
+        );
+        assert_eq!(
+            parse_band_list("NIR,nir").unwrap_err(),
+            BandError::Duplicate("NIR".into())
+        );
         assert_eq!(parse_band_list(" , ").unwrap_err(), BandError::Empty);
     }
 

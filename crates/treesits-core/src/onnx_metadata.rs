@@ -166,9 +166,15 @@ mod tests {
         let m = model(100_000, &[("a", "1"), ("treesits.contract", &long)]);
         assert_eq!(
             read_metadata_props(Cursor::new(&m)).unwrap(),
-            vec![("a".to_string(), "1".to_string()), ("treesits.contract".into(), long.clone())]
+            vec![
+                ("a".to_string(), "1".to_string()),
+                ("treesits.contract".into(), long.clone())
+            ]
         );
-        assert_eq!(metadata_value(Cursor::new(&m), "treesits.contract").unwrap(), Some(long));
+        assert_eq!(
+            metadata_value(Cursor::new(&m), "treesits.contract").unwrap(),
+            Some(long)
+        );
         assert_eq!(metadata_value(Cursor::new(&m), "b").unwrap(), None);
         assert_eq!(metadata_value(Cursor::new(model(10, &[])), "a").unwrap(), None);
     }

@@ -8,9 +8,9 @@
 use std::path::Path;
 
 use gdal::raster::GdalDataType;
-use gdal::Dataset;
+use gdal::{Dataset, Metadata};
 use treesits_core::chunk::ChunkColumns;
-use treesits_core::level2::{invalid_date, pair_level2_files, Level2Pair};
+use treesits_core::level2::{invalid_date, pair_level2_files, BandError, BandMap, Level2Pair};
 use treesits_core::{CubeDefinition, Date, PixelWindow, Product, QaiScreen, Sensor, TileId};
 
 use treesits_core::names::CUBE_DEFINITION_FILE;
@@ -43,6 +43,8 @@ pub enum CubeError {
     Mismatch { path: String, problem: String },
     #[error(transparent)]
     CubeDefinition(#[from] CubeDefinitionError),
+    #[error("{location}: {source}")]
+    Bands { location: String, source: BandError },
 }
 
 /// Which files of a tile to use.
@@ -70,10 +72,16 @@ pub struct TileScan {
     pub acquisitions: Vec<AcquisitionFiles>,
     /// Columns, rows.
     pub size: (usize, usize),
+    /// Bands of the series (what each observation holds), named by `band_names`.
     pub bands: usize,
     pub band_names: Vec<String>,
+    /// Which band of each sensor's BOA file holds each of `band_names`.
+    pub band_map: BandMap,
     /// Block shape (columns, rows) of the BOA files.
     pub block: (usize, usize),
+    /// Bands decoded with each block: 1 for band-interleaved files, all of a file's bands for
+    /// pixel-interleaved ones (COGs written by GDAL < 3.11); the most of any BOA file.
+    pub block_bands: usize,
     pub geotransform: [f64; 6],
     pub crs_wkt: String,
     /// The cube's `datacube-definition.prj`, when the tile's parent directory has one.
@@ -169,8 +177,20 @@ pub fn select_pairs(
     Ok(acquisitions)
 }
 
-/// Lists, pairs and checks the files of one tile.
+/// Lists, pairs and checks the files of one tile, for every band of the first acquisition's sensor
+/// (so the selected sensors must share one band set).
 pub fn scan_tile(location: &Location, sel: &TileSelection) -> Result<TileScan, CubeError> {
+    scan_tile_bands(location, sel, None)
+}
+
+/// [`scan_tile`] for the bands named `bands` (FORCE's names, in output order), read from each
+/// sensor's own band of that name, so sensors with different band sets (Landsat and Sentinel-2) make
+/// one series; `None`: every band of the first acquisition's sensor.
+pub fn scan_tile_bands(
+    location: &Location,
+    sel: &TileSelection,
+    bands: Option<&[String]>,
+) -> Result<TileScan, CubeError> {
     let name = location.file_name().unwrap_or_default().to_string();
     let tile: TileId = name
         .parse()
@@ -184,7 +204,6 @@ pub fn scan_tile(location: &Location, sel: &TileSelection) -> Result<TileScan, C
     // Every file opened once, here, so a bad one is named before any work starts.
     let first = open(&acquisitions[0].boa)?;
     let size = first.raster_size();
-    let bands = first.raster_count();
     let geotransform = first.geo_transform().map_err(|source| CubeError::Read {
         path: acquisitions[0].boa.to_string(),
         what: "the geotransform".into(),
@@ -200,7 +219,23 @@ pub fn scan_tile(location: &Location, sel: &TileSelection) -> Result<TileScan, C
         })?
         .block_size();
     drop(first);
-    let expected_bands = acquisitions[0].sensor.bands();
+    let names: Vec<String> = match bands {
+        Some(b) => b.to_vec(),
+        None => acquisitions[0]
+            .sensor
+            .bands()
+            .iter()
+            .map(|b| b.to_string())
+            .collect(),
+    };
+    let mut sensors: Vec<Sensor> = acquisitions.iter().map(|a| a.sensor).collect();
+    sensors.sort_by_key(|s| s.code());
+    sensors.dedup();
+    let band_map = BandMap::new(&sensors, &names).map_err(|source| CubeError::Bands {
+        location: location.to_string(),
+        source,
+    })?;
+    let mut block_bands = 1;
     for acq in &acquisitions {
         let want_bands = acq.sensor.bands().len();
         for (loc, want_bands) in [(&acq.boa, want_bands), (&acq.qai, 1)] {
@@ -232,16 +267,18 @@ pub fn scan_tile(location: &Location, sel: &TileSelection) -> Result<TileScan, C
                     ),
                 ));
             }
-            if ds.raster_count() != want_bands || (loc == &acq.boa && ds.raster_count() != bands) {
+            if ds.raster_count() != want_bands {
                 return Err(mismatch(
                     loc,
                     format!(
-                        "{} bands, expected {want_bands} for {} (and {bands} as in {})",
+                        "{} bands, expected {want_bands} for {}",
                         ds.raster_count(),
-                        acq.sensor,
-                        acquisitions[0].boa
+                        acq.sensor
                     ),
                 ));
+            }
+            if ds.metadata_item("INTERLEAVE", "IMAGE_STRUCTURE").as_deref() == Some("PIXEL") {
+                block_bands = block_bands.max(want_bands);
             }
             let band = ds.rasterband(1).map_err(|source| CubeError::Read {
                 path: loc.to_string(),
@@ -262,9 +299,11 @@ pub fn scan_tile(location: &Location, sel: &TileSelection) -> Result<TileScan, C
         location: location.clone(),
         acquisitions,
         size,
-        bands,
-        band_names: expected_bands.iter().map(|b| b.to_string()).collect(),
+        bands: band_map.len(),
+        band_names: band_map.names().to_vec(),
+        band_map,
         block,
+        block_bands,
         geotransform,
         crs_wkt,
         cube,
@@ -283,6 +322,13 @@ fn read_cube_definition(tile: &Location) -> Result<Option<CubeDefinition>, CubeE
 }
 
 impl TileScan {
+    /// The 1-based band numbers in a BOA file of `sensor` that hold [`TileScan::band_names`], in order.
+    pub fn boa_bands(&self, sensor: Sensor) -> &[usize] {
+        self.band_map
+            .numbers(sensor)
+            .expect("the band map covers every sensor of the scan")
+    }
+
     /// Checks that the cube definition (if found) places this tile where its files say it is.
     pub fn check_cube_definition(&self) -> Result<(), CubeError> {
         let Some(def) = &self.cube else { return Ok(()) };
@@ -494,6 +540,8 @@ fn read_into<T: gdal::raster::GdalType + Copy>(
         source,
     };
     buf.resize(w.len(), zero);
+    // The buffer has the window's own size, so GDAL reads the full-resolution image and never one of
+    // the overviews a COG carries.
     ds.rasterband(band)
         .map_err(err)?
         .read_into_slice(
@@ -736,11 +784,16 @@ impl<'a> ChunkReader<'a> {
             }
         }
         // Every value is overwritten by the reads: no need to clear.
+        let scan = self.scan;
+        let numbers: Vec<&[usize]> = group
+            .iter()
+            .map(|&k| scan.boa_bands(scan.acquisitions[k].sensor))
+            .collect();
         let mut windows = std::mem::take(&mut self.windows);
         windows.resize(group.len() * wl, 0);
         for (b, dst) in out.bands.iter_mut().enumerate() {
             for (g, &k) in group.iter().enumerate() {
-                self.read_file(k, File::Boa, b + 1, w, true)?;
+                self.read_file(k, File::Boa, numbers[g][b], w, true)?;
                 windows[g * wl..(g + 1) * wl].copy_from_slice(&self.band);
             }
             for &(pos, from) in &program {
@@ -755,7 +808,7 @@ impl<'a> ChunkReader<'a> {
         Ok(())
     }
 
-    /// Reads every band of every file for a window, the same way [`ChunkReader::read`] reads them,
+    /// Reads every band the series uses of every file for a window, the same way [`ChunkReader::read`] reads them,
     /// and returns how many values were read (the baseline `cube-extract` is benchmarked against).
     pub fn read_all_bands(&mut self, w: &PixelWindow) -> Result<u64, CubeError> {
         let mut n = 0u64;
@@ -765,7 +818,8 @@ impl<'a> ChunkReader<'a> {
             self.release(k, File::Qai);
             checksum += self.qai.iter().map(|&v| i64::from(v)).sum::<i64>();
             n += self.qai.len() as u64;
-            for b in 1..=self.scan.bands {
+            let scan = self.scan;
+            for &b in scan.boa_bands(scan.acquisitions[k].sensor) {
                 self.read_file(k, File::Boa, b, w, true)?;
                 checksum += self.band.iter().map(|&v| i64::from(v)).sum::<i64>();
                 n += self.band.len() as u64;
