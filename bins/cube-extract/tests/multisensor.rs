@@ -462,30 +462,40 @@ fn cog_level2_files_are_read_exactly_and_never_from_an_overview() {
         "the overview must differ, or the test could not tell"
     );
 
-    let run = |tile: &Path, out: &Path| -> Series {
-        TOOL.ok(&TOOL.run(&[
-            "--tile",
-            s(tile),
-            "--out-dir",
-            s(out),
-            "--sensors",
-            "SEN2A,LND08",
-            "--bands",
-            COMMON,
-            "-q",
-        ]));
+    let run = |tile: &Path, out: &Path, extra: &[&str]| -> Series {
+        let mut args = vec!["--tile", s(tile), "--out-dir", s(out), "--sensors", "SEN2A,LND08"];
+        args.extend(["--bands", COMMON, "-q"]);
+        args.extend(extra);
+        TOOL.ok(&TOOL.run(&args));
         let (metas, series) = read_dir_chunks(out);
         // Chunks follow the files' blocks: 256 rows, then the rest.
         let rows: Vec<usize> = metas.iter().map(|m| m.window.rows).collect();
         assert_eq!(rows, [256, 44]);
         series
     };
-    let from_cog = run(&cog, &dir.path().join("chunks_cog"));
-    let from_gtiff = run(&gtiff, &dir.path().join("chunks_gtiff"));
+    let from_cog = run(&cog, &dir.path().join("chunks_cog"), &[]);
+    let from_gtiff = run(&gtiff, &dir.path().join("chunks_gtiff"), &[]);
     assert_eq!(
         from_cog,
         expected(&cog, 300, &sensors),
         "exact values from the COGs"
     );
     assert_eq!(from_cog, from_gtiff);
+    // COGs of GDAL < 3.11 interleave by pixel and are read acquisition by acquisition (every band in
+    // a row); groups of any size give the same chunks.
+    let interleave = Dataset::open(cog.join(&names[0]))
+        .unwrap()
+        .metadata_item("INTERLEAVE", "IMAGE_STRUCTURE");
+    assert!(
+        matches!(interleave.as_deref(), Some("PIXEL" | "TILE" | "BAND")),
+        "{interleave:?}"
+    );
+    for bytes in ["1", "200000"] {
+        let out = dir.path().join(format!("chunks_cog_{bytes}"));
+        assert_eq!(
+            run(&cog, &out, &["--group-bytes", bytes, "--threads", "2"]),
+            from_cog,
+            "{bytes}"
+        );
+    }
 }

@@ -418,10 +418,11 @@ pub const MAX_OPEN_DATASETS: usize = 512;
 ///
 /// Per chunk it reads every QAI window once (screening), then the BOA bands of the acquisitions with
 /// any valid pixel once, a group of acquisitions band by band, and merges each band of a group into
-/// the pixel-major output in one pass. Memory: the output, one bit per (acquisition, pixel) and one
-/// group's band windows (one band each) with its merge program (8 bytes per observation): together
-/// at most an eighth of the size of the chunk's band values, or [`MIN_GROUP_BYTES`] if that is
-/// more, and always at least one acquisition.
+/// the pixel-major output in one pass (pixel-interleaved files: all bands of an acquisition in a row,
+/// see `merge_group`). Memory: the output, one bit per (acquisition, pixel) and one group's band
+/// windows (one band each; every band for pixel-interleaved files) with its merge program (8 bytes
+/// per observation): together at most an eighth of the size of the chunk's band values, or
+/// [`MIN_GROUP_BYTES`] if that is more, and always at least one acquisition.
 pub struct ChunkReader<'a> {
     scan: &'a TileScan,
     screen: &'a QaiScreen,
@@ -703,7 +704,15 @@ impl<'a> ChunkReader<'a> {
         let budget = self
             .group_bytes
             .unwrap_or_else(|| group_budget(total, self.scan.bands));
-        for group in acquisition_groups(&used, &obs, w.len(), budget) {
+        // A pixel-interleaved file decodes all its bands with each block: a group then holds every
+        // band of its acquisitions (see `merge_group`), so groups are smaller for the same budget.
+        let per_acquisition = w.len()
+            * if self.scan.block_bands > 1 {
+                self.scan.bands
+            } else {
+                1
+            };
+        for group in acquisition_groups(&used, &obs, per_acquisition, budget) {
             let bits = Validity { valid: &valid, words };
             self.merge_group(group, w, bits, &mut cursor, &pixel, &mut out)?;
         }
@@ -790,14 +799,35 @@ impl<'a> ChunkReader<'a> {
             .map(|&k| scan.boa_bands(scan.acquisitions[k].sensor))
             .collect();
         let mut windows = std::mem::take(&mut self.windows);
-        windows.resize(group.len() * wl, 0);
-        for (b, dst) in out.bands.iter_mut().enumerate() {
+        let n = group.len();
+        if scan.block_bands > 1 {
+            // Pixel-interleaved files (COGs of GDAL < 3.11) decode every band of a block at once:
+            // all bands of one acquisition are read in a row, while its blocks are in GDAL's cache
+            // (which then needs one acquisition's blocks, not the group's), and merged band by band.
+            windows.resize(out.bands.len() * n * wl, 0);
             for (g, &k) in group.iter().enumerate() {
-                self.read_file(k, File::Boa, numbers[g][b], w, true)?;
-                windows[g * wl..(g + 1) * wl].copy_from_slice(&self.band);
+                for (b, &band) in numbers[g].iter().enumerate() {
+                    self.read_file(k, File::Boa, band, w, true)?;
+                    let at = (b * n + g) * wl;
+                    windows[at..at + wl].copy_from_slice(&self.band);
+                }
             }
-            for &(pos, from) in &program {
-                dst[pos as usize] = windows[from as usize];
+            for (b, dst) in out.bands.iter_mut().enumerate() {
+                let band = &windows[b * n * wl..(b + 1) * n * wl];
+                for &(pos, from) in &program {
+                    dst[pos as usize] = band[from as usize];
+                }
+            }
+        } else {
+            windows.resize(n * wl, 0);
+            for (b, dst) in out.bands.iter_mut().enumerate() {
+                for (g, &k) in group.iter().enumerate() {
+                    self.read_file(k, File::Boa, numbers[g][b], w, true)?;
+                    windows[g * wl..(g + 1) * wl].copy_from_slice(&self.band);
+                }
+                for &(pos, from) in &program {
+                    dst[pos as usize] = windows[from as usize];
+                }
             }
         }
         for &k in group {
