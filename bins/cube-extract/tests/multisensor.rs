@@ -499,3 +499,64 @@ fn cog_level2_files_are_read_exactly_and_never_from_an_overview() {
         );
     }
 }
+
+/// ENVI Level-2 files (`…_BOA.dat` + `.hdr`) are not read: the error names them and the fix, and the
+/// fix (GeoTIFF copies with the same names, as docs/formats.md says) gives the same chunks.
+#[test]
+fn envi_level2_files_are_refused_with_the_conversion_that_makes_them_readable() {
+    let cube = synth(ForceLayout::Force38, 30, 4, &[Sensor::Sen2a, Sensor::Lnd08]);
+    let tile = cube.tile_dir.file_name().unwrap().to_owned();
+    let envi = cube.root.join("envi").join(&tile);
+    std::fs::create_dir_all(&envi).unwrap();
+    let names: Vec<String> = std::fs::read_dir(&cube.tile_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let driver = gdal::DriverManager::get_driver_by_name("ENVI").unwrap();
+    for n in &names {
+        let src = Dataset::open(cube.tile_dir.join(n)).unwrap();
+        let dat = envi.join(n.replace(".tif", ".dat"));
+        src.create_copy(&driver, &dat, &Default::default()).unwrap();
+    }
+    assert!(envi.join(names[0].replace(".tif", ".hdr")).exists());
+    let out = cube.root.join("envi_chunks");
+    let args = |tile: &Path| {
+        vec![
+            "--tile".to_string(),
+            tile.display().to_string(),
+            "--out-dir".into(),
+            out.display().to_string(),
+            "--sensors".into(),
+            "SEN2A,LND08".into(),
+            "--bands".into(),
+            COMMON.into(),
+            "-q".into(),
+        ]
+    };
+    let r = TOOL.run(&args(&envi).iter().map(String::as_str).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("its Level-2 files are ENVI (2021"), "{err}");
+    assert!(
+        err.contains("_LEVEL2_") && err.contains(".dat), which is not read"),
+        "{err}"
+    );
+    assert!(err.contains("gdal_translate -of GTiff"), "{err}");
+    assert!(!out.exists());
+
+    // The documented conversion: GeoTIFFs with the same stems (the ENVI files may stay).
+    let gtiff = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+    let options =
+        gdal::raster::RasterCreationOptions::from_iter(["COMPRESS=ZSTD", "PREDICTOR=2", "TILED=YES"]);
+    for n in &names {
+        let src = Dataset::open(envi.join(n.replace(".tif", ".dat"))).unwrap();
+        src.create_copy(&gtiff, envi.join(n), &options).unwrap();
+    }
+    TOOL.ok(&TOOL.run(&args(&envi).iter().map(String::as_str).collect::<Vec<_>>()));
+    let (_, converted) = read_dir_chunks(&out);
+    assert_eq!(
+        converted,
+        expected(&cube.tile_dir, cube.size, &[Sensor::Sen2a, Sensor::Lnd08])
+    );
+}

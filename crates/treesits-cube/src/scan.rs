@@ -26,6 +26,12 @@ pub enum CubeError {
     List(#[from] ListError),
     #[error("{0}: no BOA files for the selected sensors and dates")]
     Empty(String),
+    #[error(
+        "{location}: its Level-2 files are ENVI ({example}), which is not read: convert them to GeoTIFF \
+         with the same names (gdal_translate -of GTiff X_BOA.dat X_BOA.tif; docs/formats.md, \"Level-2 \
+         files\")"
+    )]
+    Envi { location: String, example: String },
     #[error("{boa}: BOA file has no QAI file ({qai} is missing)")]
     MissingQai { boa: String, qai: String },
     #[error("cannot open {path} (missing, truncated or not a GeoTIFF?)")]
@@ -177,6 +183,20 @@ pub fn select_pairs(
     Ok(acquisitions)
 }
 
+/// Whether `name` is a FORCE Level-2 file of one of `sensors` in ENVI format (`…_BOA.dat`, or its
+/// `.hdr`), which the scan does not read.
+fn is_envi_level2(name: &str, sensors: &[Sensor]) -> bool {
+    let Some(stem) = name
+        .strip_suffix(".dat")
+        .or_else(|| name.strip_suffix(".hdr"))
+        .or_else(|| name.strip_suffix(".DAT"))
+    else {
+        return false;
+    };
+    treesits_core::Level2Name::parse(&format!("{stem}.tif"))
+        .is_ok_and(|l2| sensors.contains(&l2.sensor) && matches!(l2.product, Product::Boa | Product::Qai))
+}
+
 /// Lists, pairs and checks the files of one tile, for every band of the first acquisition's sensor
 /// (so the selected sensors must share one band set).
 pub fn scan_tile(location: &Location, sel: &TileSelection) -> Result<TileScan, CubeError> {
@@ -197,8 +217,27 @@ pub fn scan_tile_bands(
         .map_err(|_| CubeError::NotATile(location.to_string()))?;
     let files = list_files(location)?;
     let acquisitions = select_acquisitions(location, &files, sel)?;
+    let envi: Vec<&str> = files
+        .iter()
+        .map(|f| f.name.as_str())
+        .filter(|n| is_envi_level2(n, &sel.sensors))
+        .collect();
     if acquisitions.is_empty() {
-        return Err(CubeError::Empty(location.to_string()));
+        return Err(match envi.first() {
+            Some(example) => CubeError::Envi {
+                location: location.to_string(),
+                example: example.to_string(),
+            },
+            None => CubeError::Empty(location.to_string()),
+        });
+    }
+    if !envi.is_empty() {
+        log::warn!(
+            "{location}: skipping {} ENVI Level-2 file{} ({}, …): only GeoTIFF Level-2 files are read",
+            envi.len(),
+            if envi.len() == 1 { "" } else { "s" },
+            envi[0]
+        );
     }
 
     // Every file opened once, here, so a bad one is named before any work starts.
@@ -864,6 +903,20 @@ impl<'a> ChunkReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn envi_level2_files_are_recognised_to_be_named_in_the_error() {
+        let s2 = [Sensor::Sen2a, Sensor::Sen2b];
+        assert!(is_envi_level2("20210615_LEVEL2_SEN2A_BOA.dat", &s2));
+        assert!(is_envi_level2("20210615_LEVEL2_SEN2B_QAI.hdr", &s2));
+        assert!(
+            !is_envi_level2("20210615_LEVEL2_LND08_BOA.dat", &s2),
+            "not a selected sensor"
+        );
+        assert!(!is_envi_level2("20210615_LEVEL2_SEN2A_CLD.dat", &s2));
+        assert!(!is_envi_level2("20210615_LEVEL2_SEN2A_BOA.tif", &s2));
+        assert!(!is_envi_level2("notes.dat", &s2));
+    }
 
     #[test]
     fn cube_definition_is_looked_for_beside_the_tile_locally_and_on_s3() {
