@@ -165,8 +165,7 @@ fn main() -> ExitCode {
             plan.scan.size.1,
         );
         let on_chunk = |i: usize, _: &PixelWindow, _: &ExtractSummary| {
-            progress.set_message(rows_done.mark(i));
-            progress.inc(1);
+            progress.inc_with(1, || rows_done.mark(i));
         };
         let summary = match &cli.out_dir {
             Some(dir) => plan.write_dir(dir, &on_chunk)?.1,

@@ -11,6 +11,7 @@ use treesits_core::grid::PrjForm;
 use treesits_core::{Date, Level2Name, Product, QaiScreen, Sensor};
 use treesits_gdal::ForceLayout;
 use treesits_testkit::cli::{s, Tool};
+use treesits_testkit::models;
 use treesits_testkit::SynthConfig;
 
 const TOOL: Tool = Tool::new("cube-extract", env!("CARGO_BIN_EXE_cube-extract"));
@@ -185,12 +186,6 @@ fn extract(cube: &Cube, name: &str, extra: &[&str]) -> (Vec<ChunkMetadata>, Seri
     read_dir_chunks(&out)
 }
 
-fn testdata(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models/testdata")
-        .join(name)
-}
-
 fn sensor_set(meta: &ChunkMetadata) -> BTreeSet<Sensor> {
     meta.sensors.iter().copied().collect()
 }
@@ -285,7 +280,7 @@ fn landsat_and_sentinel2_make_one_series_on_their_common_bands() {
 #[test]
 fn a_six_band_model_contract_chooses_the_bands_and_the_sensors() {
     let cube = mixed_cube();
-    let model = testdata("common6.onnx");
+    let model = models::testdata("common6.onnx");
     // No --sensors: the contract's sensors (all four); its bands, in its order.
     let (metas, by_model) = extract(&cube, "model", &["--model", s(&model)]);
     assert_eq!(metas[0].band_names.join(","), COMMON);
@@ -296,11 +291,15 @@ fn a_six_band_model_contract_chooses_the_bands_and_the_sensors() {
     );
     assert_eq!(by_model, want);
     // The contract as a .json file gives the same; a subset of its sensors is fine.
-    let json = testdata("common6.contract.json");
+    let json = models::testdata("common6.contract.json");
     let (_, by_json) = extract(&cube, "json", &["--model", s(&json), "--sensors", "LND08"]);
     assert_eq!(by_json, expected(&cube.tile_dir, cube.size, &[Sensor::Lnd08]));
     // A contract without sensors (any sensor with its bands): its five bands from Sentinel-2 only.
-    let (metas, _) = extract(&cube, "linear", &["--model", s(&testdata("linear_left.onnx"))]);
+    let (metas, _) = extract(
+        &cube,
+        "linear",
+        &["--model", s(&models::testdata("linear_left.onnx"))],
+    );
     assert_eq!(metas[0].band_names, ["NIR", "RED", "REDEDGE1", "GREEN", "SWIR1"]);
     let recorded = sensor_set(&metas[0]);
     assert!(
@@ -356,7 +355,7 @@ fn sensors_without_a_requested_band_are_refused_naming_the_fix() {
     );
     fails(&cube, &["--bands", "NIR,Nir"], &["band 'NIR' is listed twice"]);
     // A contract that lists its sensors refuses others.
-    let model = testdata("common6.onnx");
+    let model = models::testdata("common6.onnx");
     fails(
         &cube,
         &["--model", s(&model), "--sensors", "SEN2A,LND07"],
@@ -371,7 +370,7 @@ fn sensors_without_a_requested_band_are_refused_naming_the_fix() {
         &cube,
         &[
             "--model",
-            s(&testdata("linear_left.onnx")),
+            s(&models::testdata("linear_left.onnx")),
             "--sensors",
             "SEN2A,LND08",
         ],
@@ -379,7 +378,7 @@ fn sensors_without_a_requested_band_are_refused_naming_the_fix() {
     );
     fails(
         &cube,
-        &["--model", s(&testdata("no_contract.onnx"))],
+        &["--model", s(&models::testdata("no_contract.onnx"))],
         &["no_contract.onnx", "carries no contract", "--bands"],
     );
     let not_onnx = cube.root.join("manifest.json");

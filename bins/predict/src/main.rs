@@ -139,8 +139,7 @@ impl PredictProgress for PixelProgress {
         );
         match self.progress.get() {
             Some(p) => {
-                p.set_message(words);
-                p.inc(done.area);
+                p.inc_with(done.area, || words);
             }
             None if self.mode != Mode::Hidden => log::info!("{words}"),
             None => {}

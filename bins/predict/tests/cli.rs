@@ -18,36 +18,10 @@ use treesits_core::prediction::{PredictionColumns, PredictionMetadata, Predictio
 use treesits_core::species::CLASS_NODATA;
 use treesits_core::{Date, Sensor};
 use treesits_testkit::cli::{assert_snapshot, s, Tool};
+use treesits_testkit::models;
 use treesits_testkit::SynthConfig;
 
 const TOOL: Tool = Tool::new("predict", env!("CARGO_BIN_EXE_predict"));
-
-fn testdata(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models/testdata")
-        .join(name)
-}
-
-/// The real `cube-extract` binary, built next to `predict` (`cargo test --workspace` builds every
-/// binary first; a run limited to this package builds it here).
-fn cube_extract() -> &'static Path {
-    static BIN_PATH: OnceLock<PathBuf> = OnceLock::new();
-    BIN_PATH.get_or_init(|| {
-        let path =
-            Path::new(TOOL.bin).with_file_name(format!("cube-extract{}", std::env::consts::EXE_SUFFIX));
-        if !path.exists() {
-            let release = Path::new(TOOL.bin).parent().unwrap().ends_with("release");
-            let mut cargo = Command::new(env!("CARGO"));
-            cargo.args(["build", "--quiet", "-p", "cube-extract"]);
-            if release {
-                cargo.arg("--release");
-            }
-            let st = cargo.status().unwrap();
-            assert!(st.success() && path.exists(), "building cube-extract failed");
-        }
-        path
-    })
-}
 
 struct Cube {
     dir: tempfile::TempDir,
@@ -86,7 +60,10 @@ impl Cube {
         let out = self.path(name);
         let mut args = vec!["--tile", s(&self.tile_dir), "--out-dir", s(&out), "-q"];
         args.extend(extra);
-        TOOL.ok(&Command::new(cube_extract()).args(&args).output().unwrap());
+        TOOL.ok(&Command::new(TOOL.sibling("cube-extract"))
+            .args(&args)
+            .output()
+            .unwrap());
         out
     }
 
@@ -94,7 +71,10 @@ impl Cube {
     fn extract_stream(&self, extra: &[&str]) -> Vec<u8> {
         let mut args = vec!["--tile", s(&self.tile_dir), "--out", "-", "-q"];
         args.extend(extra);
-        let out = Command::new(cube_extract()).args(&args).output().unwrap();
+        let out = Command::new(TOOL.sibling("cube-extract"))
+            .args(&args)
+            .output()
+            .unwrap();
         TOOL.ok(&out);
         out.stdout
     }
@@ -160,17 +140,12 @@ fn read_prediction_file(p: &Path) -> (PredictionMetadata, Vec<PredictionColumns>
 
 /// The contract the generator embedded in `model` (also written next to it as JSON).
 fn load_contract(model: &str) -> ModelContract {
-    let json = std::fs::read_to_string(testdata(&model.replace(".onnx", ".contract.json"))).unwrap();
+    let json = std::fs::read_to_string(models::testdata(&model.replace(".onnx", ".contract.json"))).unwrap();
     ModelContract::from_json(&json).unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
 // The expected output, recomputed from a pixel's observations (independently of treesits-infer).
-
-/// The test models' weight formula (models/testdata/make_test_models.py).
-fn weight(seed: usize, i: usize, j: usize, scale: f64) -> f64 {
-    (((i * 31 + j * 17 + seed * 7) % 13) as f64 - 6.0) * scale
-}
 
 /// Which of `n` observations a contract keeps: all, the latest `max`, or `max` evenly spaced
 /// positions round(i·(n−1)/(max−1)) (as docs/model-contract.md states the rule).
@@ -224,9 +199,11 @@ fn expected_probabilities(name: &str, c: &ModelContract, band_names: &[String], 
             assert_eq!(c.sequence.padding, PaddingSide::Left);
             let (last, total) = (x.last().unwrap(), sum(0.0));
             for (j, l) in logits.iter_mut().enumerate() {
-                *l = weight(3, 0, j, 0.1)
+                *l = models::weight(3, 0, j, 0.1)
                     + (0..nb)
-                        .map(|b| last[b] * weight(1, b, j, 0.05) + total[b] * weight(2, b, j, 0.01))
+                        .map(|b| {
+                            last[b] * models::weight(1, b, j, 0.05) + total[b] * models::weight(2, b, j, 0.01)
+                        })
                         .sum::<f64>();
             }
         }
@@ -239,10 +216,12 @@ fn expected_probabilities(name: &str, c: &ModelContract, band_names: &[String], 
                 .map(|o| f64::from(Date::from_days_since_epoch(o.0).day_of_year()))
                 .sum();
             for (j, l) in logits.iter_mut().enumerate() {
-                *l = weight(7, 0, j, 0.1)
-                    + doy / 366.0 * weight(6, 0, j, 0.05)
+                *l = models::weight(7, 0, j, 0.1)
+                    + doy / 366.0 * models::weight(6, 0, j, 0.05)
                     + (0..nb)
-                        .map(|b| first[b] * weight(4, b, j, 0.5) + total[b] * weight(5, b, j, 0.25))
+                        .map(|b| {
+                            first[b] * models::weight(4, b, j, 0.5) + total[b] * models::weight(5, b, j, 0.25)
+                        })
                         .sum::<f64>();
             }
         }
@@ -254,9 +233,11 @@ fn expected_probabilities(name: &str, c: &ModelContract, band_names: &[String], 
                 sum(pads as f64 * f64::from(c.sequence.pad_value)),
             );
             for (j, l) in logits.iter_mut().enumerate() {
-                *l = weight(10, 0, j, 0.1)
+                *l = models::weight(10, 0, j, 0.1)
                     + (0..nb)
-                        .map(|b| last[b] * weight(8, b, j, 1.0) + total[b] * weight(9, b, j, 0.2))
+                        .map(|b| {
+                            last[b] * models::weight(8, b, j, 1.0) + total[b] * models::weight(9, b, j, 0.2)
+                        })
                         .sum::<f64>();
             }
         }
@@ -266,7 +247,10 @@ fn expected_probabilities(name: &str, c: &ModelContract, band_names: &[String], 
             assert!(!c.sequence.ignores_padding);
             let h = bilstm_final_states(&x);
             for (j, l) in logits.iter_mut().enumerate() {
-                *l = weight(51, 0, j, 0.1) + (0..h.len()).map(|i| h[i] * weight(50, i, j, 0.3)).sum::<f64>();
+                *l = models::weight(51, 0, j, 0.1)
+                    + (0..h.len())
+                        .map(|i| h[i] * models::weight(50, i, j, 0.3))
+                        .sum::<f64>();
             }
         }
         _ => unreachable!(),
@@ -289,7 +273,7 @@ fn bilstm_final_states(x: &[Vec<f64>]) -> Vec<f64> {
     const H: usize = 5;
     let sigmoid = |v: f64| 1.0 / (1.0 + (-v).exp());
     // Weights as stored (float32).
-    let w = |seed: usize, i: usize, j: usize, scale: f64| f64::from(weight(seed, i, j, scale) as f32);
+    let w = |seed: usize, i: usize, j: usize, scale: f64| f64::from(models::weight(seed, i, j, scale) as f32);
     let mut out = Vec::new();
     for d in 0..2 {
         let (mut h, mut cell) = ([0.0; H], [0.0; H]);
@@ -427,7 +411,7 @@ fn every_pixel_equals_the_model_recomputed_from_its_chunk_and_contract() {
         ("doy_right_mask", "entropy"),
         ("fixed_latest", "margin"),
     ] {
-        let model = testdata(&format!("{name}.onnx"));
+        let model = models::testdata(&format!("{name}.onnx"));
         let c = load_contract(&format!("{name}.onnx"));
         for chunks in [year.clone(), cube.path("winter")] {
             let inputs = files_in(&chunks);
@@ -503,7 +487,7 @@ fn every_pixel_equals_the_model_recomputed_from_its_chunk_and_contract() {
 #[test]
 fn a_bidirectional_lstm_gives_the_same_answers_at_every_batch_size() {
     let (cube, chunks) = sentinel_chunks();
-    let model = testdata("bilstm.onnx");
+    let model = models::testdata("bilstm.onnx");
     let c = load_contract("bilstm.onnx");
     let mut runs: Vec<Vec<PredictionColumns>> = Vec::new();
     for batch in ["1", "7", "64", "4096"] {
@@ -584,7 +568,7 @@ fn a_bidirectional_lstm_gives_the_same_answers_at_every_batch_size() {
 #[test]
 fn stdin_and_stdout_streams_equal_per_file_output_whatever_the_batch_size_and_threads() {
     let (cube, chunks) = sentinel_chunks();
-    let model = testdata("doy_right_mask.onnx");
+    let model = models::testdata("doy_right_mask.onnx");
     let base = [
         "--model",
         s(&model),
@@ -663,7 +647,7 @@ fn a_model_without_contract_needs_and_takes_one() {
         .map(String::from)
         .to_vec()
     };
-    let plain: Vec<String> = args(&testdata("no_contract.onnx"));
+    let plain: Vec<String> = args(&models::testdata("no_contract.onnx"));
     let r = predict(&plain.iter().map(String::as_str).collect::<Vec<_>>());
     TOOL.fails_with(&r, "no_contract.onnx: the model carries no contract ('treesits.contract' in its metadata): supply one with --contract FILE");
     assert!(!out.exists(), "nothing written");
@@ -671,11 +655,11 @@ fn a_model_without_contract_needs_and_takes_one() {
     let mut with = plain.clone();
     with.extend([
         "--contract".into(),
-        s(&testdata("linear_left.contract.json")).into(),
+        s(&models::testdata("linear_left.contract.json")).into(),
     ]);
     TOOL.ok(&predict(&with.iter().map(String::as_str).collect::<Vec<_>>()));
     let reference = cube.path("pred_reference");
-    let mut r = args(&testdata("linear_left.onnx"));
+    let mut r = args(&models::testdata("linear_left.onnx"));
     r[5] = s(&reference).into();
     TOOL.ok(&predict(&r.iter().map(String::as_str).collect::<Vec<_>>()));
     for n in files_in(&reference) {
@@ -684,7 +668,8 @@ fn a_model_without_contract_needs_and_takes_one() {
         assert_eq!(meta.model_file.as_deref(), Some("no_contract.onnx"));
         let (want_meta, want) = read_prediction_file(&reference.join(&n));
         assert_ne!(meta.model_sha256, want_meta.model_sha256);
-        let sha = |f: &str| treesits_core::inventory::sha256_hex(&std::fs::read(testdata(f)).unwrap());
+        let sha =
+            |f: &str| treesits_core::inventory::sha256_hex(&std::fs::read(models::testdata(f)).unwrap());
         assert_eq!(want_meta.model_sha256, Some(sha("linear_left.onnx")));
         assert_eq!(meta.model_sha256, Some(sha("no_contract.onnx")));
         assert_eq!(want_meta.model_contract.as_ref().map(|c| c.bands.len()), Some(5));
@@ -705,11 +690,11 @@ fn a_model_without_contract_needs_and_takes_one() {
         &r,
         &format!("--contract {}: model contract is not valid JSON", bad.display()),
     );
-    let mut m = args(&testdata("missing_tensor.onnx"));
+    let mut m = args(&models::testdata("missing_tensor.onnx"));
     m[5] = s(&out2).into();
     let r = predict(&m.iter().map(String::as_str).collect::<Vec<_>>());
     TOOL.fails_with(&r, "the model has an input 'x' that its contract does not name");
-    let mut w = args(&testdata("wrong_rank.onnx"));
+    let mut w = args(&models::testdata("wrong_rank.onnx"));
     w[5] = s(&out2).into();
     let r = predict(&w.iter().map(String::as_str).collect::<Vec<_>>());
     TOOL.fails_with(
@@ -726,7 +711,7 @@ fn landsat_chunks_fit_a_six_band_model_and_are_refused_by_a_ten_band_one() {
     let out = cube.path("pred");
     let r = predict(&[
         "--model",
-        s(&testdata("linear_left.onnx")),
+        s(&models::testdata("linear_left.onnx")),
         "--input",
         s(&chunks),
         "--out-dir",
@@ -742,7 +727,7 @@ fn landsat_chunks_fit_a_six_band_model_and_are_refused_by_a_ten_band_one() {
     let c = load_contract("fixed_latest.onnx");
     TOOL.ok(&predict(&[
         "--model",
-        s(&testdata("fixed_latest.onnx")),
+        s(&models::testdata("fixed_latest.onnx")),
         "--input",
         s(&chunks),
         "--out-dir",
@@ -761,7 +746,7 @@ fn landsat_chunks_fit_a_six_band_model_and_are_refused_by_a_ten_band_one() {
 #[test]
 fn damaged_chunks_are_refused_and_leave_no_output() {
     let (cube, chunks) = sentinel_chunks();
-    let model = testdata("linear_left.onnx");
+    let model = models::testdata("linear_left.onnx");
     let dir = cube.path("damaged");
     std::fs::create_dir(&dir).unwrap();
     let names = files_in(&chunks);
@@ -816,7 +801,7 @@ fn damaged_chunks_are_refused_and_leave_no_output() {
 #[test]
 fn missing_inputs_devices_and_libraries_fail_with_one_clear_line() {
     let (cube, chunks) = sentinel_chunks();
-    let model = testdata("linear_left.onnx");
+    let model = models::testdata("linear_left.onnx");
     let out = cube.path("pred_err");
     let with = |extra: &[&str]| -> Vec<String> {
         let mut a: Vec<String> = ["--model", s(&model), "--input", s(&chunks), "--out-dir", s(&out)]
@@ -967,7 +952,7 @@ fn batch_body(bytes: &[u8]) -> std::ops::Range<usize> {
 #[test]
 fn a_bit_flipped_chunk_is_refused_naming_the_file_and_nothing_is_written() {
     let (cube, chunks) = sentinel_chunks();
-    let model = testdata("linear_left.onnx");
+    let model = models::testdata("linear_left.onnx");
     let name = files_in(&chunks).remove(0);
     let intact = std::fs::read(chunks.join(&name)).unwrap();
     let dir = cube.path("flipped");

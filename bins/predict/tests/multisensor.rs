@@ -5,9 +5,8 @@
 //!
 //! Needs the ONNX Runtime library: run after `source scripts/env.sh` (scripts/test does).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use treesits_core::chunk::{read_chunks, ChunkColumns, ChunkMetadata};
 use treesits_core::contract::{ModelContract, OutputKind, PaddingSide};
@@ -16,44 +15,14 @@ use treesits_core::prediction::{PredictionColumns, PredictionMetadata, Predictio
 use treesits_core::species::CLASS_NODATA;
 use treesits_core::Sensor;
 use treesits_testkit::cli::{s, Tool};
+use treesits_testkit::models;
 use treesits_testkit::SynthConfig;
 
 const TOOL: Tool = Tool::new("predict", env!("CARGO_BIN_EXE_predict"));
 
-fn testdata(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models/testdata")
-        .join(name)
-}
-
-/// The real `cube-extract` binary, built next to `predict` (a run limited to this package builds it).
-fn cube_extract() -> &'static Path {
-    static BIN_PATH: OnceLock<PathBuf> = OnceLock::new();
-    BIN_PATH.get_or_init(|| {
-        let path =
-            Path::new(TOOL.bin).with_file_name(format!("cube-extract{}", std::env::consts::EXE_SUFFIX));
-        if !path.exists() {
-            let release = Path::new(TOOL.bin).parent().unwrap().ends_with("release");
-            let mut cargo = Command::new(env!("CARGO"));
-            cargo.args(["build", "--quiet", "-p", "cube-extract"]);
-            if release {
-                cargo.arg("--release");
-            }
-            let st = cargo.status().unwrap();
-            assert!(st.success() && path.exists(), "building cube-extract failed");
-        }
-        path
-    })
-}
-
-/// The test models' weight formula (models/testdata/make_test_models.py).
-fn weight(seed: usize, i: usize, j: usize, scale: f64) -> f64 {
-    (((i * 31 + j * 17 + seed * 7) % 13) as f64 - 6.0) * scale
-}
-
 /// `common6`'s class probabilities for one pixel's observations (band values in the chunk's band
-/// order): logits = x_last·W1 + Σ_t x_t·W2 + b, W1 = weight(12, ·, ·, 0.05), W2 = weight(13, ·, ·,
-/// 0.01), b = weight(14, 0, ·, 0.1); x = ((raw · scale + offset) − mean) / std; then softmax.
+/// order): logits = x_last·W1 + Σ_t x_t·W2 + b, W1 = models::weight(12, ·, ·, 0.05), W2 = models::weight(13, ·, ·,
+/// 0.01), b = models::weight(14, 0, ·, 0.1); x = ((raw · scale + offset) − mean) / std; then softmax.
 fn expected(c: &ModelContract, band_names: &[String], obs: &[Vec<i16>]) -> Vec<f64> {
     assert_eq!(c.sequence.padding, PaddingSide::Left);
     assert_eq!(c.sequence.max_length, None);
@@ -80,9 +49,11 @@ fn expected(c: &ModelContract, band_names: &[String], obs: &[Vec<i16>]) -> Vec<f
     let total: Vec<f64> = (0..nb).map(|b| x.iter().map(|v| v[b]).sum()).collect();
     let logits: Vec<f64> = (0..c.classes.len())
         .map(|j| {
-            weight(14, 0, j, 0.1)
+            models::weight(14, 0, j, 0.1)
                 + (0..nb)
-                    .map(|b| last[b] * weight(12, b, j, 0.05) + total[b] * weight(13, b, j, 0.01))
+                    .map(|b| {
+                        last[b] * models::weight(12, b, j, 0.05) + total[b] * models::weight(13, b, j, 0.01)
+                    })
                     .sum::<f64>()
         })
         .collect();
@@ -117,10 +88,10 @@ fn a_six_band_model_maps_a_landsat_and_sentinel2_series() {
     };
     let m = treesits_testkit::generate(&cfg).unwrap();
     let tile_dir = dir.path().join("synth/cube").join(m.tiles[0].tile_id.to_string());
-    let model = testdata("common6.onnx");
+    let model = models::testdata("common6.onnx");
     let chunks = dir.path().join("chunks");
     // The model's contract chooses the bands and the sensors (all four).
-    TOOL.ok(&Command::new(cube_extract())
+    TOOL.ok(&Command::new(TOOL.sibling("cube-extract"))
         .args([
             "--tile",
             s(&tile_dir),
@@ -146,8 +117,10 @@ fn a_six_band_model_maps_a_landsat_and_sentinel2_series() {
         "--batch-size",
         "32",
     ]));
-    let c = ModelContract::from_json(&std::fs::read_to_string(testdata("common6.contract.json")).unwrap())
-        .unwrap();
+    let c = ModelContract::from_json(
+        &std::fs::read_to_string(models::testdata("common6.contract.json")).unwrap(),
+    )
+    .unwrap();
     let k = c.classes.len();
     let mut names: Vec<String> = std::fs::read_dir(&chunks)
         .unwrap()
@@ -225,7 +198,7 @@ fn a_model_refuses_chunks_of_sensors_its_contract_does_not_list() {
     let m = treesits_testkit::generate(&cfg).unwrap();
     let tile_dir = dir.path().join("synth/cube").join(m.tiles[0].tile_id.to_string());
     let chunks = dir.path().join("chunks");
-    TOOL.ok(&Command::new(cube_extract())
+    TOOL.ok(&Command::new(TOOL.sibling("cube-extract"))
         .args([
             "--tile",
             s(&tile_dir),
@@ -238,7 +211,7 @@ fn a_model_refuses_chunks_of_sensors_its_contract_does_not_list() {
         .output()
         .unwrap());
     let out = dir.path().join("pred");
-    let model = testdata("common6.onnx");
+    let model = models::testdata("common6.onnx");
     let r = TOOL.run(&[
         "--model",
         s(&model),

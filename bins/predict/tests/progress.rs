@@ -1,7 +1,7 @@
 //! predict's progress when stderr is not a terminal (as here): log lines of tile pixels predicted
 //! out of the inputs' total, with the rate, the time left and which chunk of which input is done.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use treesits_core::grid::PrjForm;
@@ -10,24 +10,6 @@ use treesits_testkit::cli::{s, stderr, Tool};
 use treesits_testkit::SynthConfig;
 
 const TOOL: Tool = Tool::new("predict", env!("CARGO_BIN_EXE_predict"));
-
-/// The `cube-extract` binary next to `predict`, built if a run limited to this package lacks it.
-fn cube_extract() -> PathBuf {
-    let path = Path::new(TOOL.bin).with_file_name(format!("cube-extract{}", std::env::consts::EXE_SUFFIX));
-    if !path.exists() {
-        let release = Path::new(TOOL.bin).parent().unwrap().ends_with("release");
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo.args(["build", "--quiet", "-p", "cube-extract"]);
-        if release {
-            cargo.arg("--release");
-        }
-        assert!(
-            cargo.status().unwrap().success() && path.exists(),
-            "building cube-extract failed"
-        );
-    }
-    path
-}
 
 #[test]
 fn log_lines_count_tile_pixels_with_rate_eta_and_the_chunk_of_its_input() {
@@ -48,7 +30,7 @@ fn log_lines_count_tile_pixels_with_rate_eta_and_the_chunk_of_its_input() {
     let m = treesits_testkit::generate(&cfg).unwrap();
     let tile = m.tiles[0].tile_id.to_string();
     let chunks = dir.path().join("chunks");
-    let x = Command::new(cube_extract())
+    let x = Command::new(TOOL.sibling("cube-extract"))
         .args([
             "--tile",
             s(&dir.path().join("synth/cube").join(&tile)),

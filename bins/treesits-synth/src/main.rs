@@ -106,15 +106,15 @@ fn main() -> ExitCode {
         );
         let per_tile = Mutex::new(BTreeMap::<TileId, usize>::new());
         let on_acquisition = |tile: TileId| {
-            let mut counts = per_tile.lock().unwrap_or_else(|e| e.into_inner());
-            let n = counts.entry(tile).or_default();
-            *n += 1;
-            progress.set_message(format!(
-                "tile {tile}: {n} of {} dates ({} x {} px)",
-                cfg.dates, cfg.tile_pixels, cfg.tile_pixels
-            ));
-            drop(counts);
-            progress.inc(1);
+            progress.inc_with(1, || {
+                let mut counts = per_tile.lock().unwrap_or_else(|e| e.into_inner());
+                let n = counts.entry(tile).or_default();
+                *n += 1;
+                format!(
+                    "tile {tile}: {n} of {} dates ({} x {} px)",
+                    cfg.dates, cfg.tile_pixels, cfg.tile_pixels
+                )
+            });
         };
         let m = treesits_testkit::generate::generate_with(&cfg, &on_acquisition)?;
         progress.finish();

@@ -54,6 +54,9 @@ pub struct Progress {
     /// Fraction of the work (in units) logged last, so each tenth is logged once.
     last_step: AtomicU64,
     message: Mutex<String>,
+    /// One step at a time (message, count, log line), so parallel workers' lines come out in count
+    /// order and each with its own message.
+    step: Mutex<()>,
     bar: Option<ProgressBar>,
 }
 
@@ -83,6 +86,7 @@ impl Progress {
             last_log_ms: AtomicU64::new(0),
             last_step: AtomicU64::new(0),
             message: Mutex::new(String::new()),
+            step: Mutex::new(()),
             bar,
         }
     }
@@ -113,6 +117,19 @@ impl Progress {
 
     /// Counts `n` more units done; in [`Mode::Log`] returns the line it logged, if any.
     pub fn inc(&self, n: u64) -> Option<String> {
+        let _one_at_a_time = self.step.lock().unwrap_or_else(|e| e.into_inner());
+        self.count(n)
+    }
+
+    /// Counts `n` more units done with the message `message()` gives (computed in turn with the other
+    /// workers' steps, so a line's message always belongs to its count); returns the line logged.
+    pub fn inc_with(&self, n: u64, message: impl FnOnce() -> String) -> Option<String> {
+        let _one_at_a_time = self.step.lock().unwrap_or_else(|e| e.into_inner());
+        self.set_message(message());
+        self.count(n)
+    }
+
+    fn count(&self, n: u64) -> Option<String> {
         let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
         match self.mode {
             Mode::Hidden => None,
@@ -246,6 +263,34 @@ impl Drop for Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parallel_steps_log_each_count_with_its_own_message() {
+        let p = Progress::new("t", 400, "chunks", Mode::Log).with_interval(Duration::ZERO);
+        let lines = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    for _ in 0..50 {
+                        let line = p.inc_with(1, || {
+                            let words = format!("after {}", p.done() + 1);
+                            // Leave room for another worker's step, as real work between the two does.
+                            std::thread::sleep(Duration::from_micros(20));
+                            words
+                        });
+                        lines.lock().unwrap().extend(line);
+                    }
+                });
+            }
+        });
+        let lines = lines.into_inner().unwrap();
+        assert_eq!(p.done(), 400);
+        assert!(lines.len() >= 10, "{lines:?}");
+        for l in &lines {
+            let count: u64 = l["t: ".len()..l.find('/').unwrap()].parse().unwrap();
+            assert!(l.ends_with(&format!("after {count}")), "{l}");
+        }
+    }
 
     #[test]
     fn mode_follows_quiet_and_terminal() {

@@ -25,6 +25,26 @@ impl Tool {
         Tool { name, bin }
     }
 
+    /// Another binary of the workspace, next to this one (`cube-extract` beside `predict`); built
+    /// with cargo first (in the same profile) when a test run limited to one package lacks it.
+    pub fn sibling(&self, package: &str) -> PathBuf {
+        let path = Path::new(self.bin).with_file_name(format!("{package}{}", std::env::consts::EXE_SUFFIX));
+        if !path.exists() {
+            let release = Path::new(self.bin)
+                .parent()
+                .is_some_and(|p| p.ends_with("release"));
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut build = Command::new(cargo);
+            build.args(["build", "--quiet", "-p", package]);
+            if release {
+                build.arg("--release");
+            }
+            let ok = build.status().is_ok_and(|s| s.success());
+            assert!(ok && path.exists(), "building {package} failed");
+        }
+        path
+    }
+
     /// A command for the tool, to add environment or a working directory before running it.
     pub fn command(&self) -> Command {
         Command::new(self.bin)

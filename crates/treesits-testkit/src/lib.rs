@@ -12,6 +12,7 @@ pub mod cli;
 pub mod disk;
 pub mod fault_proxy;
 pub mod generate;
+pub mod models;
 pub mod moto;
 pub mod noise;
 pub mod predictions;
