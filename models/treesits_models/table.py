@@ -69,6 +69,8 @@ def _flat_list(column: pa.ChunkedArray, path: Path, name: str):
 def read_table(path) -> TableSamples:
     """A training table as `TableSamples` (errors name the file and what to do)."""
     path = Path(path)
+    if not path.is_file():
+        raise TableError(f"{path}: no such file; write the training table with sample-extract --out {path}")
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowInvalid) as e:

@@ -141,6 +141,8 @@ def test_read_table_errors_name_the_file_and_the_fix(synthetic_run, tmp_path):
     with pytest.raises(table.TableError, match="not a readable Parquet file"):
         (tmp_path / "junk.parquet").write_text("junk")
         table.read_table(tmp_path / "junk.parquet")
+    with pytest.raises(table.TableError, match=r"missing\.parquet: no such file; write the training table with sample-extract"):
+        table.read_table(tmp_path / "missing.parquet")
     # without a class table, classes come from the labels and their names
     meta = dict(t.schema.metadata)
     del meta[b"treesits.classes"]
