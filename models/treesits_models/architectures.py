@@ -124,6 +124,49 @@ class TransformerClassifier(nn.Module):
         return self.head(pooled)
 
 
+class TempCNNClassifier(nn.Module):
+    """TempCNN (Pelletier et al. 2019): (values [B,T,bands], doy int64 [B,T], mask bool [B,T]) → logits.
+
+    Three 1-D convolutions over time (kernel 5, batch norm, ReLU, dropout), then the whole feature map
+    flattened into a dense layer (batch norm, ReLU, dropout) and the output layer. The flatten needs a
+    fixed length: the right-padded input is padded on in the graph to `max_length` steps (a series
+    `predict` gives is never longer: it thins longer ones to `max_length`). Padded steps are zeros
+    whatever the batch's length, so the answer does not depend on how much padding a batch has —
+    the contract may say `ignores_padding`. Each step also carries `doy_dim` sinusoidal day-of-year
+    channels (zeros on padding), because cloud-screened series are irregular in time.
+    """
+
+    def __init__(self, num_bands: int, num_classes: int, max_length: int = 64, doy_dim: int = 8,
+                 filters: int = 32, kernel_size: int = 5, dense: int = 128, dropout: float = 0.2):
+        super().__init__()
+        self.hparams = dict(num_bands=num_bands, num_classes=num_classes, max_length=max_length,
+                            doy_dim=doy_dim, filters=filters, kernel_size=kernel_size, dense=dense,
+                            dropout=dropout)
+        self.max_length = max_length
+        self.register_buffer("pe", sinusoidal_table(doy_dim), persistent=False)
+        layers = []
+        channels = num_bands + doy_dim
+        for _ in range(3):
+            layers += [nn.Conv1d(channels, filters, kernel_size, padding=kernel_size // 2),
+                       nn.BatchNorm1d(filters), nn.ReLU(), nn.Dropout(dropout)]
+            channels = filters
+        self.conv = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(filters * max_length, dense), nn.BatchNorm1d(dense),
+                                  nn.ReLU(), nn.Dropout(dropout), nn.Linear(dense, num_classes))
+
+    @property
+    def doy_dim(self) -> int:
+        return self.pe.shape[1]
+
+    def forward(self, values: Tensor, doy: Tensor, mask: Tensor) -> Tensor:
+        w = mask.unsqueeze(-1).to(values.dtype)
+        x = torch.cat([values * w, self.pe[doy.clamp(0, MAX_DOY)] * w], dim=-1)  # [B, T, C]
+        # pad the time axis to max_length: concatenate zeros, keep the first max_length steps
+        pad = torch.zeros(x.shape[0], self.max_length, x.shape[2], dtype=x.dtype, device=x.device)
+        x = torch.cat([x, pad], dim=1)[:, : self.max_length]
+        return self.head(self.conv(x.transpose(1, 2)))
+
+
 class WithSoftmax(nn.Module):
     """The graph that gets exported: the model plus softmax, so the output is probabilities."""
 
@@ -135,7 +178,7 @@ class WithSoftmax(nn.Module):
         return torch.softmax(self.model(*inputs), dim=-1)
 
 
-ARCHITECTURES = {"lstm": LSTMClassifier, "transformer": TransformerClassifier}
+ARCHITECTURES = {"lstm": LSTMClassifier, "transformer": TransformerClassifier, "tempcnn": TempCNNClassifier}
 
 
 def build(arch: str, **hparams) -> nn.Module:

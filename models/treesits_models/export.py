@@ -19,7 +19,7 @@ import onnx
 import torch
 from torch import nn
 
-from .architectures import MAX_DOY, LSTMClassifier, TransformerClassifier, WithSoftmax
+from .architectures import MAX_DOY, LSTMClassifier, TempCNNClassifier, TransformerClassifier, WithSoftmax
 from .contract import METADATA_KEY, validate
 
 OPSET = 18
@@ -58,6 +58,18 @@ def check_matches(model: nn.Module, contract: dict) -> None:
         if contract["doy"] != {"encoding": "sinusoidal", "dim": model.doy_dim}:
             raise ValueError(f"the Transformer encodes DOY with {model.doy_dim} sinusoidal channels: "
                              f"doy must be {{'encoding': 'sinusoidal', 'dim': {model.doy_dim}}}")
+    elif isinstance(model, TempCNNClassifier):
+        if not (ins.get("doy") and ins.get("mask")):
+            raise ValueError("TempCNN takes 'values', 'doy' and 'mask': name all three in inputs")
+        if contract["doy"] != {"encoding": "sinusoidal", "dim": model.doy_dim}:
+            raise ValueError(f"TempCNN encodes DOY with {model.doy_dim} sinusoidal channels: "
+                             f"doy must be {{'encoding': 'sinusoidal', 'dim': {model.doy_dim}}}")
+        seq = contract["sequence"]
+        if seq["max_length"] != model.max_length or seq["padding"] != "right":
+            raise ValueError(f"TempCNN flattens {model.max_length} steps: sequence.max_length must be "
+                             f"{model.max_length} and sequence.padding 'right'")
+        if seq.get("pad_value", 0.0) != 0.0:
+            raise ValueError("TempCNN pads with zeros in its graph: sequence.pad_value must be 0")
 
 
 def example_inputs(contract: dict, batch: int, length: int, generator: np.random.Generator,

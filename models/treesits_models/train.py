@@ -2,6 +2,9 @@
 
     python -m treesits_models.train --out-dir fixtures          (from models/, with the torch venv)
 
+With `--table FILE.parquet` it trains from a training table instead (`sample-extract`'s output; see
+`train_table.py` and `python -m treesits_models.train --table x --help`).
+
 1. Runs `treesits-synth` + `cube-extract` for the training seed and the held-out seed (cached in
    `--work`), reads truth and chunks (`data.py`).
 2. Computes mean/std per band over the training observations (they go into the contract).
@@ -174,6 +177,12 @@ def print_metrics(name: str, m: dict) -> None:
 
 
 def main(argv=None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--table" or a.startswith("--table=") for a in args):
+        # training from a training table (sample-extract's Parquet file): train_table.py
+        from .train_table import main as main_table
+
+        return main_table(args)
     p = argparse.ArgumentParser(prog="python -m treesits_models.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="lstm,transformer", help="architectures to train (default: both)")
