@@ -6,7 +6,9 @@
   conf/modules.config, inputs) and run against the real binaries, task after task, in task directories
   staged like Nextflow's; the chained results make the map, which is checked against the synthetic truth,
   and ASSESS's report must find the same accuracy. A flag renamed in a binary but not in a module makes
-  its task fail here. An AOI reaching beyond the cube runs too;
+  its task fail here. An AOI reaching beyond the cube runs too; SAMPLE_EXTRACT's command line is checked
+  against the agreed flags, and against `sample-extract --help` and run on labelled points of the synthetic
+  truth when the binary is on PATH;
 - module conventions (nf-core): container, when, ext.args, stub, versions; each module's meta.yml and
   nf-test file agree with its inputs and outputs.
 
