@@ -546,12 +546,15 @@ class ModuleContractTest(unittest.TestCase):
         run_task(t, cmd)
         import pyarrow.parquet as pq
 
-        table = pq.read_table(t / "training/samples.parquet")
-        self.assertEqual(table.num_rows, len(labels))
-        self.assertEqual(sorted(str(v) for v in table.column("label").to_pylist()),
-                         sorted(str(v) for v in labels.values()))
-        report = read_csv(t / "training/samples_report.csv")
-        self.assertEqual(len(report), len(labels))
+        # One row per point (each on its own pixel of the cube, with observations), labelled with the
+        # truth class of its pixel; the report lists the samples not written: none.
+        table = pq.read_table(t / "training/samples.parquet").to_pydict()
+        self.assertEqual(len(table["label"]), len(labels))
+        written = {(tile, r, c): label for tile, r, c, label in zip(table["tile_id"], table["row"], table["col"], table["label"])}
+        self.assertEqual(written, labels)
+        self.assertTrue(all(n > 0 for n in table["n_obs"]))
+        report = (t / "training/samples_report.csv").read_text().splitlines()
+        self.assertEqual(report[1:], [], report)
         self.assertEqual(versions_of(t, "SAMPLE_EXTRACT", "sample-extract"), self.tool_version("sample-extract"))
 
     def test_an_aoi_at_the_cube_edge_maps_the_tiles_the_cube_has(self):

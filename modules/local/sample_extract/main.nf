@@ -46,7 +46,7 @@ process SAMPLE_EXTRACT {
     """
     mkdir -p training
     touch training/samples.parquet
-    printf 'sample_id,status\\n' > training/samples_report.csv
+    printf 'sample_id,tile_id,row,col,reason\\n' > training/samples_report.csv
     printf '"%s":\\n    sample-extract: stub\\n' "${task.process}" > versions.yml
     """
 }
