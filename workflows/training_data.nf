@@ -1,6 +1,6 @@
 /*
  * --samples: the training table for a region, from the same cube and with the same selection (window,
- * sensors, QAI screen) as the map. One sample-extract task for the whole cube (it runs the tiles in
+ * sensors, bands, QAI screen) as the map. One sample-extract task for the whole cube (it runs the tiles in
  * parallel itself); the table and its report are published under <outdir>/training.
  */
 

@@ -525,11 +525,14 @@ class ModuleContractTest(unittest.TestCase):
         [cmd] = self.render_module("sample_extract", "SAMPLE_EXTRACT", [job | {
             "samples": ["samples/plots.shp", "samples/plots.dbf", "samples/plots.shx", "samples/plots.prj"],
             "classes": "classes/species.json"}], params=p | {
-            "samples_plot_id": "plot", "samples_weight": "w", "samples_year": "year", "samples_polygons": "centre"})
+            "samples_plot_id": "plot", "samples_weight": "w", "samples_year": "year", "samples_polygons": "centre",
+            "sensors": "SEN2A,LND08", "bands": "BLUE,GREEN,RED,NIR,SWIR1,SWIR2"})
         self.assertIn("--samples 'samples/plots.shp' \\\n", cmd)
         self.assertNotIn(".dbf", cmd)
         self.assertIn("--classes 'classes/species.json'", cmd)
         self.assertIn("--plot-id 'plot' --weight 'w' --year 'year' --polygons centre", cmd)
+        # --bands as CUBE_EXTRACT gets it: Landsat and Sentinel-2 in one series, in the map and the table alike.
+        self.assertIn("--sensors SEN2A,LND08 --bands BLUE,GREEN,RED,NIR,SWIR1,SWIR2 --screen", cmd)
 
         if not shutil.which("sample-extract"):
             self.skipTest("sample-extract is not on PATH (its branch is not merged here): command line checked, not run")
