@@ -530,6 +530,11 @@ class ModuleContractTest(unittest.TestCase):
         self.assertIn("--samples 'samples/plots.shp' \\\n", cmd)
         self.assertNotIn(".dbf", cmd)
         self.assertIn("--classes 'classes/species.json'", cmd)
+        # Two vectors are refused before anything runs, naming them.
+        with self.assertRaises(AssertionError) as refused:
+            self.render_module("sample_extract", "SAMPLE_EXTRACT", [job | {"samples": ["samples/a.gpkg", "samples/b.gpkg"]}], params=p)
+        self.assertIn("--samples must name one vector", str(refused.exception))
+        self.assertIn("samples/a.gpkg, samples/b.gpkg", str(refused.exception))
         self.assertIn("--plot-id 'plot' --weight 'w' --year 'year' --polygons centre", cmd)
         # --bands as CUBE_EXTRACT gets it: Landsat and Sentinel-2 in one series, in the map and the table alike.
         self.assertIn("--sensors SEN2A,LND08 --bands BLUE,GREEN,RED,NIR,SWIR1,SWIR2 --screen", cmd)
