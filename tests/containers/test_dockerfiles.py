@@ -184,6 +184,10 @@ def test_gdal_tools_lists_agree():
     assert re.findall(r"[a-z]+(?:-[a-z]+)+|assess|mosaic", description.split("(")[0]) == tools, description
     check = (ROOT / "scripts/container-check").read_text()
     assert re.search(r"^for t in (.*); do\n  \[ -d \"bins/\$t\" \]", check, re.M).group(1).split() == tools
+    # BUILD_MODE=prebuilt copies target/release/<tool>: the build context must let each one through.
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    missing = [t for t in tools + ["predict"] if f"!target/release/{t}" not in ignore]
+    assert not missing, f".dockerignore keeps out {missing}"
 
 
 def test_predict_images_point_ort_at_the_wheel_library():

@@ -66,7 +66,9 @@ def text = module.text
 def m = (text =~ /(?s)\n\s*script:\s*\n(.*?)\n\s*stub:\s*\n/)
 if (!m.find()) throw new IllegalStateException("${module}: no script: … stub: section")
 def commands = spec.jobs.collect { inputs ->
-    def shellBinding = new Binding([task: task, params: params] + inputs)
+    // error(): Nextflow's, which stops the task with its message (printed on stderr here, exit 1).
+    def error = { String message -> System.err.println(message); System.exit(1) }
+    def shellBinding = new Binding([task: task, params: params, error: error] + inputs)
     // Nextflow strips the common indentation of a script before running it.
     new GroovyShell(shellBinding).evaluate(m.group(1)).toString().stripIndent().trim() + '\n'
 }

@@ -142,6 +142,7 @@ class ProfileResolutionTest(unittest.TestCase):
         fqn = {k: v["fqn"] for k, v in self.resolved["k8s"]["v2"]["processes"].items()}
         self.assertEqual(fqn["SYNTH"], "SYNTH")
         self.assertEqual(fqn["CUBE_INVENTORY"], "TREESITS:CUBE_INVENTORY")
+        self.assertEqual(fqn["SAMPLE_EXTRACT"], "TRAINING_DATA:SAMPLE_EXTRACT")
 
     def test_container_profiles_give_every_process_a_fully_qualified_image(self):
         for name, r in self.each():
@@ -154,7 +155,7 @@ class ProfileResolutionTest(unittest.TestCase):
         registry = "ghcr.io/treesits"
         for name in ("docker", "k8s,s3"):
             procs = self.resolved[name]["v2"]["processes"]
-            for proc in ("AOI_SELECT", "CUBE_INVENTORY", "CUBE_EXTRACT", "MOSAIC", "ASSESS", "SYNTH"):
+            for proc in ("AOI_SELECT", "CUBE_INVENTORY", "CUBE_EXTRACT", "MOSAIC", "ASSESS", "SAMPLE_EXTRACT", "SYNTH"):
                 self.assertEqual(procs[proc]["container"], f"{registry}/treesits-gdal-tools:0.1.0", (name, proc))
             # device auto: the CUDA image (it falls back to the CPU when there is no GPU).
             self.assertEqual(procs["PREDICT"]["container"], f"{registry}/treesits-predict-cuda:0.1.0", name)
@@ -197,6 +198,9 @@ class ProfileResolutionTest(unittest.TestCase):
         self.assertEqual((k8s["CUBE_EXTRACT"]["attempt1"]["cpus"], k8s["CUBE_EXTRACT"]["attempt1"]["memory"]["bytes"]), (4, 4 * GB))
         self.assertEqual((k8s["PREDICT"]["attempt1"]["cpus"], k8s["PREDICT"]["attempt1"]["memory"]["bytes"]), (4, 8 * GB))
         self.assertEqual(k8s["PREDICT"]["last_attempt"]["memory"]["bytes"], 24 * GB)
+        # sample-extract reads every tile of the cube in parallel itself: one task, many CPUs.
+        self.assertEqual((k8s["SAMPLE_EXTRACT"]["attempt1"]["cpus"], k8s["SAMPLE_EXTRACT"]["attempt1"]["memory"]["bytes"]), (8, 8 * GB))
+        self.assertEqual(k8s["SAMPLE_EXTRACT"]["last_attempt"]["memory"]["bytes"], 24 * GB)
         self.assertEqual(k8s["PREDICT"]["resourceLimits"], {"cpus": 16, "memory": {"bytes": 64 * GB}, "time": {"millis": 24 * HOUR}})
 
     def test_the_test_profile_caps_every_task(self):
@@ -207,6 +211,7 @@ class ProfileResolutionTest(unittest.TestCase):
             self.assertLessEqual(p["last_attempt"]["memory"]["bytes"], 6 * GB, proc)
         self.assertEqual(procs["CUBE_EXTRACT"]["attempt1"]["cpus"], 2)            # process_medium asks for 4
         self.assertEqual(procs["PREDICT"]["attempt1"]["memory"]["bytes"], 6 * GB)  # process_gpu asks for 8 GB
+        self.assertEqual(procs["SAMPLE_EXTRACT"]["attempt1"]["cpus"], 2)          # process_high asks for 8
         self.assertEqual(self.resolved["test"]["v2"]["params"]["model"], f"{REPO}/models/fixtures/lstm.onnx")
 
     def test_killed_tasks_are_retried_and_failures_are_not(self):
@@ -233,6 +238,13 @@ class ProfileResolutionTest(unittest.TestCase):
                     self.assertIsNone(p["accelerator"], (name, proc))
                     self.assertEqual(p["k8s_pod"]["tolerations"], [], (name, proc))
                     self.assertIsNone(p["k8s_pod"]["nodeSelector"], (name, proc))
+        # The training table reads the cube on a CPU node: no GPU, no GPU placement, but the cube claim.
+        for name in ("k8s,s3,gpu", "k8s,s3,fusion,gpu", "submitter:eolab"):
+            samples = self.resolved[name]["v2"]["processes"]["SAMPLE_EXTRACT"]
+            self.assertEqual((samples["accelerator"], samples["k8s_pod"]["tolerations"], samples["k8s_pod"]["nodeSelector"]),
+                             (None, [], None), name)
+            self.assertIn(cube, samples["k8s_pod"]["volumeClaims"], name)
+            self.assertEqual(samples["container"], "ghcr.io/treesits/treesits-gdal-tools:0.1.0", name)
         for name in ("k8s", "k8s,s3", "submitter:generic", "submitter:continuous"):
             predict = self.resolved[name]["v2"]["processes"]["PREDICT"]
             self.assertIsNone(predict["accelerator"], name)

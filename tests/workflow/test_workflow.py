@@ -6,7 +6,9 @@
   conf/modules.config, inputs) and run against the real binaries, task after task, in task directories
   staged like Nextflow's; the chained results make the map, which is checked against the synthetic truth,
   and ASSESS's report must find the same accuracy. A flag renamed in a binary but not in a module makes
-  its task fail here. An AOI reaching beyond the cube runs too;
+  its task fail here. An AOI reaching beyond the cube runs too; SAMPLE_EXTRACT's command line is checked
+  against the agreed flags, and against `sample-extract --help` and run on labelled points of the synthetic
+  truth when the binary is on PATH;
 - module conventions (nf-core): container, when, ext.args, stub, versions; each module's meta.yml and
   nf-test file agree with its inputs and outputs.
 
@@ -17,6 +19,7 @@ Run: python3 tests/workflow/test_workflow.py   (binaries on PATH: scripts/test p
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -135,9 +138,41 @@ class SchemaTest(unittest.TestCase):
         self.assertIn("'outdir' is a required property", missing)
         self.assertIn("'model' is a required property", missing)
         for key, bad in [("device", "gpu"), ("start", "2021-1-1"), ("chunks_per_task", 0),
-                         ("gpu_node_selector", "gpu"), ("sensors", "SEN2A,LND10"), ("forest_mask_values", "ten")]:
+                         ("gpu_node_selector", "gpu"), ("sensors", "SEN2A,LND10"), ("forest_mask_values", "ten"),
+                         ("samples_polygons", "corner"), ("samples_classes", "classes.csv")]:
             errors = list(validator.iter_errors(clean({**test_params, key: bad})))
             self.assertTrue(errors, f"{key}={bad!r} should be refused")
+
+    def test_samples_need_a_label_and_samples_only_needs_no_model(self):
+        validator = self.jsonschema.Draft202012Validator(self.schema)
+        clean = lambda p: {k: v for k, v in p.items() if v is not None}
+        mapping = clean(render({"params_only": True, "configs": ["conf/test.config"]}))
+        errors = lambda p: sorted(e.message for e in validator.iter_errors(p))
+        self.assertEqual(errors(mapping | {"samples": "plots.gpkg", "samples_label": "species"}), [])
+        self.assertEqual(errors(mapping | {"samples": "plots.gpkg"}), ["'samples_label' is a dependency of 'samples'"])
+        # The training table alone: no model (nor AOI, which the schema never requires).
+        alone = {k: v for k, v in mapping.items() if k != "model"} | {"samples_only": True}
+        self.assertEqual(errors(alone | {"samples": "plots.gpkg", "samples_label": "species"}), [])
+        self.assertEqual(errors(alone), ["'samples' is a required property"])
+        # Without --samples_only the model stays required.
+        self.assertEqual(errors(alone | {"samples_only": False, "samples": "p.gpkg", "samples_label": "s"}),
+                         ["'model' is a required property"])
+
+    def test_main_refuses_what_the_schema_cannot_say(self):
+        # validate_params may be off: main.nf checks the samples rules itself, each with one line
+        # naming the fix, before any task starts.
+        main = (REPO / "main.nf").read_text()
+        for condition, names in [("params.samples_only && !params.samples", "--samples"),
+                                 ("params.samples && !params.samples_label", "--samples_label"),
+                                 ("params.samples && params.window", "--start/--end"),
+                                 ("mapping && !params.model", "--samples_only")]:
+            i = main.index(f"if ({condition}) {{")
+            line = main[i:].splitlines()[1].strip()
+            self.assertTrue(line.startswith('error "treesits: ') and names in line, (condition, line))
+            self.assertLess(i, main.index("SYNTH ("), condition)
+        # The map's steps run unless --samples_only; the training table only with --samples.
+        self.assertRegex(main, r"if \(params.samples\) \{\n\s+TRAINING_DATA \(")
+        self.assertRegex(main, r"if \(mapping\) \{\n\s+TREESITS \(")
 
     def test_the_kubernetes_params_files_validate(self):
         import yaml
@@ -167,7 +202,7 @@ class ModuleConventionsTest(unittest.TestCase):
 
     def modules(self):
         found = sorted(REPO.glob("modules/local/*/main.nf"))
-        self.assertEqual(len(found), 7, found)
+        self.assertEqual(len(found), 8, found)
         return found
 
     def test_every_module_follows_the_conventions(self):
@@ -447,6 +482,88 @@ class ModuleContractTest(unittest.TestCase):
                                           read_byte_raster(demo / "map" / f"{tile}_class.tif"), err_msg=tile)
         np.testing.assert_array_equal(read_byte_raster(m / "map" / "mosaic_class.tif"),
                                       read_byte_raster(demo / "map" / "mosaic_class.tif"))
+
+    def sample_points(self, world: Path, per_tile: int = 12) -> tuple:
+        """Labelled points at pixel centres of the synthetic truth: (GeoPackage, {(tile, row, col): class})."""
+        cube = (world / "cube").resolve()
+        rng = np.random.default_rng(11)
+        rows, labels = ["id,species,WKT"], {}
+        for truth in sorted((world / "truth").glob("*_truth.tif")):
+            tile = truth.name[:11]
+            classes = read_byte_raster(truth)
+            info = json.loads(subprocess.run(["gdalinfo", "-json", str(truth)], check=True, capture_output=True, text=True).stdout)
+            x0, dx, _, y0, _, dy = info["geoTransform"]
+            candidates = np.argwhere(classes != 255)
+            for r, c in candidates[rng.choice(len(candidates), per_tile, replace=False)]:
+                labels[(tile, int(r), int(c))] = int(classes[r, c])
+                rows.append(f'{len(rows)},{classes[r, c]},"POINT({x0 + (c + 0.5) * dx} {y0 + (r + 0.5) * dy})"')
+        csv = self.work / "samples.csv"
+        csv.write_text("\n".join(rows) + "\n")
+        gpkg = self.work / "samples.gpkg"
+        subprocess.run(["ogr2ogr", "-q", "-f", "GPKG", "-a_srs", info["coordinateSystem"]["wkt"], "-nln", "plots",
+                        "-oo", "GEOM_POSSIBLE_NAMES=WKT", "-oo", "KEEP_GEOM_COLUMNS=NO", "-oo", "AUTODETECT_TYPE=YES",
+                        str(gpkg), str(csv)], check=True)
+        self.assertTrue(cube.is_dir())
+        return gpkg, labels
+
+    def test_sample_extract_gets_the_agreed_command_line_and_the_maps_selection(self):
+        """SAMPLE_EXTRACT (--samples): once per run on the whole cube, with the map's window, sensors and
+        QAI screen, the table and report under training/. Runs the task when sample-extract is on PATH."""
+        p = self.params | {"samples": "plots.gpkg", "samples_label": "species", "samples_layer": "plots",
+                           "start": "2021-03-01", "end": "2021-10-31", "sensors": "SEN2A,SEN2B"}
+        job = {"meta": {"id": "samples"}, "samples": ["samples/plots.gpkg"], "classes": [], "cube": "/data/cube"}
+        [cmd] = self.render_module("sample_extract", "SAMPLE_EXTRACT", [job], cpus=8, params=p)
+        tool = cmd.split("cat <<-END_VERSIONS")[0]
+        flags = dict(re.findall(r"(--[a-z-]+) ('[^']*'|\S+)", tool))
+        self.assertEqual(flags, {"--cube": "'/data/cube'", "--samples": "'samples/plots.gpkg'", "--threads": "8",
+                                 "--report": "training/samples_report.csv", "--out": "training/samples.parquet",
+                                 "--layer": "'plots'", "--label": "'species'", "--polygons": "all",
+                                 "--start": "2021-03-01", "--end": "2021-10-31", "--sensors": "SEN2A,SEN2B",
+                                 "--screen": p["screen"]})
+        self.assertTrue(cmd.startswith("mkdir -p training\nsample-extract \\\n"), cmd)
+        # The optional fields; a Shapefile's side files are staged but only the .shp is passed; a class table.
+        [cmd] = self.render_module("sample_extract", "SAMPLE_EXTRACT", [job | {
+            "samples": ["samples/plots.shp", "samples/plots.dbf", "samples/plots.shx", "samples/plots.prj"],
+            "classes": "classes/species.json"}], params=p | {
+            "samples_plot_id": "plot", "samples_weight": "w", "samples_year": "year", "samples_polygons": "centre",
+            "sensors": "SEN2A,LND08", "bands": "BLUE,GREEN,RED,NIR,SWIR1,SWIR2"})
+        self.assertIn("--samples 'samples/plots.shp' \\\n", cmd)
+        self.assertNotIn(".dbf", cmd)
+        self.assertIn("--classes 'classes/species.json'", cmd)
+        # Two vectors are refused before anything runs, naming them.
+        with self.assertRaises(AssertionError) as refused:
+            self.render_module("sample_extract", "SAMPLE_EXTRACT", [job | {"samples": ["samples/a.gpkg", "samples/b.gpkg"]}], params=p)
+        self.assertIn("--samples must name one vector", str(refused.exception))
+        self.assertIn("samples/a.gpkg, samples/b.gpkg", str(refused.exception))
+        self.assertIn("--plot-id 'plot' --weight 'w' --year 'year' --polygons centre", cmd)
+        # --bands as CUBE_EXTRACT gets it: Landsat and Sentinel-2 in one series, in the map and the table alike.
+        self.assertIn("--sensors SEN2A,LND08 --bands BLUE,GREEN,RED,NIR,SWIR1,SWIR2 --screen", cmd)
+
+        if not shutil.which("sample-extract"):
+            self.skipTest("sample-extract is not on PATH (its branch is not merged here): command line checked, not run")
+        # Every flag the module passes is one the binary knows.
+        usage = subprocess.run(["sample-extract", "--help"], check=True, capture_output=True, text=True).stdout
+        for flag in set(re.findall(r"--[a-z-]+", cmd.split("cat <<-END_VERSIONS")[0])):
+            self.assertIn(flag, usage, flag)
+        world = self.synth()
+        gpkg, labels = self.sample_points(world)
+        t = self.task_dir("sample_extract")
+        stage(t, {"samples/plots.gpkg": gpkg})
+        [cmd] = self.render_module("sample_extract", "SAMPLE_EXTRACT", [job | {"cube": str((world / "cube").resolve())}],
+                                   params=self.params | {"samples": str(gpkg), "samples_label": "species"})
+        run_task(t, cmd)
+        import pyarrow.parquet as pq
+
+        # One row per point (each on its own pixel of the cube, with observations), labelled with the
+        # truth class of its pixel; the report lists the samples not written: none.
+        table = pq.read_table(t / "training/samples.parquet").to_pydict()
+        self.assertEqual(len(table["label"]), len(labels))
+        written = {(tile, r, c): label for tile, r, c, label in zip(table["tile_id"], table["row"], table["col"], table["label"])}
+        self.assertEqual(written, labels)
+        self.assertTrue(all(n > 0 for n in table["n_obs"]))
+        report = (t / "training/samples_report.csv").read_text().splitlines()
+        self.assertEqual(report[1:], [], report)
+        self.assertEqual(versions_of(t, "SAMPLE_EXTRACT", "sample-extract"), self.tool_version("sample-extract"))
 
     def test_an_aoi_at_the_cube_edge_maps_the_tiles_the_cube_has(self):
         """An AOI that reaches beyond the cube: the tiles the cube lacks are left out (aoi-select
