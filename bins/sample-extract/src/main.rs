@@ -81,6 +81,10 @@ struct Cli {
     /// Files (datasets) all workers together keep open, as for cube-extract.
     #[arg(long, value_name = "N", default_value_t = treesits_cube::scan::MAX_OPEN_DATASETS)]
     max_open_files: usize,
+    /// Benchmark baseline: read every BOA and QAI band of the blocks that hold samples with the same
+    /// workers, write nothing.
+    #[arg(long, hide = true)]
+    bench_plain_read: bool,
     #[command(flatten)]
     log: treesits_cli::LogArgs,
 }
@@ -108,6 +112,7 @@ impl Cli {
             screen: self.screen.clone(),
             max_open_datasets: self.max_open_files,
             out: self.out.clone(),
+            plain_read: self.bench_plain_read,
         }
     }
 }
@@ -121,10 +126,18 @@ fn main() -> ExitCode {
         let threads = treesits_cli::start_thread_pool(cli.threads.map(|t| t as usize))?;
         let started = std::time::Instant::now();
         let s = extract_samples(&cli.request())?;
+        if cli.bench_plain_read {
+            let secs = started.elapsed().as_secs_f64();
+            log::info!("plain read of {} blocks in {secs:.2} s", s.blocks);
+            return Ok(());
+        }
         if let Some(report) = &cli.report {
             write_report(report, &s.skipped)?;
         }
         let secs = started.elapsed().as_secs_f64();
+        if cli.log.quiet {
+            return Ok(());
+        }
         eprintln!(
             "sample-extract: {} samples, {} pixels written ({} samples), {} off the cube, {} without a \
              valid observation, {} duplicates, {} without a label; {} blocks, {threads} threads, {secs:.2} s, \

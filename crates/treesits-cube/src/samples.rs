@@ -83,6 +83,9 @@ pub struct SampleRequest {
     pub screen: String,
     pub max_open_datasets: usize,
     pub out: PathBuf,
+    /// Benchmark baseline: read every BOA and QAI band of the touched blocks with the same workers
+    /// (as [`ChunkReader::read_all_bands`]), write no table.
+    pub plain_read: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -728,7 +731,14 @@ pub fn extract_samples(req: &SampleRequest) -> Result<SampleSummary, SampleError
         year: req.year.is_some(),
     };
     let metadata = file_metadata(req, first.as_ref(), &definition.projection_wkt, &classes, &plans);
-    let mut writer = TableWriter::create(&req.out, table::schema(&band_names, opt, metadata), opt)?;
+    let mut writer = match req.plain_read {
+        true => None,
+        false => Some(TableWriter::create(
+            &req.out,
+            table::schema(&band_names, opt, metadata),
+            opt,
+        )?),
+    };
     let threads = rayon::current_num_threads().max(1);
     let mut written_samples = vec![false; samples.len()];
     for (tile, plan) in tiles.keys().zip(&plans) {
@@ -751,18 +761,24 @@ pub fn extract_samples(req: &SampleRequest) -> Result<SampleSummary, SampleError
         let geo = geo_of(*tile);
         // Waves of a few blocks per worker: what is in memory at once.
         for wave in windows.chunks(threads * 2) {
+            let reader = || {
+                let keep_open = ChunkReader::keep_open_per_worker(plan.max_open_datasets, threads);
+                ChunkReader::new(&plan.scan, &plan.screen, None, keep_open)
+            };
+            let Some(writer) = writer.as_mut() else {
+                let values = wave
+                    .par_iter()
+                    .map_init(reader, |r, (w, _)| r.read_all_bands(w))
+                    .collect::<Result<Vec<_>, CubeError>>()?;
+                log::trace!("{tile}: {} values read", values.iter().sum::<u64>());
+                continue;
+            };
             let read = wave
                 .par_iter()
-                .map_init(
-                    || {
-                        let keep_open = ChunkReader::keep_open_per_worker(plan.max_open_datasets, threads);
-                        ChunkReader::new(&plan.scan, &plan.screen, None, keep_open)
-                    },
-                    |reader, (w, pixels)| {
-                        let idx: Vec<u32> = pixels.iter().map(|(i, _)| *i).collect();
-                        reader.read_pixels(w, idx, ChunkColumns::default())
-                    },
-                )
+                .map_init(reader, |reader, (w, pixels)| {
+                    let idx: Vec<u32> = pixels.iter().map(|(i, _)| *i).collect();
+                    reader.read_pixels(w, idx, ChunkColumns::default())
+                })
                 .collect::<Result<Vec<_>, CubeError>>()?;
             let mut rows = Rows::new(band_names.len());
             for ((_, pixels), columns) in wave.iter().zip(read) {
@@ -784,8 +800,10 @@ pub fn extract_samples(req: &SampleRequest) -> Result<SampleSummary, SampleError
             writer.write(rows)?;
         }
     }
-    summary.pixels = writer.rows();
-    writer.finish()?;
+    if let Some(writer) = writer {
+        summary.pixels = writer.rows();
+        writer.finish()?;
+    }
     summary.samples_written = written_samples.iter().filter(|w| **w).count();
     skipped.sort();
     for s in &skipped {
