@@ -344,13 +344,15 @@ fn read_table(path: &Path) -> (Vec<Row>, arrow_schema::SchemaRef, BTreeMap<Strin
                     )
                 })
                 .collect();
-            let plot = col("plot_id");
-            let plot = plot.as_string::<i32>();
+            let plot = batch.column_by_name("plot_id").map(|c| {
+                let c = c.as_string::<i32>();
+                (!c.is_null(i)).then(|| c.value(i).to_string())
+            });
             rows.push((
                 col("sample_id").as_primitive::<Int64Type>().value(i),
                 col("label").as_primitive::<Int32Type>().value(i),
                 col("label_name").as_string::<i32>().value(i).to_string(),
-                (!plot.is_null(i)).then(|| plot.value(i).to_string()),
+                plot.flatten(),
                 col("tile_id").as_string::<i32>().value(i).to_string(),
                 col("row").as_primitive::<UInt32Type>().value(i),
                 col("col").as_primitive::<UInt32Type>().value(i),
@@ -577,4 +579,48 @@ fn bad_input_is_one_line_naming_it() {
 #[test]
 fn help_is_as_reviewed() {
     assert_snapshot(env!("CARGO_MANIFEST_DIR"), "help", &TOOL.help(&[]));
+}
+
+/// An `s3://` cube (GDAL's /vsis3/, moto) gives the same table as the same cube on disk.
+#[test]
+fn s3_cube_gives_the_same_table_as_local() {
+    let cube = synth(ForceLayout::Force38, 60);
+    let layout = samples(&cube, 60);
+    let vector = cube.root.join("s.geojson");
+    write_geojson(&vector, &layout, true);
+    let moto = treesits_testkit::moto::Moto::start();
+    moto.upload_dir(&cube.cube, "cube", "germany");
+    let (local, remote) = (cube.root.join("local.parquet"), cube.root.join("remote.parquet"));
+    TOOL.ok(&TOOL.run(&[
+        "--cube",
+        s(&cube.cube),
+        "--samples",
+        s(&vector),
+        "--label",
+        "species",
+        "--out",
+        s(&local),
+    ]));
+    let r = TOOL
+        .command()
+        .args([
+            "--cube",
+            "s3://cube/germany",
+            "--samples",
+            s(&vector),
+            "--label",
+            "species",
+            "--out",
+            s(&remote),
+        ])
+        .envs(moto.gdal_env())
+        .output()
+        .unwrap();
+    TOOL.ok(&r);
+    let (a, _, meta_a) = read_table(&local);
+    let (b, _, meta_b) = read_table(&remote);
+    assert!(!a.is_empty());
+    assert_eq!(a, b);
+    assert_eq!(meta_b["treesits.cube"], "s3://cube/germany");
+    assert_eq!(meta_a["treesits.band_names"], meta_b["treesits.band_names"]);
 }
