@@ -17,6 +17,11 @@ at its input in a way that exposes one packing rule:
 - `fixed_latest.onnx`: x[B,5,6] with a *fixed* sequence length 5, the six bands Landsat shares with
   Sentinel-2, left padding with 0.5 (padded steps enter the sum), the latest 5 observations kept.
   logits = x[:,4,:]·W1 + Σ_t x[:,t,:]·W2 + b.
+- `common6.onnx`: x[B,T,6], the six bands Landsat shares with Sentinel-2 (BLUE GREEN RED NIR SWIR1
+  SWIR2), a contract that lists the sensors it accepts (SEN2A, SEN2B, LND08, LND09), left padding
+  with 0, mean/std scaling, logits out; the same last + sum graph as linear_left, its own weights:
+  logits = x[:,T-1,:]·W1 + Σ_t x[:,t,:]·W2 + b with W1 = weight(12), W2 = weight(13), b = weight(14).
+  It maps a Landsat + Sentinel-2 series (`cube-extract --model common6.onnx`).
 - `no_contract.onnx`: the graph of linear_left without a contract (its contract is
   `linear_left.contract.json`, for `--contract`).
 
@@ -147,6 +152,25 @@ def linear_left():
     save("wrong_rank.onnx", rank2, dict(c, model_id="test-wrong-rank"), write_contract=False)
 
 
+def common6():
+    bands = ["BLUE", "GREEN", "RED", "NIR", "SWIR1", "SWIR2"]
+    c = contract(
+        "test-common6", bands,
+        {"values": "x"},
+        {"scale": 0.0001, "offset": 0.0, "mean": [0.04, 0.06, 0.05, 0.25, 0.15, 0.08],
+         "std": [0.02, 0.03, 0.03, 0.1, 0.06, 0.04]},
+        {"max_length": None, "padding": "left", "pad_value": 0.0, "long_series": "evenly"},
+        {"encoding": "none"},
+        [0, 2, 4, 6, 9],
+        {"name": "logits", "kind": "logits"},
+    )
+    # The sensors it accepts, right after its bands.
+    c = {k: v for k, v in list(c.items())[:4]} | {"sensors": ["SEN2A", "SEN2B", "LND08", "LND09"]} \
+        | {k: v for k, v in list(c.items())[4:]}
+    graph = last_plus_sum_graph("common6", "x", "T", len(bands), 5, 12, "logits")
+    save("common6.onnx", graph, c)
+
+
 def doy_right_mask():
     bands = ["SWIR2", "BROADNIR", "BLUE", "REDEDGE3"]
     k = 5
@@ -268,6 +292,7 @@ def bilstm():
 
 if __name__ == "__main__":
     linear_left()
+    common6()
     doy_right_mask()
     fixed_latest()
     bilstm()

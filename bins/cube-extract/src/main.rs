@@ -13,10 +13,16 @@ use treesits_cube::extract_request::ExtractRequest;
 /// Extract the per-pixel time series of one FORCE tile into Arrow IPC chunks.
 ///
 /// Reads DIR/YYYYMMDD_LEVEL2_<SENSOR>_{BOA,QAI}.tif of one tile (a local directory or s3://bucket/key,
-/// read through GDAL's /vsis3/ with the usual AWS_* variables), keeps for every pixel in the mask the
-/// observations whose QAI passes the screen, sorted by (date, sensor), and writes one zstd-compressed
-/// Arrow IPC stream per chunk of rows (<tile>_chunkNNNN.arrows) or one stream on stdout (--out -).
-/// The format is described in docs/formats.md ("Time-series chunks").
+/// read through GDAL's /vsis3/ with the usual AWS_* variables; GeoTIFF or COG, as FORCE writes them),
+/// keeps for every pixel in the mask the observations whose QAI passes the screen, sorted by (date,
+/// sensor), and writes one zstd-compressed Arrow IPC stream per chunk of rows (<tile>_chunkNNNN.arrows)
+/// or one stream on stdout (--out -). The format is described in docs/formats.md ("Time-series
+/// chunks").
+///
+/// Landsat and Sentinel-2 make one series on the bands they share:
+/// --sensors SEN2A,SEN2B,LND08,LND09 --bands BLUE,GREEN,RED,NIR,SWIR1,SWIR2 (or --model FILE, whose
+/// contract names the bands). Each sensor's own band of each name is read (Sentinel-2's NIR is B8A),
+/// and every observation keeps its sensor.
 ///
 /// Exit status: 0 success, 1 bad input or I/O error (one line on stderr), 2 usage error.
 #[derive(Debug, Parser)]
@@ -41,9 +47,19 @@ struct Cli {
     /// Last acquisition date to use (inclusive), YYYY-MM-DD. Default: no limit.
     #[arg(long, value_name = "YYYY-MM-DD")]
     end: Option<Date>,
-    /// Sensors to use, comma-separated; all must have the same bands (Sentinel-2: 10, Landsat: 6).
-    #[arg(long, default_value = "SEN2A,SEN2B,SEN2C", value_name = "LIST")]
-    sensors: String,
+    /// Sensors to use, comma-separated. Without --bands or --model all must have the same bands
+    /// (Sentinel-2: 10, Landsat: 6). Default: the --model contract's sensors, else SEN2A,SEN2B,SEN2C.
+    #[arg(long, value_name = "LIST")]
+    sensors: Option<String>,
+    /// Bands to extract, comma-separated, by FORCE's names (BLUE, GREEN, RED, REDEDGE1, REDEDGE2,
+    /// REDEDGE3, BROADNIR, NIR, SWIR1, SWIR2), in this order; every sensor must have each. Landsat
+    /// and Sentinel-2 share BLUE,GREEN,RED,NIR,SWIR1,SWIR2. Default: every band of the sensors.
+    #[arg(long, value_name = "LIST", conflicts_with = "model")]
+    bands: Option<String>,
+    /// Extract what this model takes: the bands of its contract (an ONNX model carrying one, or a
+    /// contract .json), and, if the contract lists sensors, only those (the default --sensors).
+    #[arg(long, value_name = "FILE")]
+    model: Option<PathBuf>,
     /// QAI conditions that reject an observation, comma-separated from nodata, cloud, shadow, snow,
     /// subzero, saturation, … (FORCE's default set), or `none` to keep every observation.
     #[arg(
@@ -98,6 +114,8 @@ impl Cli {
             start: self.start,
             end: self.end,
             sensors: self.sensors.clone(),
+            bands: self.bands.clone(),
+            model: self.model.clone(),
             screen: self.screen.clone(),
             chunk_rows: self.chunk_rows.map(|r| r as usize),
             max_open_datasets: self.max_open_files,

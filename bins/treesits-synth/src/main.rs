@@ -40,11 +40,13 @@ struct Cli {
     /// Year of the acquisitions.
     #[arg(long, default_value_t = 2021)]
     year: i32,
-    /// Sensors, taking turns: SEN2A, SEN2B, SEN2C (10 bands), LND08 etc. (6 bands).
+    /// Sensors, taking turns: SEN2A, SEN2B, SEN2C (10 bands), LND08 etc. (6 bands); Landsat and
+    /// Sentinel-2 may be mixed (every seventh acquisition shares its date with the one before).
     #[arg(long, default_value = "SEN2A,SEN2B", value_parser = parse_sensors)]
     sensors: SensorList,
-    /// File layout: force37 (GTiff LZW + predictor, full-width strips of a tenth of a tile) or
-    /// force38 (ZSTD + predictor, 256 × 256 tiles).
+    /// File layout: force37 (GTiff LZW + predictor, full-width strips of a tenth of a tile),
+    /// force38 (ZSTD + predictor, 256 × 256 tiles) or force39 (COG as FORCE >= 3.9 writes it: ZSTD +
+    /// predictor, 256 × 256 blocks, overviews).
     #[arg(long, default_value = "force38")]
     layout: ForceLayoutArg,
     /// Form of datacube-definition.prj: lines (FORCE <= 3.7) or tagged (FORCE >= 3.8).

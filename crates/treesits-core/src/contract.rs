@@ -19,6 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::level2::Sensor;
 use crate::species::{SpeciesClass, CLASS_NODATA};
 
 /// Key of the contract in the ONNX model's `metadata_props`.
@@ -65,6 +66,16 @@ pub enum ContractError {
     NodataClass(String),
     #[error("model contract: class code {0} is listed twice")]
     DuplicateClass(u8),
+    #[error("model contract: sensor {0} is listed twice in 'sensors'")]
+    DuplicateSensor(Sensor),
+    #[error("model contract: sensor {sensor} has no band {band} of 'bands'")]
+    SensorLacksBand { sensor: Sensor, band: String },
+    #[error(
+        "model contract: the model accepts only {} (its 'sensors') but the chunk holds {sensor}: extract \
+         with the model's sensors (cube-extract --model)",
+        accepted.iter().map(|s| s.name()).collect::<Vec<_>>().join(",")
+    )]
+    SensorNotAccepted { sensor: Sensor, accepted: Vec<Sensor> },
     #[error("model contract: the model needs band '{band}' but the chunk has only {} ({}): extract with the sensors the model was trained on", chunk_bands.len(), chunk_bands.join(","))]
     MissingBand { band: String, chunk_bands: Vec<String> },
 }
@@ -81,6 +92,10 @@ pub struct ModelContract {
     pub description: String,
     /// Band names in the order of the last axis of `values`; must be a subset of the chunk's bands.
     pub bands: Vec<String>,
+    /// The sensors whose observations the model accepts (FORCE names, `SEN2A`, `LND08`, …); each must
+    /// have every band of `bands`. Empty (or absent): any sensor that has the bands.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sensors: Vec<Sensor>,
     pub inputs: Inputs,
     pub scaling: Scaling,
     pub sequence: Sequence,
@@ -224,6 +239,17 @@ impl ModelContract {
                 return Err(ContractError::DuplicateBand(b.clone()));
             }
         }
+        for (i, s) in self.sensors.iter().enumerate() {
+            if self.sensors[..i].contains(s) {
+                return Err(ContractError::DuplicateSensor(*s));
+            }
+            if let Some(b) = self.bands.iter().find(|b| s.band_index(b).is_none()) {
+                return Err(ContractError::SensorLacksBand {
+                    sensor: *s,
+                    band: b.clone(),
+                });
+            }
+        }
         let n = self.bands.len();
         let s = &self.scaling;
         if !(s.scale.is_finite() && s.scale != 0.0) {
@@ -295,6 +321,20 @@ impl ModelContract {
             .collect()
     }
 
+    /// Checks a chunk's sensors against `sensors` (when the contract lists any).
+    pub fn check_sensors(&self, chunk_sensors: &[Sensor]) -> Result<(), ContractError> {
+        if self.sensors.is_empty() {
+            return Ok(());
+        }
+        match chunk_sensors.iter().find(|s| !self.sensors.contains(s)) {
+            Some(&sensor) => Err(ContractError::SensorNotAccepted {
+                sensor,
+                accepted: self.sensors.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Which of `n` observations enter the model (all, unless `n` exceeds `max_length`).
     pub fn select_observations(&self, n: usize) -> Vec<usize> {
         let max = match self.sequence.max_length {
@@ -323,6 +363,7 @@ mod tests {
             model_id: "test-lstm".into(),
             description: String::new(),
             bands: ["BLUE", "GREEN", "RED"].map(String::from).to_vec(),
+            sensors: Vec::new(),
             inputs: Inputs {
                 values: "x".into(),
                 doy: None,
@@ -387,6 +428,50 @@ mod tests {
         assert!(err.contains("contract version 7 is not supported"), "{err}");
         let j = example().to_json().replace("\"bands\"", "\"bandz\"");
         assert!(ModelContract::from_json(&j).is_err());
+    }
+
+    #[test]
+    fn sensors_are_optional_checked_and_written_only_when_listed() {
+        let j = example().to_json();
+        assert!(!j.contains("\"sensors\""), "{j}");
+        let mut c = example();
+        c.sensors = vec![Sensor::Sen2a, Sensor::Lnd08];
+        let j = c.to_json();
+        assert!(
+            j.contains("\"sensors\": [\n    \"SEN2A\",\n    \"LND08\"\n  ]"),
+            "{j}"
+        );
+        assert_eq!(ModelContract::from_json(&j).unwrap(), c);
+        let bad = j.replace("\"LND08\"", "\"LND06\"");
+        let e = ModelContract::from_json(&bad).unwrap_err().to_string();
+        assert!(e.contains("unknown sensor 'LND06'"), "{e}");
+        let mut c = example();
+        c.bands.push("REDEDGE1".into());
+        c.scaling.mean.push(0.1);
+        c.scaling.std.push(0.1);
+        c.sensors = vec![Sensor::Sen2b, Sensor::Lnd09];
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "model contract: sensor LND09 has no band REDEDGE1 of 'bands'"
+        );
+        c.sensors = vec![Sensor::Sen2b, Sensor::Sen2b];
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("SEN2B is listed twice"));
+        c.sensors = vec![Sensor::Sen2a, Sensor::Sen2b];
+        assert!(c.check_sensors(&[Sensor::Sen2b]).is_ok());
+        let e = c
+            .check_sensors(&[Sensor::Sen2a, Sensor::Sen2c])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("accepts only SEN2A,SEN2B (its 'sensors') but the chunk holds SEN2C"),
+            "{e}"
+        );
+        c.sensors.clear();
+        assert!(c.check_sensors(&[Sensor::Lnd07]).is_ok(), "no list: any sensor");
     }
 
     #[test]

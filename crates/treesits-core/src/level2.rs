@@ -5,12 +5,16 @@ use std::str::FromStr;
 
 use crate::Date;
 
-/// Sentinel-2 band names in FORCE's BOA band order.
+/// Sentinel-2 band names in FORCE's BOA band order: B02, B03, B04, B05, B06, B07, B08 (`BROADNIR`),
+/// B8A (`NIR`), B11, B12. FORCE names the narrow NIR band B8A `NIR` because it matches Landsat's NIR
+/// (0.865 µm), so the six names Landsat has mean the same wavelengths on both families.
 pub const SENTINEL2_BANDS: [&str; 10] = [
     "BLUE", "GREEN", "RED", "REDEDGE1", "REDEDGE2", "REDEDGE3", "BROADNIR", "NIR", "SWIR1", "SWIR2",
 ];
-/// Landsat band names in FORCE's BOA band order.
+/// Landsat band names in FORCE's BOA band order (Landsat 4–9); also the bands every sensor has.
 pub const LANDSAT_BANDS: [&str; 6] = ["BLUE", "GREEN", "RED", "NIR", "SWIR1", "SWIR2"];
+/// The bands Landsat and Sentinel-2 have in common (what a multi-sensor series can hold).
+pub const COMMON_BANDS: [&str; 6] = LANDSAT_BANDS;
 
 /// Reflectance scale of BOA values: reflectance = value / 10000.
 pub const BOA_SCALE: f64 = 10_000.0;
@@ -72,6 +76,11 @@ impl Sensor {
         }
     }
 
+    /// The position (0-based) of band `name` in this sensor's BOA file, if it has that band.
+    pub fn band_index(self, name: &str) -> Option<usize> {
+        self.bands().iter().position(|b| *b == name)
+    }
+
     /// Central wavelengths in micrometres, band by band (as FORCE writes them in band metadata).
     pub fn wavelengths(self) -> &'static [f64] {
         if self.is_sentinel2() {
@@ -111,6 +120,149 @@ impl Sensor {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown sensor '{0}': expected one of SEN2A, SEN2B, SEN2C, LND04, LND05, LND07, LND08, LND09")]
 pub struct SensorError(pub String);
+
+/// Sensors are written by their FORCE names (`"SEN2A"`), e.g. in a model contract.
+impl serde::Serialize for Sensor {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Sensor {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Sensor, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Why a list of band names cannot be read from the given sensors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BandError {
+    #[error("no band names given")]
+    Empty,
+    #[error("band '{0}' is listed twice")]
+    Duplicate(String),
+    #[error(
+        "'{band}' is not a FORCE BOA band name: expected BLUE, GREEN, RED, REDEDGE1, REDEDGE2, REDEDGE3, \
+         BROADNIR, NIR, SWIR1, SWIR2 (Landsat and Sentinel-2 share {common})",
+        common = COMMON_BANDS.join(",")
+    )]
+    Unknown { band: String },
+    #[error(
+        "{sensor} has no band {band} (only {have} {verb} it): drop {sensor} from the sensors or {band} \
+         from the bands (Landsat and Sentinel-2 share {common})",
+        have = have.iter().map(|s| s.name()).collect::<Vec<_>>().join(","),
+        verb = if have.len() == 1 { "has" } else { "have" },
+        common = COMMON_BANDS.join(",")
+    )]
+    Missing {
+        sensor: Sensor,
+        band: String,
+        have: Vec<Sensor>,
+    },
+}
+
+/// Parses a comma-separated band list (`BLUE,GREEN,NIR`; names as FORCE spells them, any case),
+/// keeping the given order. Names are checked against the sensors by [`BandMap::new`].
+pub fn parse_band_list(s: &str) -> Result<Vec<String>, BandError> {
+    let mut out: Vec<String> = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let name = part.to_ascii_uppercase();
+        if out.contains(&name) {
+            return Err(BandError::Duplicate(name));
+        }
+        out.push(name);
+    }
+    if out.is_empty() {
+        return Err(BandError::Empty);
+    }
+    Ok(out)
+}
+
+/// Which band of each sensor's BOA file holds each requested band: the bands of a time series that
+/// mixes sensors (Landsat and Sentinel-2 on their common bands), by FORCE's band names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BandMap {
+    names: Vec<String>,
+    /// Per sensor: the 1-based band number in its BOA file of each requested band.
+    numbers: Vec<(Sensor, Vec<usize>)>,
+}
+
+impl BandMap {
+    /// Every band of one band set: what a series of sensors with the same bands holds when no bands
+    /// are requested.
+    pub fn all_bands(sensors: &[Sensor]) -> BandMap {
+        let names: Vec<String> = sensors
+            .first()
+            .map(|s| s.bands().iter().map(|b| b.to_string()).collect())
+            .unwrap_or_default();
+        BandMap::new(sensors, &names).expect("every sensor has its own bands")
+    }
+
+    /// The map for `names` read from every one of `sensors`; each sensor must have each band.
+    pub fn new(sensors: &[Sensor], names: &[String]) -> Result<BandMap, BandError> {
+        if names.is_empty() {
+            return Err(BandError::Empty);
+        }
+        for (i, n) in names.iter().enumerate() {
+            if names[..i].contains(n) {
+                return Err(BandError::Duplicate(n.clone()));
+            }
+            if Sensor::ALL.iter().all(|s| s.band_index(n).is_none()) {
+                return Err(BandError::Unknown { band: n.clone() });
+            }
+        }
+        let mut numbers = Vec::with_capacity(sensors.len());
+        for &sensor in sensors {
+            let mut bands = Vec::with_capacity(names.len());
+            for n in names {
+                let Some(i) = sensor.band_index(n) else {
+                    return Err(BandError::Missing {
+                        sensor,
+                        band: n.clone(),
+                        have: {
+                            let has = |s: &&Sensor| s.band_index(n).is_some();
+                            let among: Vec<Sensor> = sensors.iter().filter(has).copied().collect();
+                            if among.is_empty() {
+                                Sensor::ALL.iter().filter(has).copied().collect()
+                            } else {
+                                among
+                            }
+                        },
+                    });
+                };
+                bands.push(i + 1);
+            }
+            numbers.push((sensor, bands));
+        }
+        Ok(BandMap {
+            names: names.to_vec(),
+            numbers,
+        })
+    }
+
+    /// The requested band names, in output order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The 1-based band numbers in `sensor`'s BOA file of the requested bands, in output order;
+    /// `None` for a sensor the map was not made for.
+    pub fn numbers(&self, sensor: Sensor) -> Option<&[usize]> {
+        self.numbers
+            .iter()
+            .find(|(s, _)| *s == sensor)
+            .map(|(_, n)| n.as_slice())
+    }
+}
 
 impl FromStr for Sensor {
     type Err = SensorError;
@@ -451,6 +603,75 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("'LND06'"));
+    }
+
+    #[test]
+    fn common_bands_map_to_each_sensors_own_band_numbers() {
+        let names = parse_band_list("blue, GREEN,RED,NIR,SWIR1,SWIR2").unwrap();
+        assert_eq!(names, COMMON_BANDS);
+        let sensors = [Sensor::Sen2a, Sensor::Lnd08, Sensor::Sen2b, Sensor::Lnd09];
+        let m = BandMap::new(&sensors, &names).unwrap();
+        assert_eq!(m.names(), COMMON_BANDS);
+        // Sentinel-2's NIR is B8A, the 8th band of its BOA file (B08 is BROADNIR, the 7th).
+        assert_eq!(m.numbers(Sensor::Sen2a), Some(&[1, 2, 3, 8, 9, 10][..]));
+        assert_eq!(m.numbers(Sensor::Sen2b), Some(&[1, 2, 3, 8, 9, 10][..]));
+        assert_eq!(m.numbers(Sensor::Lnd08), Some(&[1, 2, 3, 4, 5, 6][..]));
+        assert_eq!(m.numbers(Sensor::Lnd05), None);
+        let m = BandMap::new(&sensors, &["SWIR2".into(), "BLUE".into()]).unwrap();
+        assert_eq!(m.numbers(Sensor::Sen2a), Some(&[10, 1][..]));
+        assert_eq!(m.numbers(Sensor::Lnd09), Some(&[6, 1][..]));
+        let all = BandMap::all_bands(&[Sensor::Sen2a, Sensor::Sen2c]);
+        assert_eq!(all.names(), SENTINEL2_BANDS);
+        assert_eq!(
+            all.numbers(Sensor::Sen2c),
+            Some(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10][..])
+        );
+        // Sentinel-2's NIR and Landsat's NIR are the same wavelength.
+        assert_eq!(
+            Sensor::Sen2a.wavelengths()[Sensor::Sen2a.band_index("NIR").unwrap()],
+            Sensor::Lnd08.wavelengths()[Sensor::Lnd08.band_index("NIR").unwrap()]
+        );
+    }
+
+    #[test]
+    fn bands_a_sensor_lacks_are_refused_naming_the_sensors_that_have_them() {
+        let e = BandMap::new(
+            &[Sensor::Sen2a, Sensor::Lnd08, Sensor::Sen2b],
+            &["BLUE".into(), "REDEDGE1".into()],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "LND08 has no band REDEDGE1 (only SEN2A,SEN2B have it): drop LND08 from the sensors or \
+             REDEDGE1 from the bands (Landsat and Sentinel-2 share BLUE,GREEN,RED,NIR,SWIR1,SWIR2)"
+        );
+        let e = BandMap::new(&[Sensor::Lnd08], &["REDEDGE2".into()]).unwrap_err();
+        assert!(e.to_string().contains("(only SEN2A,SEN2B,SEN2C have it)"), "{e}");
+        let e = BandMap::new(&[Sensor::Sen2c, Sensor::Lnd04], &["BROADNIR".into()]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("LND04 has no band BROADNIR (only SEN2C has it)"),
+            "{e}"
+        );
+        let e = BandMap::new(&[Sensor::Lnd08], &["NIR".into(), "B8A".into()]).unwrap_err();
+        assert!(
+            e.to_string().starts_with("'B8A' is not a FORCE BOA band name"),
+            "{e}"
+        );
+        assert_eq!(
+            parse_band_list("NIR,nir").unwrap_err(),
+            BandError::Duplicate("NIR".into())
+        );
+        assert_eq!(parse_band_list(" , ").unwrap_err(), BandError::Empty);
+    }
+
+    #[test]
+    fn sensors_serialise_by_name() {
+        let v: Vec<Sensor> = serde_json::from_str(r#"["SEN2A", "lnd09"]"#).unwrap();
+        assert_eq!(v, [Sensor::Sen2a, Sensor::Lnd09]);
+        assert_eq!(serde_json::to_string(&v).unwrap(), r#"["SEN2A","LND09"]"#);
+        let e = serde_json::from_str::<Vec<Sensor>>(r#"["LND06"]"#).unwrap_err();
+        assert!(e.to_string().contains("unknown sensor 'LND06'"), "{e}");
     }
 
     #[test]

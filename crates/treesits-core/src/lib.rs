@@ -8,7 +8,8 @@
 //! - [`tiles_csv`]: the tile list `tiles.csv` that `aoi-select` writes;
 //! - [`value_set`]: raster value lists and ranges (`10,20-30`);
 //! - [`chunk`], [`prediction`]: the Arrow IPC time-series and prediction chunks;
-//! - [`contract`]: the model contract an ONNX model carries;
+//! - [`contract`]: the model contract an ONNX model carries; [`onnx_metadata`] reads it from the
+//!   model file without ONNX Runtime;
 //! - [`location`]: local paths or `s3://bucket/key`, and the GDAL path of each (`/vsis3/…`);
 //! - [`names`]: every file-name and metadata-key contract between the tools;
 //! - [`inputs`]: input arguments (`-`, files, directories, `*`/`?` patterns) → the streams to read;
@@ -27,6 +28,7 @@ pub mod inventory;
 pub mod level2;
 pub mod location;
 pub mod names;
+pub mod onnx_metadata;
 pub mod prediction;
 pub mod qai;
 pub mod species;

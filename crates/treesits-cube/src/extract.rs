@@ -161,13 +161,14 @@ impl ExtractPlan {
 
     /// A bound for GDAL's block cache that costs no re-decoding: every block is decoded once and
     /// copied out at once, so each worker needs the blocks one band read of a chunk touches (twice,
-    /// for the QAI or mask read beside it), at least 16 MiB in all. GDAL's default (5 % of RAM) lets
-    /// the cache grow with the tile.
+    /// for the QAI or mask read beside it; times the bands of a pixel-interleaved file), at least
+    /// 16 MiB in all. GDAL's default (5 % of RAM) lets the cache grow with the tile.
     pub fn gdal_cache_bytes(&self, threads: usize) -> usize {
         let (bw, bh) = (self.scan.block.0.max(1), self.scan.block.1.max(1));
         let block_rows = self.chunk_rows.div_ceil(bh) + 1;
         let blocks_across = self.scan.size.0.div_ceil(bw);
-        let per_worker = block_rows * blocks_across * bw * bh * 2 * 2;
+        // A pixel-interleaved block holds every band of its file: all of them are decoded together.
+        let per_worker = block_rows * blocks_across * bw * bh * 2 * 2 * self.scan.block_bands.max(1);
         (per_worker * threads.max(1)).max(16 << 20)
     }
 

@@ -8,9 +8,9 @@
 use std::path::Path;
 
 use gdal::raster::GdalDataType;
-use gdal::Dataset;
+use gdal::{Dataset, Metadata};
 use treesits_core::chunk::ChunkColumns;
-use treesits_core::level2::{invalid_date, pair_level2_files, Level2Pair};
+use treesits_core::level2::{invalid_date, pair_level2_files, BandError, BandMap, Level2Pair};
 use treesits_core::{CubeDefinition, Date, PixelWindow, Product, QaiScreen, Sensor, TileId};
 
 use treesits_core::names::CUBE_DEFINITION_FILE;
@@ -26,6 +26,12 @@ pub enum CubeError {
     List(#[from] ListError),
     #[error("{0}: no BOA files for the selected sensors and dates")]
     Empty(String),
+    #[error(
+        "{location}: its Level-2 files are ENVI ({example}), which is not read: convert them to GeoTIFF \
+         with the same names (gdal_translate -of GTiff X_BOA.dat X_BOA.tif; docs/formats.md, \"Level-2 \
+         files\")"
+    )]
+    Envi { location: String, example: String },
     #[error("{boa}: BOA file has no QAI file ({qai} is missing)")]
     MissingQai { boa: String, qai: String },
     #[error("cannot open {path} (missing, truncated or not a GeoTIFF?)")]
@@ -43,6 +49,8 @@ pub enum CubeError {
     Mismatch { path: String, problem: String },
     #[error(transparent)]
     CubeDefinition(#[from] CubeDefinitionError),
+    #[error("{location}: {source}")]
+    Bands { location: String, source: BandError },
 }
 
 /// Which files of a tile to use.
@@ -70,10 +78,16 @@ pub struct TileScan {
     pub acquisitions: Vec<AcquisitionFiles>,
     /// Columns, rows.
     pub size: (usize, usize),
+    /// Bands of the series (what each observation holds), named by `band_names`.
     pub bands: usize,
     pub band_names: Vec<String>,
+    /// Which band of each sensor's BOA file holds each of `band_names`.
+    pub band_map: BandMap,
     /// Block shape (columns, rows) of the BOA files.
     pub block: (usize, usize),
+    /// Bands decoded with each block: 1 for band-interleaved files, all of a file's bands for
+    /// pixel-interleaved ones (COGs written by GDAL < 3.11); the most of any BOA file.
+    pub block_bands: usize,
     pub geotransform: [f64; 6],
     pub crs_wkt: String,
     /// The cube's `datacube-definition.prj`, when the tile's parent directory has one.
@@ -199,22 +213,66 @@ pub fn select_pairs(
     Ok(acquisitions)
 }
 
-/// Lists, pairs and checks the files of one tile.
+/// Whether `name` is a FORCE Level-2 file of one of `sensors` in ENVI format (`…_BOA.dat`, or its
+/// `.hdr`), which the scan does not read.
+fn is_envi_level2(name: &str, sensors: &[Sensor]) -> bool {
+    let Some(stem) = name
+        .strip_suffix(".dat")
+        .or_else(|| name.strip_suffix(".hdr"))
+        .or_else(|| name.strip_suffix(".DAT"))
+    else {
+        return false;
+    };
+    treesits_core::Level2Name::parse(&format!("{stem}.tif"))
+        .is_ok_and(|l2| sensors.contains(&l2.sensor) && matches!(l2.product, Product::Boa | Product::Qai))
+}
+
+/// Lists, pairs and checks the files of one tile, for every band of the first acquisition's sensor
+/// (so the selected sensors must share one band set).
 pub fn scan_tile(location: &Location, sel: &TileSelection) -> Result<TileScan, CubeError> {
+    scan_tile_bands(location, sel, None)
+}
+
+/// [`scan_tile`] for the bands named `bands` (FORCE's names, in output order), read from each
+/// sensor's own band of that name, so sensors with different band sets (Landsat and Sentinel-2) make
+/// one series; `None`: every band of the first acquisition's sensor.
+pub fn scan_tile_bands(
+    location: &Location,
+    sel: &TileSelection,
+    bands: Option<&[String]>,
+) -> Result<TileScan, CubeError> {
     let name = location.file_name().unwrap_or_default().to_string();
     let tile: TileId = name
         .parse()
         .map_err(|_| CubeError::NotATile(location.to_string()))?;
     let files = list_files(location)?;
     let acquisitions = select_acquisitions(location, &files, sel)?;
+    let envi: Vec<&str> = files
+        .iter()
+        .map(|f| f.name.as_str())
+        .filter(|n| is_envi_level2(n, &sel.sensors))
+        .collect();
     if acquisitions.is_empty() {
-        return Err(CubeError::Empty(location.to_string()));
+        return Err(match envi.first() {
+            Some(example) => CubeError::Envi {
+                location: location.to_string(),
+                example: example.to_string(),
+            },
+            None => CubeError::Empty(location.to_string()),
+        });
+    }
+    if !envi.is_empty() {
+        log::warn!(
+            "{location}: skipping {} ENVI Level-2 file{} ({}, …): only GeoTIFF Level-2 files are read",
+            envi.len(),
+            if envi.len() == 1 { "" } else { "s" },
+            envi[0]
+        );
     }
 
     // Every file opened once, here, so a bad one is named before any work starts.
     let first = open(&acquisitions[0].boa)?;
     let size = first.raster_size();
-    let bands = first.raster_count();
     let geotransform = first.geo_transform().map_err(|source| CubeError::Read {
         path: acquisitions[0].boa.to_string(),
         what: "the geotransform".into(),
@@ -230,7 +288,23 @@ pub fn scan_tile(location: &Location, sel: &TileSelection) -> Result<TileScan, C
         })?
         .block_size();
     drop(first);
-    let expected_bands = acquisitions[0].sensor.bands();
+    let names: Vec<String> = match bands {
+        Some(b) => b.to_vec(),
+        None => acquisitions[0]
+            .sensor
+            .bands()
+            .iter()
+            .map(|b| b.to_string())
+            .collect(),
+    };
+    let mut sensors: Vec<Sensor> = acquisitions.iter().map(|a| a.sensor).collect();
+    sensors.sort_by_key(|s| s.code());
+    sensors.dedup();
+    let band_map = BandMap::new(&sensors, &names).map_err(|source| CubeError::Bands {
+        location: location.to_string(),
+        source,
+    })?;
+    let mut block_bands = 1;
     for acq in &acquisitions {
         let want_bands = acq.sensor.bands().len();
         for (loc, want_bands) in [(&acq.boa, want_bands), (&acq.qai, 1)] {
@@ -262,16 +336,18 @@ pub fn scan_tile(location: &Location, sel: &TileSelection) -> Result<TileScan, C
                     ),
                 ));
             }
-            if ds.raster_count() != want_bands || (loc == &acq.boa && ds.raster_count() != bands) {
+            if ds.raster_count() != want_bands {
                 return Err(mismatch(
                     loc,
                     format!(
-                        "{} bands, expected {want_bands} for {} (and {bands} as in {})",
+                        "{} bands, expected {want_bands} for {}",
                         ds.raster_count(),
-                        acq.sensor,
-                        acquisitions[0].boa
+                        acq.sensor
                     ),
                 ));
+            }
+            if ds.metadata_item("INTERLEAVE", "IMAGE_STRUCTURE").as_deref() == Some("PIXEL") {
+                block_bands = block_bands.max(want_bands);
             }
             let band = ds.rasterband(1).map_err(|source| CubeError::Read {
                 path: loc.to_string(),
@@ -292,9 +368,11 @@ pub fn scan_tile(location: &Location, sel: &TileSelection) -> Result<TileScan, C
         location: location.clone(),
         acquisitions,
         size,
-        bands,
-        band_names: expected_bands.iter().map(|b| b.to_string()).collect(),
+        bands: band_map.len(),
+        band_names: band_map.names().to_vec(),
+        band_map,
         block,
+        block_bands,
         geotransform,
         crs_wkt,
         cube,
@@ -313,6 +391,13 @@ fn read_cube_definition(tile: &Location) -> Result<Option<CubeDefinition>, CubeE
 }
 
 impl TileScan {
+    /// The 1-based band numbers in a BOA file of `sensor` that hold [`TileScan::band_names`], in order.
+    pub fn boa_bands(&self, sensor: Sensor) -> &[usize] {
+        self.band_map
+            .numbers(sensor)
+            .expect("the band map covers every sensor of the scan")
+    }
+
     /// Checks that the cube definition (if found) places this tile where its files say it is.
     pub fn check_cube_definition(&self) -> Result<(), CubeError> {
         let Some(def) = &self.cube else { return Ok(()) };
@@ -399,10 +484,11 @@ pub const MAX_OPEN_DATASETS: usize = 512;
 ///
 /// Per chunk it reads every QAI window once (screening), then the BOA bands of the acquisitions with
 /// any valid pixel once, a group of acquisitions band by band, and merges each band of a group into
-/// the pixel-major output in one pass. Memory: the output, one bit per (acquisition, pixel) and one
-/// group's band windows (one band each) with its merge program (8 bytes per observation): together
-/// at most an eighth of the size of the chunk's band values, or [`MIN_GROUP_BYTES`] if that is
-/// more, and always at least one acquisition.
+/// the pixel-major output in one pass (pixel-interleaved files: all bands of an acquisition in a row,
+/// see `merge_group`). Memory: the output, one bit per (acquisition, pixel) and one group's band
+/// windows (one band each; every band for pixel-interleaved files) with its merge program (8 bytes
+/// per observation): together at most an eighth of the size of the chunk's band values, or
+/// [`MIN_GROUP_BYTES`] if that is more, and always at least one acquisition.
 pub struct ChunkReader<'a> {
     scan: &'a TileScan,
     screen: &'a QaiScreen,
@@ -521,6 +607,8 @@ fn read_into<T: gdal::raster::GdalType + Copy>(
         source,
     };
     buf.resize(w.len(), zero);
+    // The buffer has the window's own size, so GDAL reads the full-resolution image and never one of
+    // the overviews a COG carries.
     ds.rasterband(band)
         .map_err(err)?
         .read_into_slice(
@@ -705,7 +793,15 @@ impl<'a> ChunkReader<'a> {
         let budget = self
             .group_bytes
             .unwrap_or_else(|| group_budget(total, self.scan.bands));
-        for group in acquisition_groups(&used, &obs, w.len(), budget) {
+        // A pixel-interleaved file decodes all its bands with each block: a group then holds every
+        // band of its acquisitions (see `merge_group`), so groups are smaller for the same budget.
+        let per_acquisition = w.len()
+            * if self.scan.block_bands > 1 {
+                self.scan.bands
+            } else {
+                1
+            };
+        for group in acquisition_groups(&used, &obs, per_acquisition, budget) {
             let bits = Validity { valid: &valid, words };
             self.merge_group(group, w, bits, &mut cursor, &pixel, &mut out)?;
         }
@@ -786,15 +882,41 @@ impl<'a> ChunkReader<'a> {
             }
         }
         // Every value is overwritten by the reads: no need to clear.
+        let scan = self.scan;
+        let numbers: Vec<&[usize]> = group
+            .iter()
+            .map(|&k| scan.boa_bands(scan.acquisitions[k].sensor))
+            .collect();
         let mut windows = std::mem::take(&mut self.windows);
-        windows.resize(group.len() * wl, 0);
-        for (b, dst) in out.bands.iter_mut().enumerate() {
+        let n = group.len();
+        if scan.block_bands > 1 {
+            // Pixel-interleaved files (COGs of GDAL < 3.11) decode every band of a block at once:
+            // all bands of one acquisition are read in a row, while its blocks are in GDAL's cache
+            // (which then needs one acquisition's blocks, not the group's), and merged band by band.
+            windows.resize(out.bands.len() * n * wl, 0);
             for (g, &k) in group.iter().enumerate() {
-                self.read_file(k, File::Boa, b + 1, w, true)?;
-                windows[g * wl..(g + 1) * wl].copy_from_slice(&self.band);
+                for (b, &band) in numbers[g].iter().enumerate() {
+                    self.read_file(k, File::Boa, band, w, true)?;
+                    let at = (b * n + g) * wl;
+                    windows[at..at + wl].copy_from_slice(&self.band);
+                }
             }
-            for &(pos, from) in &program {
-                dst[pos as usize] = windows[from as usize];
+            for (b, dst) in out.bands.iter_mut().enumerate() {
+                let band = &windows[b * n * wl..(b + 1) * n * wl];
+                for &(pos, from) in &program {
+                    dst[pos as usize] = band[from as usize];
+                }
+            }
+        } else {
+            windows.resize(n * wl, 0);
+            for (b, dst) in out.bands.iter_mut().enumerate() {
+                for (g, &k) in group.iter().enumerate() {
+                    self.read_file(k, File::Boa, numbers[g][b], w, true)?;
+                    windows[g * wl..(g + 1) * wl].copy_from_slice(&self.band);
+                }
+                for &(pos, from) in &program {
+                    dst[pos as usize] = windows[from as usize];
+                }
             }
         }
         for &k in group {
@@ -805,7 +927,7 @@ impl<'a> ChunkReader<'a> {
         Ok(())
     }
 
-    /// Reads every band of every file for a window, the same way [`ChunkReader::read`] reads them,
+    /// Reads every band the series uses of every file for a window, the same way [`ChunkReader::read`] reads them,
     /// and returns how many values were read (the baseline `cube-extract` is benchmarked against).
     pub fn read_all_bands(&mut self, w: &PixelWindow) -> Result<u64, CubeError> {
         let mut n = 0u64;
@@ -815,7 +937,8 @@ impl<'a> ChunkReader<'a> {
             self.release(k, File::Qai);
             checksum += self.qai.iter().map(|&v| i64::from(v)).sum::<i64>();
             n += self.qai.len() as u64;
-            for b in 1..=self.scan.bands {
+            let scan = self.scan;
+            for &b in scan.boa_bands(scan.acquisitions[k].sensor) {
                 self.read_file(k, File::Boa, b, w, true)?;
                 checksum += self.band.iter().map(|&v| i64::from(v)).sum::<i64>();
                 n += self.band.len() as u64;
@@ -830,6 +953,20 @@ impl<'a> ChunkReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn envi_level2_files_are_recognised_to_be_named_in_the_error() {
+        let s2 = [Sensor::Sen2a, Sensor::Sen2b];
+        assert!(is_envi_level2("20210615_LEVEL2_SEN2A_BOA.dat", &s2));
+        assert!(is_envi_level2("20210615_LEVEL2_SEN2B_QAI.hdr", &s2));
+        assert!(
+            !is_envi_level2("20210615_LEVEL2_LND08_BOA.dat", &s2),
+            "not a selected sensor"
+        );
+        assert!(!is_envi_level2("20210615_LEVEL2_SEN2A_CLD.dat", &s2));
+        assert!(!is_envi_level2("20210615_LEVEL2_SEN2A_BOA.tif", &s2));
+        assert!(!is_envi_level2("notes.dat", &s2));
+    }
 
     #[test]
     fn cube_definition_is_looked_for_beside_the_tile_locally_and_on_s3() {

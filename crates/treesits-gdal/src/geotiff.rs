@@ -47,13 +47,16 @@ impl TiffLayout {
     }
 }
 
-/// The two layouts by their FORCE version names, for command lines.
+/// The Level-2 layouts by their FORCE version names, for command lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ForceLayout {
     /// `force37`: strips + LZW.
     Force37,
     /// `force38`: 256 × 256 tiles + ZSTD.
     Force38,
+    /// `force39`: Cloud Optimized GeoTIFF (GDAL's COG driver), ZSTD + predictor, 256 × 256 blocks,
+    /// overviews (average): FORCE ≥ 3.9's default Level-2 format.
+    Force39,
 }
 
 impl FromStr for ForceLayout {
@@ -62,10 +65,11 @@ impl FromStr for ForceLayout {
         match s {
             "force37" | "strips" => Ok(ForceLayout::Force37),
             "force38" | "tiles" => Ok(ForceLayout::Force38),
+            "force39" | "cog" => Ok(ForceLayout::Force39),
             _ => Err(treesits_core::choice::UnknownChoice::new(
                 "layout",
                 s,
-                "force37 (LZW strips) or force38 (ZSTD 256x256 tiles)",
+                "force37 (LZW strips), force38 (ZSTD 256x256 tiles) or force39 (COG: ZSTD 256x256 blocks, overviews)",
             )),
         }
     }
@@ -76,18 +80,52 @@ impl fmt::Display for ForceLayout {
         f.write_str(match self {
             ForceLayout::Force37 => "force37",
             ForceLayout::Force38 => "force38",
+            ForceLayout::Force39 => "force39",
         })
     }
 }
 
 impl ForceLayout {
-    /// The TIFF layout for a tile with the given strip height (used by the strip layout).
+    /// The TIFF layout for a tile with the given strip height (used by the strip layout). A COG is
+    /// written in this layout first and then copied into its final form ([`write_level2_cog`]).
     pub fn tiff_layout(self, strip_rows: usize) -> TiffLayout {
         match self {
             ForceLayout::Force37 => TiffLayout::Strips { rows: strip_rows },
-            ForceLayout::Force38 => TiffLayout::Tiles { size: 256 },
+            ForceLayout::Force38 | ForceLayout::Force39 => TiffLayout::Tiles { size: 256 },
         }
     }
+
+    /// Whether files of this layout are COGs (written through [`write_level2_cog`]).
+    pub fn is_cog(self) -> bool {
+        self == ForceLayout::Force39
+    }
+}
+
+/// The COG driver's creation options FORCE ≥ 3.9 uses for Level-2 files. `INTERLEAVE=TILE` (one
+/// block per band) needs GDAL ≥ 3.11; older GDAL writes pixel-interleaved blocks.
+pub fn level2_cog_creation_options() -> Vec<String> {
+    let mut o: Vec<String> = [
+        "COMPRESS=ZSTD",
+        "PREDICTOR=YES",
+        "BLOCKSIZE=256",
+        "BIGTIFF=YES",
+        "OVERVIEW_RESAMPLING=AVERAGE",
+    ]
+    .map(String::from)
+    .to_vec();
+    let version: u32 = gdal::version::version_info("VERSION_NUM").parse().unwrap_or(0);
+    if version >= 3_110_000 {
+        o.push("INTERLEAVE=TILE".into());
+    }
+    o
+}
+
+/// Copies `src` into a Cloud Optimized GeoTIFF at `path` (overviews computed by the driver).
+pub fn write_level2_cog(src: &Dataset, path: &Path) -> gdal::errors::Result<Dataset> {
+    let driver = DriverManager::get_driver_by_name("COG")?;
+    let opts = level2_cog_creation_options();
+    let options = RasterCreationOptions::from_iter(opts.iter().map(String::as_str));
+    src.create_copy(&driver, path, &options)
 }
 
 /// Everything needed to create a georeferenced GeoTIFF.
@@ -159,5 +197,37 @@ mod tests {
             assert_eq!(ds.geo_transform().unwrap(), spec.geotransform);
             assert_eq!(layout.block_shape(300), block);
         }
+    }
+
+    #[test]
+    fn cogs_have_256_pixel_blocks_and_overviews() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = GeoTiffSpec {
+            cols: 600,
+            rows: 600,
+            bands: 2,
+            layout: ForceLayout::Force39.tiff_layout(60),
+            geotransform: [0.0, 10.0, 0.0, 6000.0, 0.0, -10.0],
+            projection_wkt: "",
+        };
+        let src = spec.create::<i16>(&dir.path().join("src.tif")).unwrap();
+        let cog = dir.path().join("cog.tif");
+        drop(write_level2_cog(&src, &cog).unwrap());
+        let ds = Dataset::open(&cog).unwrap();
+        use gdal::Metadata;
+        assert_eq!(
+            ds.metadata_item("LAYOUT", "IMAGE_STRUCTURE").as_deref(),
+            Some("COG")
+        );
+        assert_eq!(
+            ds.metadata_item("COMPRESSION", "IMAGE_STRUCTURE").as_deref(),
+            Some("ZSTD")
+        );
+        let band = ds.rasterband(2).unwrap();
+        assert_eq!(band.block_size(), (256, 256));
+        assert!(band.overview_count().unwrap() >= 1);
+        assert!(ForceLayout::Force39.is_cog() && !ForceLayout::Force38.is_cog());
+        assert_eq!("cog".parse::<ForceLayout>().unwrap(), ForceLayout::Force39);
+        assert_eq!(ForceLayout::Force39.to_string(), "force39");
     }
 }

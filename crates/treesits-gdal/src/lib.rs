@@ -22,4 +22,4 @@ pub mod srs;
 pub mod vector;
 pub mod vsi_text;
 
-pub use geotiff::{ForceLayout, GeoTiffSpec, TiffLayout};
+pub use geotiff::{write_level2_cog, ForceLayout, GeoTiffSpec, TiffLayout};

@@ -85,13 +85,15 @@ impl PackedChunk {
 }
 
 impl Packer {
-    /// Checks the chunk against the contract (bands by name) and prepares the scaling.
+    /// Checks the chunk against the contract (bands by name, sensors if it lists them) and prepares
+    /// the scaling.
     /// `fixed_length` is the model's static sequence length, if its input has one.
     pub fn new(
         contract: &ModelContract,
         chunk: &ChunkMetadata,
         fixed_length: Option<usize>,
     ) -> Result<Packer, PackError> {
+        contract.check_sensors(&chunk.sensors)?;
         let band_columns = contract.band_indices(&chunk.band_names)?;
         let (mean, std) = contract.normalisation();
         let s = &contract.scaling;
@@ -222,6 +224,7 @@ mod tests {
             model_id: "t".into(),
             description: String::new(),
             bands: vec!["RED".into(), "BLUE".into()],
+            sensors: Vec::new(),
             inputs: Inputs {
                 values: "x".into(),
                 doy: Some("doy".into()),
@@ -436,5 +439,16 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("fixed sequence length of 4"), "{e}");
+        // A contract that lists its sensors refuses chunks of others.
+        let mut c = contract(PaddingSide::Left, None);
+        c.sensors = vec![Sensor::Lnd08, Sensor::Sen2a];
+        assert!(Packer::new(&c, &meta(&["BLUE", "RED"]), None).is_ok());
+        let m = ChunkMetadata {
+            sensors: vec![Sensor::Sen2a, Sensor::Lnd09],
+            ..meta(&["BLUE", "RED"])
+        };
+        let e = Packer::new(&c, &m, None).unwrap_err();
+        assert!(e.to_string().contains("accepts only LND08,SEN2A"), "{e}");
+        assert!(e.to_string().contains("holds LND09"), "{e}");
     }
 }

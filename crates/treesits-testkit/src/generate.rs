@@ -423,8 +423,17 @@ fn write_acquisition(
     let layout = cfg.layout.tiff_layout(grid.block_rows);
     let bands = acq.sensor.bands();
     let name = Level2Name::new(acq.date, acq.sensor, Product::Boa);
-    let boa_path = dir.join(name.to_string());
-    let qai_path = dir.join(name.with_product(Product::Qai).to_string());
+    let qai_name = name.with_product(Product::Qai);
+    // A COG is written as a tiled GeoTIFF first (hidden, beside it) and then copied into its form.
+    let staging = |n: &Level2Name| {
+        if cfg.layout.is_cog() {
+            dir.join(format!(".{n}.staging.tif"))
+        } else {
+            dir.join(n.to_string())
+        }
+    };
+    let boa_path = staging(&name);
+    let qai_path = staging(&qai_name);
     let spec = GeoTiffSpec::tile(grid, tile, bands.len(), layout);
     let what = |p: &Path| format!("writing {}", p.display());
     let mut boa = spec.create::<i16>(&boa_path).map_err(gd(what(&boa_path)))?;
@@ -470,6 +479,18 @@ fn write_acquisition(
         // A failed write stops the file at its first failure (GDAL says it once, in the log).
         written(&check, &boa_path, || boa.flush_cache())?;
         written(&check, &qai_path, || qai.flush_cache())?;
+    }
+    if cfg.layout.is_cog() {
+        for (src, n) in [(&boa, &name), (&qai, &qai_name)] {
+            let path = dir.join(n.to_string());
+            let cog = treesits_gdal::write_level2_cog(src, &path).map_err(gd(what(&path)))?;
+            written(&check, &path, || cog.close())?;
+        }
+        drop((boa, qai));
+        for p in [&boa_path, &qai_path] {
+            std::fs::remove_file(p).map_err(io(p))?;
+        }
+        return Ok(());
     }
     written(&check, &boa_path, || boa.close())?;
     written(&check, &qai_path, || qai.close())
