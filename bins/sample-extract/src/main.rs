@@ -35,8 +35,8 @@ struct Cli {
     /// Field holding the class: integer codes, or class names (matched to --classes).
     #[arg(long, value_name = "FIELD")]
     label: String,
-    /// Class table, JSON [{"code":0,"name":"spruce","colour":[r,g,b]},…]. Default: treesits' tree
-    /// species (codes 0-9) and non-forest (10).
+    /// Class table, JSON [{"code":0,"name":"spruce","colour":[r,g,b]},…]. Default: the --model
+    /// contract's classes, else treesits' tree species (codes 0-9) and non-forest (10).
     #[arg(long, value_name = "FILE.json")]
     classes: Option<PathBuf>,
     /// Field with a plot id (column plot_id).
@@ -65,9 +65,19 @@ struct Cli {
     /// Last acquisition date to use (inclusive), YYYY-MM-DD. Default: no limit.
     #[arg(long, value_name = "YYYY-MM-DD")]
     end: Option<Date>,
-    /// Sensors to use, comma-separated; all must have the same bands (Sentinel-2: 10, Landsat: 6).
-    #[arg(long, default_value = "SEN2A,SEN2B,SEN2C", value_name = "LIST")]
-    sensors: String,
+    /// Sensors to use, comma-separated. Without --bands or --model all must have the same bands
+    /// (Sentinel-2: 10, Landsat: 6). Default: the --model contract's sensors, else SEN2A,SEN2B,SEN2C.
+    #[arg(long, value_name = "LIST")]
+    sensors: Option<String>,
+    /// Bands to extract, comma-separated, by FORCE's names, in this order, as for cube-extract:
+    /// Landsat and Sentinel-2 together on BLUE,GREEN,RED,NIR,SWIR1,SWIR2. Default: every band of
+    /// the sensors.
+    #[arg(long, value_name = "LIST", conflicts_with = "model")]
+    bands: Option<String>,
+    /// Extract what this model takes, as for cube-extract: the bands (and sensors) of its contract;
+    /// its classes are the class table unless --classes is given.
+    #[arg(long, value_name = "FILE")]
+    model: Option<PathBuf>,
     /// QAI conditions that reject an observation, as for cube-extract (`none`: keep every one).
     #[arg(
         long,
@@ -109,6 +119,8 @@ impl Cli {
             start: self.start,
             end: self.end,
             sensors: self.sensors.clone(),
+            bands: self.bands.clone(),
+            model: self.model.clone(),
             screen: self.screen.clone(),
             max_open_datasets: self.max_open_files,
             out: self.out.clone(),

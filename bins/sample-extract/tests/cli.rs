@@ -13,6 +13,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use treesits_core::chunk::read_chunks;
 use treesits_core::grid::PrjForm;
 use treesits_core::{Level2Name, Product, QaiScreen, Sensor, TileId};
+use treesits_cube::extract::ExtractPlan;
+use treesits_cube::extract_request::ExtractRequest;
 use treesits_gdal::ForceLayout;
 use treesits_testkit::cli::{assert_snapshot, s, stderr, Tool};
 use treesits_testkit::SynthConfig;
@@ -26,20 +28,6 @@ type Series = BTreeMap<(String, u32, u32), Vec<Obs>>;
 
 const SCREEN: &str = "nodata,cloud,shadow,snow,subzero,saturation";
 
-fn cube_extract() -> PathBuf {
-    // Built beside this binary by the workspace (cargo test -p sample-extract builds only ours).
-    let me = Path::new(env!("CARGO_BIN_EXE_sample-extract"));
-    let other = me.with_file_name("cube-extract");
-    if !other.exists() {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "cube-extract"])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    other
-}
-
 struct Cube {
     _dir: tempfile::TempDir,
     root: PathBuf,
@@ -48,6 +36,10 @@ struct Cube {
 }
 
 fn synth(layout: ForceLayout, size: usize) -> Cube {
+    synth_with(layout, size, &[Sensor::Sen2a, Sensor::Sen2b])
+}
+
+fn synth_with(layout: ForceLayout, size: usize, sensors: &[Sensor]) -> Cube {
     let dir = tempfile::tempdir().unwrap();
     let cfg = SynthConfig {
         out: dir.path().join("synth"),
@@ -56,7 +48,7 @@ fn synth(layout: ForceLayout, size: usize) -> Cube {
         tile_pixels: size,
         dates: 6,
         year: 2021,
-        sensors: vec![Sensor::Sen2a, Sensor::Sen2b],
+        sensors: sensors.to_vec(),
         layout,
         prj_form: PrjForm::Tagged,
         resolution: 10.0,
@@ -131,24 +123,35 @@ fn partly_screened_pixel(cube: &Cube, tile: TileId, size: usize) -> (usize, usiz
     panic!("no partly screened pixel in the synthetic tile");
 }
 
-/// cube-extract's series of every pixel of the cube's tiles.
+/// cube-extract's series of every pixel of the cube's tiles: its request and plan (what the
+/// cube-extract binary runs), writing chunk files that are read back with `treesits_core::chunk`.
 fn cube_extract_series(cube: &Cube) -> Series {
+    cube_extract_series_with(cube, None, None)
+}
+
+/// [`cube_extract_series`] with `--sensors` and `--bands`.
+fn cube_extract_series_with(cube: &Cube, sensors: Option<&str>, bands: Option<&str>) -> Series {
     let mut series = Series::new();
     for &tile in &cube.tiles {
         let out = cube.root.join(format!("chunks-{tile}"));
-        let r = std::process::Command::new(cube_extract())
-            .args([
-                "--tile",
-                s(&cube.cube.join(tile.to_string())),
-                "--out-dir",
-                s(&out),
-                "--screen",
-                SCREEN,
-                "-q",
-            ])
-            .output()
+        let req = ExtractRequest {
+            tile: s(&cube.cube.join(tile.to_string())).to_string(),
+            mask: None,
+            start: None,
+            end: None,
+            sensors: sensors.map(str::to_string),
+            bands: bands.map(str::to_string),
+            model: None,
+            screen: SCREEN.to_string(),
+            chunk_rows: None,
+            max_open_datasets: treesits_cube::scan::MAX_OPEN_DATASETS,
+            zstd_level: treesits_core::chunk::DEFAULT_ZSTD_LEVEL,
+            group_bytes: None,
+        };
+        ExtractPlan::prepare(&req)
+            .unwrap()
+            .write_dir(&out, &|_, _, _| {})
             .unwrap();
-        assert!(r.status.success(), "{}", stderr(&r));
         for e in std::fs::read_dir(&out).unwrap() {
             let (_, batches) = read_chunks(std::fs::File::open(e.unwrap().path()).unwrap()).unwrap();
             for c in batches {
@@ -623,4 +626,76 @@ fn s3_cube_gives_the_same_table_as_local() {
     assert_eq!(a, b);
     assert_eq!(meta_b["treesits.cube"], "s3://cube/germany");
     assert_eq!(meta_a["treesits.band_names"], meta_b["treesits.band_names"]);
+}
+
+/// `--sensors` and `--bands` mean what they mean for cube-extract (the shared request): Landsat and
+/// Sentinel-2 in one series on their common bands, each sample's series cube-extract's.
+#[test]
+fn landsat_and_sentinel2_on_common_bands_are_cube_extracts_series() {
+    const FOUR: &str = "SEN2A,SEN2B,LND08,LND09";
+    const COMMON: &str = "BLUE,GREEN,RED,NIR,SWIR1,SWIR2";
+    let cube = synth_with(
+        ForceLayout::Force38,
+        60,
+        &[Sensor::Sen2a, Sensor::Lnd08, Sensor::Sen2b, Sensor::Lnd09],
+    );
+    let layout = samples(&cube, 60);
+    let vector = cube.root.join("s.geojson");
+    write_geojson(&vector, &layout, true);
+    let flags = ["--sensors", FOUR, "--bands", COMMON];
+    let expected = cube_extract_series_with(&cube, Some(FOUR), Some(COMMON));
+    let out = cube.root.join("t.parquet");
+    let mut args = vec![
+        "--cube",
+        s(&cube.cube),
+        "--samples",
+        s(&vector),
+        "--label",
+        "species",
+        "--out",
+        s(&out),
+    ];
+    args.extend_from_slice(&flags);
+    TOOL.ok(&TOOL.run(&args));
+    let (rows, schema, kv) = read_table(&out);
+    let bands: Vec<&str> = schema.fields()[schema.index_of("sensor").unwrap() + 1..]
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    assert_eq!(bands.join(","), COMMON);
+    assert_eq!(kv["treesits.band_names"], COMMON);
+    let code = |x: Sensor| x.code();
+    assert_eq!(
+        kv["treesits.sensors"],
+        format!(
+            "SEN2A=0,SEN2B=1,LND08={},LND09={}",
+            code(Sensor::Lnd08),
+            code(Sensor::Lnd09)
+        )
+    );
+    assert!(!rows.is_empty());
+    let mut landsat = 0;
+    for row in &rows {
+        let want = &expected[&(row.4.clone(), row.5, row.6)];
+        assert_eq!(&row.10, want, "sample {}", row.0);
+        landsat += row
+            .10
+            .iter()
+            .filter(|o| o.1 == Sensor::Lnd08.code() || o.1 == Sensor::Lnd09.code())
+            .count();
+    }
+    assert!(landsat > 0, "Landsat observations in the series");
+    // The same mistakes as cube-extract's, with the same message.
+    let mut bad = vec![
+        "--cube",
+        s(&cube.cube),
+        "--samples",
+        s(&vector),
+        "--label",
+        "species",
+        "--out",
+        s(&out),
+    ];
+    bad.extend_from_slice(&["--sensors", FOUR]);
+    TOOL.fails_with(&TOOL.run(&bad), "--bands BLUE,GREEN,RED,NIR,SWIR1,SWIR2");
 }

@@ -35,7 +35,7 @@ use treesits_gdal::srs::gis_order;
 use treesits_gdal::vector::{self, LayerError, OpenError};
 
 use crate::extract::ExtractPlan;
-use crate::extract_request::{ExtractRequest, RequestError};
+use crate::extract_request::{read_model_contract, ExtractRequest, RequestError};
 use crate::scan::{ChunkReader, CubeError};
 use table::{OptionalColumns, Rows, TableError, TableWriter};
 
@@ -79,7 +79,13 @@ pub struct SampleRequest {
     pub polygons: PolygonMode,
     pub start: Option<Date>,
     pub end: Option<Date>,
-    pub sensors: String,
+    /// As [`ExtractRequest::sensors`].
+    pub sensors: Option<String>,
+    /// As [`ExtractRequest::bands`] (`--bands`: Landsat and Sentinel-2 on their common bands).
+    pub bands: Option<String>,
+    /// As [`ExtractRequest::model`]: the bands (and sensors) of a model's contract; its classes are
+    /// the class table unless `classes` is given.
+    pub model: Option<PathBuf>,
     pub screen: String,
     pub max_open_datasets: usize,
     pub out: PathBuf,
@@ -240,10 +246,13 @@ struct Sample {
     shape: Shape,
 }
 
-/// The class table of `--classes`, or the project's scheme.
-fn load_classes(path: Option<&Path>) -> Result<Vec<SpeciesClass>, SampleError> {
+/// The class table of `--classes`, else of the `--model`'s contract, else the project's scheme.
+fn load_classes(path: Option<&Path>, model: Option<&Path>) -> Result<Vec<SpeciesClass>, SampleError> {
     let Some(path) = path else {
-        return Ok(truth_classes());
+        return match model {
+            Some(m) => Ok(read_model_contract(m)?.classes),
+            None => Ok(truth_classes()),
+        };
     };
     let bad = |problem: String| SampleError::Classes {
         path: path.to_path_buf(),
@@ -536,7 +545,7 @@ pub fn extract_samples(req: &SampleRequest) -> Result<SampleSummary, SampleError
         cube: req.cube.clone(),
         source,
     })?;
-    let classes = load_classes(req.classes.as_deref())?;
+    let classes = load_classes(req.classes.as_deref(), req.model.as_deref())?;
     let samples = read_samples(req, &definition.projection_wkt, &classes)?;
     let mut summary = SampleSummary {
         samples: samples.len(),
@@ -586,6 +595,8 @@ pub fn extract_samples(req: &SampleRequest) -> Result<SampleSummary, SampleError
             start: req.start,
             end: req.end,
             sensors: req.sensors.clone(),
+            bands: req.bands.clone(),
+            model: req.model.clone(),
             screen: req.screen.clone(),
             chunk_rows: None,
             max_open_datasets: req.max_open_datasets,
