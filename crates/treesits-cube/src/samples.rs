@@ -453,6 +453,15 @@ fn centroid(g: &Geometry, env: [f64; 4]) -> (f64, f64) {
     (cx / (3.0 * a), cy / (3.0 * a))
 }
 
+fn extent_of(e: [f64; 4]) -> treesits_core::grid::Extent {
+    treesits_core::grid::Extent {
+        xmin: e[0],
+        ymin: e[1],
+        xmax: e[2],
+        ymax: e[3],
+    }
+}
+
 /// One tile's grid, as its files give it.
 #[derive(Debug, Clone, Copy)]
 struct TileGeo {
@@ -560,12 +569,7 @@ pub fn extract_samples(req: &SampleRequest) -> Result<SampleSummary, SampleError
         }
         let touched: Vec<TileId> = match &s.shape {
             Shape::Points(p) => p.iter().map(|&(x, y)| definition.tile_of(x, y)).collect(),
-            Shape::Polygon(_, e) => definition.tiles_overlapping(&treesits_core::grid::Extent {
-                xmin: e[0],
-                ymin: e[1],
-                xmax: e[2],
-                ymax: e[3],
-            }),
+            Shape::Polygon(_, e) => definition.tiles_overlapping(&extent_of(*e)),
             Shape::Empty => Vec::new(),
         };
         for t in touched {
@@ -682,7 +686,8 @@ pub fn extract_samples(req: &SampleRequest) -> Result<SampleSummary, SampleError
             }
             Shape::Polygon(wkb, env) => {
                 let mut pixels = Vec::new();
-                for (&t, _) in geos.iter() {
+                let on = definition.tiles_overlapping(&extent_of(*env));
+                for t in on.into_iter().filter(|t| geos.contains_key(t)) {
                     let geo = geo_of(t);
                     let px = polygon_pixels(&geo, wkb, *env).map_err(|e| SampleError::Rasterize {
                         path: req.samples.clone(),
