@@ -531,6 +531,8 @@ fn bad_input_is_one_line_naming_it() {
     let vector = cube.root.join("s.geojson");
     write_geojson(&vector, &layout, true);
     let out = cube.root.join("t.parquet");
+    // An existing table is replaced only by a complete new one.
+    std::fs::write(&out, b"the previous table").unwrap();
     let run = |extra: &[&str]| {
         let mut a = vec!["--cube", s(&cube.cube), "--samples", s(&vector), "--out", s(&out)];
         a.extend_from_slice(extra);
@@ -575,7 +577,17 @@ fn bad_input_is_one_line_naming_it() {
         "x",
     ]);
     TOOL.fails_with(&r, "cannot open --samples /no/such.gpkg");
-    assert!(!out.exists(), "no table after a failed run");
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        b"the previous table",
+        "untouched by failed runs"
+    );
+    let hidden: Vec<_> = std::fs::read_dir(&cube.root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
 }
 
 /// The interface as reviewed: a changed flag or help text changes tests/snapshots/help.txt.

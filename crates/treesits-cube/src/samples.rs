@@ -1001,4 +1001,37 @@ mod tests {
         assert_eq!(geo.pixel_of(600.0, 990.0), None);
         assert_eq!(geo.centre(2, 2), (125.0, 975.0));
     }
+
+    fn square(x0: f64, y0: f64, x1: f64, y1: f64) -> Geometry {
+        Geometry::from_wkt(&format!(
+            "POLYGON (({x0} {y0}, {x1} {y0}, {x1} {y1}, {x0} {y1}, {x0} {y0}))"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn polygons_take_the_pixels_whose_centres_are_inside() {
+        let geo = TileGeo {
+            gt: [0.0, 10.0, 0.0, 100.0, 0.0, -10.0],
+            size: (10, 10),
+        };
+        // x 12..38 holds the centres of columns 1, 2, 3 (15, 25, 35); y 61..79 those of rows 2, 3.
+        let g = square(12.0, 61.0, 38.0, 79.0);
+        let e = g.envelope();
+        let px = polygon_pixels(&geo, &g.wkb().unwrap(), [e.MinX, e.MinY, e.MaxX, e.MaxY]).unwrap();
+        assert_eq!(px, vec![(2, 1), (2, 2), (2, 3), (3, 1), (3, 2), (3, 3)]);
+        // Beyond the tile's edge: only the pixels on the tile.
+        let g = square(-30.0, 81.0, 14.0, 99.0);
+        let e = g.envelope();
+        let px = polygon_pixels(&geo, &g.wkb().unwrap(), [e.MinX, e.MinY, e.MaxX, e.MaxY]).unwrap();
+        assert_eq!(px, vec![(0, 0), (1, 0)]);
+        // Too small to hold a centre: none (centre mode then takes the centroid's pixel).
+        let g = square(11.0, 61.0, 14.0, 64.0);
+        let e = g.envelope();
+        let px = polygon_pixels(&geo, &g.wkb().unwrap(), [e.MinX, e.MinY, e.MaxX, e.MaxY]).unwrap();
+        assert!(px.is_empty());
+        let (cx, cy) = centroid(&g, [e.MinX, e.MinY, e.MaxX, e.MaxY]);
+        assert!((cx - 12.5).abs() < 1e-9 && (cy - 62.5).abs() < 1e-9, "{cx} {cy}");
+        assert_eq!(geo.pixel_of(cx, cy), Some((3, 1)));
+    }
 }
