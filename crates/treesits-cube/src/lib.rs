@@ -7,9 +7,12 @@
 //! - [`inventory`]: what each tile's products are made from, and what changed since the last run
 //!   (`cube-inventory`); [`inventory_check`]: the whole `cube-inventory` run (tiles, selection,
 //!   recipe, comparison, plan).
+//! - [`samples`]: labelled points and polygons over a cube → one Parquet training table
+//!   (`sample-extract`), read with [`scan::ChunkReader`] as `cube-extract` reads.
 
 pub mod extract;
 pub mod extract_request;
 pub mod inventory;
 pub mod inventory_check;
+pub mod samples;
 pub mod scan;

@@ -744,6 +744,29 @@ impl<'a> ChunkReader<'a> {
     /// [`treesits_core::chunk::ChunkWriter::write_recycling`]: memory that is already paged in.
     pub fn read_reusing(&mut self, w: &PixelWindow, spare: ChunkColumns) -> Result<ChunkColumns, CubeError> {
         let selected = self.selected(w)?;
+        self.read_selected(w, selected, spare)
+    }
+
+    /// [`ChunkReader::read_reusing`] of only the given pixels of the window (indices into the
+    /// window, row-major, ascending, no repeats), instead of the mask's: the same reads, screen and
+    /// merge, so each pixel's series is the one a whole-window read gives it (`sample-extract`).
+    pub fn read_pixels(
+        &mut self,
+        w: &PixelWindow,
+        pixels: Vec<u32>,
+        spare: ChunkColumns,
+    ) -> Result<ChunkColumns, CubeError> {
+        debug_assert!(pixels.windows(2).all(|p| p[0] < p[1]));
+        debug_assert!(pixels.last().is_none_or(|&p| (p as usize) < w.len()));
+        self.read_selected(w, Some(pixels), spare)
+    }
+
+    fn read_selected(
+        &mut self,
+        w: &PixelWindow,
+        selected: Option<Vec<u32>>,
+        spare: ChunkColumns,
+    ) -> Result<ChunkColumns, CubeError> {
         let n = selected.as_ref().map_or(w.len(), Vec::len);
         let pixel = |i: usize| selected.as_ref().map_or(i, |s| s[i] as usize);
         let mut out = spare;
