@@ -34,17 +34,6 @@ EXTENSION_SCHEMAS = {
 COG = "image/tiff; application=geotiff; profile=cloud-optimized"
 
 
-def bin_dir():
-    given = os.environ.get("TREESITS_BIN_DIR")
-    if given:
-        return Path(given)
-    for profile in ("release", "debug"):
-        d = ROOT / "target" / profile
-        if all((d / t).is_file() for t in TOOLS):
-            return d
-    pytest.skip("no treesits binaries: cargo build --release (or set TREESITS_BIN_DIR)")
-
-
 def run(*cmd):
     r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, f"{cmd[0]}: {r.stderr}"
@@ -57,8 +46,8 @@ def gdal_metadata(path):
 
 
 @pytest.fixture(scope="module")
-def mapped(tmp_path_factory):
-    b = bin_dir()
+def mapped(tmp_path_factory, treesits_bins):
+    b = treesits_bins(*TOOLS)
     if not os.environ.get("ORT_DYLIB_PATH"):
         pytest.skip("ORT_DYLIB_PATH is not set: source scripts/env.sh")
     tmp = tmp_path_factory.mktemp("stac")

@@ -8,29 +8,15 @@ Binaries: $TREESITS_BIN_DIR, else target/release, else target/debug.
 """
 
 import json
-import os
 import subprocess
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.ipc
 import pyarrow.parquet as pq
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ["treesits-synth", "cube-extract", "sample-extract"]
 BANDS = ["BLUE", "GREEN", "RED", "REDEDGE1", "REDEDGE2", "REDEDGE3", "BROADNIR", "NIR", "SWIR1", "SWIR2"]
-
-
-def bin_dir():
-    given = os.environ.get("TREESITS_BIN_DIR")
-    if given:
-        return Path(given)
-    for profile in ("release", "debug"):
-        d = ROOT / "target" / profile
-        if all((d / t).is_file() for t in TOOLS):
-            return d
-    pytest.skip("no treesits binaries: cargo build -p sample-extract -p cube-extract -p treesits-synth")
 
 
 def run(*cmd):
@@ -40,8 +26,8 @@ def run(*cmd):
 
 
 @pytest.fixture(scope="module")
-def table(tmp_path_factory):
-    b = bin_dir()
+def table(tmp_path_factory, treesits_bins):
+    b = treesits_bins(*TOOLS)
     tmp = tmp_path_factory.mktemp("samples")
     synth = tmp / "synth"
     run(b / "treesits-synth", "--out", synth, "--tiles", 1, "--size", 40, "--dates", 6, "--seed", 5,
