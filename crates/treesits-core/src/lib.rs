@@ -14,6 +14,7 @@
 //! - [`names`]: every file-name and metadata-key contract between the tools;
 //! - [`inputs`]: input arguments (`-`, files, directories, `*`/`?` patterns) → the streams to read;
 //! - [`inventory`]: what a map was made from, per tile, and what changed since;
+//! - [`memory`]: the memory budget (`--memory`, the cgroup limit) the tools size their buffers from;
 //! - [`atomic`], [`staged_dir`]: outputs written under a temporary name and renamed into place when
 //!   complete (std only, so tools without GDAL use them too).
 
@@ -27,6 +28,7 @@ pub mod inputs;
 pub mod inventory;
 pub mod level2;
 pub mod location;
+pub mod memory;
 pub mod names;
 pub mod onnx_metadata;
 pub mod prediction;

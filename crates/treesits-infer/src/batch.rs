@@ -74,21 +74,7 @@ impl std::fmt::Display for BatchSize {
     }
 }
 
-/// `bytes` for a log line: `512 B`, `2.5 KiB`, `3.0 MiB`, `1.2 GiB`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
+pub use treesits_core::memory::human_bytes;
 
 #[cfg(test)]
 mod tests {
