@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::Parser;
 use treesits_cli::progress::{Mode, Progress, RowsDone};
+use treesits_core::memory::MemoryBudget;
 use treesits_core::{Date, PixelWindow};
 use treesits_cube::extract::{ExtractPlan, ExtractSummary};
 use treesits_cube::extract_request::ExtractRequest;
@@ -72,9 +73,17 @@ struct Cli {
     /// reads follow the files' own blocks.
     #[arg(long, value_name = "ROWS", value_parser = clap::value_parser!(u32).range(1..))]
     chunk_rows: Option<u32>,
-    /// Worker threads, each with its own GDAL datasets (default: the CPUs this process may use).
+    /// Worker threads, each with its own GDAL datasets (default: the CPUs this process may use;
+    /// fewer if --memory cannot hold that many workers' windows).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     threads: Option<u32>,
+    /// Memory for the workers' chunk windows, batches and block cache, e.g. 1500M or 2G. A chunk
+    /// whose observations do not fit is written as several record batches of column ranges (tiled
+    /// files along their blocks; strips decoded once and spilled to an unnamed temporary file in
+    /// the output directory). Default: 3/4 of the container's memory limit, else 1 GiB (or a
+    /// quarter of RAM if less). The process itself (GDAL) needs about 100 MiB on top.
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
+    memory: Option<u64>,
     /// Files (datasets) all workers together keep open between chunks. A worker keeps the BOA and
     /// QAI of the first max/2/threads acquisitions open and reopens the others for every chunk, so
     /// open files (and their memory) do not grow with the number of dates.
@@ -93,6 +102,10 @@ struct Cli {
     /// 8 MiB; 1: one acquisition per group). Does not change the output.
     #[arg(long, hide = true, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
     group_bytes: Option<u64>,
+    /// Tests and benchmarks: most bytes of one record batch (observations × (5 + 2 × bands) +
+    /// 24 per pixel) instead of what --memory gives. Does not change any pixel's series.
+    #[arg(long, hide = true, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    batch_bytes: Option<u64>,
     /// Benchmark baseline: read every BOA and QAI block of the tile with the same workers, write nothing.
     #[arg(long, hide = true)]
     bench_plain_read: bool,
@@ -121,8 +134,14 @@ impl Cli {
             max_open_datasets: self.max_open_files,
             zstd_level: self.zstd_level,
             group_bytes: self.group_bytes.map(|b| b as usize),
+            batch_bytes: self.batch_bytes.map(|b| b as usize),
+            memory: MemoryBudget::choose(self.memory),
         })
     }
+}
+
+fn parse_memory(s: &str) -> Result<u64, String> {
+    treesits_core::memory::parse_size(s).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -131,9 +150,21 @@ fn main() -> ExitCode {
     treesits_gdal::error::log_messages();
     treesits_gdal::config::set_network_defaults();
     treesits_cli::run("cube-extract", || {
-        let threads = treesits_cli::start_thread_pool(cli.threads.map(|t| t as usize))?;
         let plan = ExtractPlan::prepare(&cli.request()?)?;
+        let wanted = cli.threads.map_or_else(treesits_cli::default_threads, |t| {
+            treesits_cli::cap_threads(t as usize, treesits_cli::default_threads())
+        });
+        let workers = plan.workers(wanted);
+        if workers < wanted {
+            log::warn!(
+                "{}: {} holds the windows of {workers} of {wanted} workers: running {workers} (--memory for more)",
+                plan.scan.tile,
+                plan.memory
+            );
+        }
+        let threads = treesits_cli::start_thread_pool(Some(workers))?;
         plan.bound_gdal_cache(threads);
+        log::info!("{}: {}", plan.scan.tile, plan.memory_words(threads));
         let started = std::time::Instant::now();
         if cli.bench_plain_read {
             let values = plan.plain_read()?;

@@ -1134,3 +1134,158 @@ fn a_level2_name_with_an_impossible_date_is_warned_about_once() {
     );
     assert_eq!(read_dir_chunks(&out).len(), 1);
 }
+
+/// Every chunk file in `dir`, sorted by name, with all its batches (a chunk cut to fit the memory
+/// budget holds several).
+fn read_dir_batches(dir: &Path) -> Vec<(ChunkMetadata, Vec<ChunkColumns>)> {
+    file_names(dir)
+        .into_iter()
+        .map(|n| read_chunks(std::fs::File::open(dir.join(&n)).unwrap()).unwrap())
+        .collect()
+}
+
+/// The column range a batch covers, checking it is one block of its chunk's rows, row-major.
+fn batch_columns(meta: &ChunkMetadata, c: &ChunkColumns) -> (u32, u32) {
+    let w = meta.window;
+    let (c0, c1) = (*c.col.iter().min().unwrap(), *c.col.iter().max().unwrap() + 1);
+    assert!(c
+        .row
+        .iter()
+        .all(|&r| r as usize >= w.row && (r as usize) < w.row + w.rows));
+    let positions: Vec<(u32, u32)> = c.row.iter().copied().zip(c.col.iter().copied()).collect();
+    assert!(
+        positions.windows(2).all(|p| p[0] < p[1]),
+        "row-major within a batch"
+    );
+    (c0, c1)
+}
+
+#[test]
+fn chunks_cut_into_column_batches_hold_exactly_the_files_values() {
+    // Tiled files are cut along their 256-px blocks, strips (30-row strips of this 300 px tile)
+    // in 64-column ranges from one decode of each strip through the spill; with a mask, and with a
+    // limit between one block and the whole window.
+    for (layout, size) in [
+        (ForceLayout::Force38, 600),
+        (ForceLayout::Force39, 600),
+        (ForceLayout::Force37, 300),
+    ] {
+        let cube = synth(layout, PrjForm::Tagged, size, 8);
+        let mask_path = cube.root.join("mask.tif");
+        let mask = write_mask(&cube, &mask_path, None, 0.0);
+        for masked in [false, true] {
+            let (want, _) = expected(
+                &cube.tile_dir,
+                size,
+                &QaiScreen::force_default(),
+                |_, _| true,
+                masked.then_some(mask.as_slice()),
+            );
+            let whole = cube.root.join(format!("whole-{masked}"));
+            let mut args = vec![
+                "--tile",
+                s(&cube.tile_dir),
+                "--out-dir",
+                s(&whole),
+                "--threads",
+                "2",
+            ];
+            if masked {
+                args.extend(["--mask", s(&mask_path)]);
+            }
+            TOOL.ok(&TOOL.run(&args));
+            let one: Vec<_> = read_dir_batches(&whole);
+            assert!(
+                one.iter().all(|(_, b)| b.len() == 1),
+                "{layout:?}: the default budget holds a chunk"
+            );
+            // Three fifths of the smallest chunk: every chunk needs more than one batch, but fewer
+            // than one per block (or per 64 columns).
+            let smallest = one
+                .iter()
+                .map(|(_, b)| treesits_cube::split::batch_bytes(b[0].pixels(), b[0].observations(), 10))
+                .min()
+                .unwrap();
+            let mid = (smallest * 3 / 5).to_string();
+            assert_eq!(
+                series_of(&one.into_iter().flat_map(|c| c.1).collect::<Vec<_>>()),
+                want
+            );
+            for limit in ["1", mid.as_str()] {
+                let cut = cube.root.join(format!("cut-{masked}-{limit}"));
+                let mut a = args.clone();
+                a[3] = s(&cut);
+                a.extend(["--batch-bytes", limit]);
+                TOOL.ok(&TOOL.run(&a));
+                let chunks = read_dir_batches(&cut);
+                let mut between = false;
+                let mut batches = Vec::new();
+                for (meta, b) in chunks {
+                    let ranges: Vec<(u32, u32)> = b.iter().map(|c| batch_columns(&meta, c)).collect();
+                    assert!(
+                        ranges.windows(2).all(|r| r[0].1 <= r[1].0),
+                        "{layout:?}: ranges in column order: {ranges:?}"
+                    );
+                    let align = if layout == ForceLayout::Force37 { 64 } else { 256 };
+                    assert!(
+                        ranges
+                            .iter()
+                            .all(|r| (r.0 as usize).is_multiple_of(align) || masked),
+                        "{ranges:?}"
+                    );
+                    if limit == "1" {
+                        assert_eq!(
+                            b.len(),
+                            size.div_ceil(align),
+                            "{layout:?} {masked}: one batch per {align} columns"
+                        );
+                    } else {
+                        let max: usize = limit.parse().unwrap();
+                        for (c, r) in b.iter().zip(&ranges) {
+                            let bytes = treesits_cube::split::batch_bytes(c.pixels(), c.observations(), 10);
+                            assert!(
+                                bytes <= max || r.1 - r.0 <= align as u32,
+                                "{layout:?}: {bytes} > {max} in {r:?}"
+                            );
+                        }
+                        between |= b.len() > 1 && b.len() < size.div_ceil(align);
+                    }
+                    batches.extend(b);
+                }
+                assert!(
+                    limit == "1" || between,
+                    "{layout:?} {masked}: some chunk cut in fewer parts than blocks"
+                );
+                assert_eq!(
+                    series_of(&batches),
+                    want,
+                    "{layout:?}, mask {masked}, --batch-bytes {limit}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_full_spill_directory_fails_the_extraction_and_leaves_no_chunk() {
+    let Some(disk) = treesits_testkit::disk::Disk::mount("cube-extract spill disk-full test", 256 << 10)
+    else {
+        return;
+    };
+    // A 30-row strip window of 300 px × 8 dates spills ~0.7 MB before any chunk is written.
+    let cube = synth(ForceLayout::Force37, PrjForm::Tagged, 300, 8);
+    let out = disk.dir.join("chunks");
+    let r = TOOL.run(&[
+        "--tile",
+        s(&cube.tile_dir),
+        "--out-dir",
+        s(&out),
+        "--batch-bytes",
+        "1",
+        "--threads",
+        "1",
+    ]);
+    TOOL.fails_with(&r, "cannot write a temporary spill file in");
+    let left = file_names(&out);
+    assert!(left.iter().all(|n| n.ends_with(".lock")), "{left:?}");
+}

@@ -147,6 +147,8 @@ fn cube_extract_series_with(cube: &Cube, sensors: Option<&str>, bands: Option<&s
             max_open_datasets: treesits_cube::scan::MAX_OPEN_DATASETS,
             zstd_level: treesits_core::chunk::DEFAULT_ZSTD_LEVEL,
             group_bytes: None,
+            batch_bytes: None,
+            memory: treesits_core::memory::MemoryBudget::choose(None),
         };
         ExtractPlan::prepare(&req)
             .unwrap()

@@ -1,7 +1,9 @@
 //! Time-series chunks: the Arrow IPC stream `cube-extract` writes and `predict` reads.
 //!
-//! One record batch holds the pixels of one block-aligned band of tile rows, one row per pixel
-//! (row-major), and each pixel's valid observations as lists sharing one set of offsets:
+//! A chunk is one block-aligned band of tile rows. Its record batch holds the pixels, one row per
+//! pixel (row-major), and each pixel's valid observations as lists sharing one set of offsets; a
+//! chunk too large for the writer's memory budget is several batches (version 3), each the pixels of
+//! one column range of the window (row-major within it), in column order:
 //!
 //! | column | type | meaning |
 //! | --- | --- | --- |
@@ -48,7 +50,11 @@ use crate::{Date, PixelWindow, Sensor, TileId};
 pub const FORMAT_NAME: &str = "treesits-timeseries-chunk";
 /// Version of the layout below: 2 added the checksums (metadata key and `checksum` column).
 /// Readers refuse other versions than this one and [`UNCHECKED_FORMAT_VERSION`].
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The checked version before [`FORMAT_VERSION`] 3 (which lets a chunk file hold several record
+/// batches, one per column range of its window): still read, with the same checksums.
+pub const CHECKED_V2: u32 = 2;
 /// The version before the checksums (of both formats): still read, without verification.
 pub const UNCHECKED_FORMAT_VERSION: u32 = 1;
 /// The last column of every batch (both formats, version 2): the batch's CRC-32 on every row.
@@ -499,13 +505,13 @@ fn meta_err(s: impl Into<String>) -> ChunkError {
     ChunkError::Metadata(s.into())
 }
 
-/// Accepts [`FORMAT_VERSION`] (verifying the metadata checksum) and [`UNCHECKED_FORMAT_VERSION`]
+/// Accepts [`FORMAT_VERSION`] and [`CHECKED_V2`] (verifying the metadata checksum) and [`UNCHECKED_FORMAT_VERSION`]
 /// (logged); `what` names the format in the refusal ("format", "prediction format").
 pub(crate) fn check_version(m: &Metadata, what: &str) -> Result<(), ChunkError> {
     let version = m
         .get(keys::VERSION)
         .ok_or_else(|| meta_err(format!("no '{}' key", keys::VERSION)))?;
-    if *version == FORMAT_VERSION.to_string() {
+    if *version == FORMAT_VERSION.to_string() || *version == CHECKED_V2.to_string() {
         verify_metadata(m)
     } else if *version == UNCHECKED_FORMAT_VERSION.to_string() {
         log::debug!(
@@ -515,7 +521,7 @@ pub(crate) fn check_version(m: &Metadata, what: &str) -> Result<(), ChunkError> 
         Ok(())
     } else {
         Err(meta_err(format!(
-            "{what} version {version} is not supported (this build reads versions {UNCHECKED_FORMAT_VERSION} and {FORMAT_VERSION})"
+            "{what} version {version} is not supported (this build reads versions {UNCHECKED_FORMAT_VERSION} to {FORMAT_VERSION})"
         )))
     }
 }
@@ -1335,12 +1341,22 @@ mod tests {
         let bytes = w.into_inner().unwrap();
         let (m1, batches) = read_all(&bytes).unwrap();
         assert_eq!((m1, batches), (m.clone(), vec![c]));
-        // Other versions are refused.
-        let mut v3 = m.to_map();
-        v3.insert(keys::VERSION, "3");
-        let e = ChunkMetadata::from_map(&v3).unwrap_err().to_string();
+        // Version 2 (checksums, one batch per file) is read and verified as 3 is.
+        let mut v2 = m.to_map();
+        v2.insert(keys::VERSION, "2");
+        seal(&mut v2);
+        assert_eq!(ChunkMetadata::from_map(&v2).unwrap(), m);
+        v2.insert(keys::TILE_ID, "X0001_Y0001");
         assert!(
-            e.ends_with("format version 3 is not supported (this build reads versions 1 and 2)"),
+            ChunkMetadata::from_map(&v2).is_err(),
+            "a damaged v2 header is still refused"
+        );
+        // Other versions are refused.
+        let mut v4 = m.to_map();
+        v4.insert(keys::VERSION, "4");
+        let e = ChunkMetadata::from_map(&v4).unwrap_err().to_string();
+        assert!(
+            e.ends_with("format version 4 is not supported (this build reads versions 1 to 3)"),
             "{e}"
         );
     }
@@ -1349,7 +1365,7 @@ mod tests {
     fn written_metadata_and_batches_carry_their_checksums() {
         let m = meta();
         let map = m.to_map();
-        assert_eq!(map[keys::VERSION], "2");
+        assert_eq!(map[keys::VERSION], "3");
         let crc = &map[keys::METADATA_CHECKSUM];
         assert_eq!(crc.len(), 8);
         let mut changed = map.clone();

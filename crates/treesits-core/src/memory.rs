@@ -50,7 +50,10 @@ pub fn parse_size(input: &str) -> Result<u64, SizeError> {
     let (number, unit) = s.split_at(split);
     let value: f64 = number.parse().map_err(|_| err())?;
     let unit = unit.trim().to_ascii_lowercase();
-    let unit = unit.trim_end_matches("ib").trim_end_matches('b').trim_end_matches('i');
+    let unit = unit
+        .trim_end_matches("ib")
+        .trim_end_matches('b')
+        .trim_end_matches('i');
     let scale: u64 = match unit {
         "" => 1,
         "k" => 1 << 10,
@@ -104,13 +107,24 @@ impl fmt::Display for MemoryBudget {
         match self.origin {
             BudgetOrigin::Requested => write!(f, "{b} (--memory)"),
             BudgetOrigin::Cgroup { limit } => {
-                write!(f, "{b} (3/4 of the container's limit of {}; --memory changes it)", human_bytes(limit))
+                write!(
+                    f,
+                    "{b} (3/4 of the container's limit of {}; --memory changes it)",
+                    human_bytes(limit)
+                )
             }
             BudgetOrigin::Machine { ram: Some(r) } if r / 4 < DEFAULT_WITHOUT_LIMIT => {
-                write!(f, "{b} (a quarter of {} RAM, no container limit; --memory changes it)", human_bytes(r))
+                write!(
+                    f,
+                    "{b} (a quarter of {} RAM, no container limit; --memory changes it)",
+                    human_bytes(r)
+                )
             }
             BudgetOrigin::Machine { .. } => {
-                write!(f, "{b} (the default without a container limit; --memory changes it)")
+                write!(
+                    f,
+                    "{b} (the default without a container limit; --memory changes it)"
+                )
             }
         }
     }
@@ -199,7 +213,10 @@ mod tests {
     fn the_default_is_three_quarters_of_the_limit_or_a_modest_share_of_ram() {
         let b = MemoryBudget::from_limits(Some(4 << 30), Some(64 << 30));
         assert_eq!(b.bytes, 3 << 30);
-        assert!(b.to_string().contains("3/4 of the container's limit of 4.0 GiB"), "{b}");
+        assert!(
+            b.to_string().contains("3/4 of the container's limit of 4.0 GiB"),
+            "{b}"
+        );
         let b = MemoryBudget::from_limits(None, Some(64 << 30));
         assert_eq!(b.bytes, DEFAULT_WITHOUT_LIMIT);
         let b = MemoryBudget::from_limits(None, Some(2 << 30));
@@ -216,7 +233,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         assert_eq!(cgroup_limit(d.path()), None);
         std::fs::create_dir(d.path().join("memory")).unwrap();
-        std::fs::write(d.path().join("memory/memory.limit_in_bytes"), "9223372036854771712\n").unwrap();
+        std::fs::write(
+            d.path().join("memory/memory.limit_in_bytes"),
+            "9223372036854771712\n",
+        )
+        .unwrap();
         assert_eq!(cgroup_limit(d.path()), None);
         std::fs::write(d.path().join("memory/memory.limit_in_bytes"), "2147483648\n").unwrap();
         assert_eq!(cgroup_limit(d.path()), Some(2 << 30));

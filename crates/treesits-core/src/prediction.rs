@@ -32,9 +32,10 @@ use crate::species::{SpeciesClass, CLASS_NODATA};
 
 /// Value of the `treesits.format` metadata key.
 pub const FORMAT_NAME: &str = "treesits-prediction-chunk";
-/// Version of the layout below: 2 added the checksums (as [`chunk::FORMAT_VERSION`] 2 did). Readers
-/// refuse other versions than this one and [`chunk::UNCHECKED_FORMAT_VERSION`].
-pub const FORMAT_VERSION: u32 = 2;
+/// Version of the layout below: 2 added the checksums (as [`chunk::FORMAT_VERSION`] 2 did), 3 follows
+/// the time-series chunks' 3 (several batches per chunk file, one per input batch). Readers accept
+/// 1 to 3.
+pub const FORMAT_VERSION: u32 = 3;
 /// `prob`, `probabilities` and `uncertainty` value of a pixel without observations.
 pub const PROB_NODATA: u16 = 65535;
 /// Probabilities are stored as `round(p · PROB_SCALE)`.
@@ -636,11 +637,11 @@ mod tests {
         w.finish().unwrap();
         let bytes = w.into_inner().unwrap();
         assert_eq!(read_all(&bytes).unwrap(), (m.clone(), vec![c]));
-        let mut v3 = m.to_map();
-        v3.insert(chunk::keys::VERSION, "3");
-        let e = PredictionMetadata::from_map(&v3).unwrap_err().to_string();
+        let mut v4 = m.to_map();
+        v4.insert(chunk::keys::VERSION, "4");
+        let e = PredictionMetadata::from_map(&v4).unwrap_err().to_string();
         assert!(
-            e.ends_with("prediction format version 3 is not supported (this build reads versions 1 and 2)"),
+            e.ends_with("prediction format version 4 is not supported (this build reads versions 1 to 3)"),
             "{e}"
         );
     }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use treesits_core::chunk::{ChunkColumns, ChunkError, ChunkMetadata, ChunkWriter};
 use treesits_core::level2::{BOA_NODATA, BOA_SCALE};
+use treesits_core::memory::{human_bytes, MemoryBudget};
 use treesits_core::{Date, PixelWindow, QaiScreen, Sensor};
 
 use treesits_core::atomic::{abort_point, remove_partials, AtomicPath, OutputLock};
@@ -53,6 +54,11 @@ pub struct ExtractPlan {
     /// Bytes per group of acquisitions whose values are merged into the output together
     /// ([`ChunkReader::with_group_bytes`]); `None`: the reader's default.
     pub group_bytes: Option<usize>,
+    /// What the workers' chunks, batches and buffers must fit together ([`ExtractPlan::workers`],
+    /// [`ExtractPlan::batch_limit`]).
+    pub memory: MemoryBudget,
+    /// A fixed [`ExtractPlan::batch_limit`] (tests, benchmarks).
+    pub batch_bytes: Option<usize>,
 }
 
 /// Counts of what was written.
@@ -66,8 +72,8 @@ pub struct ExtractSummary {
 }
 
 impl ExtractSummary {
-    fn add(&mut self, c: &ChunkColumns) {
-        self.chunks += 1;
+    /// Counts one record batch (of a chunk counted separately).
+    fn add_batch(&mut self, c: &ChunkColumns) {
         self.pixels += c.pixels();
         self.empty_pixels += c.offsets.windows(2).filter(|o| o[0] == o[1]).count();
         self.observations += c.observations();
@@ -80,6 +86,16 @@ impl ExtractSummary {
         self.observations += s.observations;
     }
 }
+
+/// The smallest record batch limit a worker gets, bytes ([`ExtractPlan::batch_limit`]).
+pub const MIN_BATCH_BYTES: usize = 16 << 20;
+
+/// What a worker holds per byte of batch, as a fraction: the batch, its compressed form while it is
+/// written (at most about as large) and the group of acquisitions being merged (an eighth of its band
+/// values): 9/4.
+pub const BATCH_OVERHEAD_NUM: usize = 9;
+/// See [`BATCH_OVERHEAD_NUM`].
+pub const BATCH_OVERHEAD_DEN: usize = 4;
 
 /// Whether `name` is a chunk file of `tile` that a run writing `count` chunks does not write (left by
 /// an earlier run with more chunks).
@@ -172,9 +188,64 @@ impl ExtractPlan {
         (per_worker * threads.max(1)).max(16 << 20)
     }
 
-    fn reader(&self, mask: bool) -> ChunkReader<'_> {
-        let keep_open =
-            ChunkReader::keep_open_per_worker(self.max_open_datasets, rayon::current_num_threads());
+    /// Bytes a worker holds for its chunk window whatever its batches: one validity bit per
+    /// (acquisition, pixel), the per-pixel counts and selection, the QAI, band and mask windows, and,
+    /// for a strip cut into batches, the spill positions of one acquisition.
+    pub fn window_state_bytes(&self) -> usize {
+        let pixels = self.chunk_rows.min(self.scan.size.1) * self.scan.size.0;
+        let acquisitions = self.scan.acquisitions.len();
+        pixels * (acquisitions.div_ceil(8) + 4 + 4 + 2 + 2 * self.scan.block_bands.max(1) + 1 + 4)
+    }
+
+    /// Bytes per worker beyond its batches: the window state and its share of GDAL's block cache.
+    fn worker_fixed_bytes(&self, threads: usize) -> usize {
+        self.window_state_bytes() + self.gdal_cache_bytes(threads) / threads.max(1)
+    }
+
+    /// How many of `threads` workers the memory budget lets run at once: as many as leave each at
+    /// least [`MIN_BATCH_BYTES`] of batch (times [`BATCH_OVERHEAD_NUM`] / [`BATCH_OVERHEAD_DEN`]) beside its fixed part; at
+    /// least one.
+    pub fn workers(&self, threads: usize) -> usize {
+        let budget = self.memory.bytes as usize;
+        (1..=threads.max(1))
+            .rev()
+            .find(|&t| {
+                budget / t
+                    >= self.worker_fixed_bytes(t) + MIN_BATCH_BYTES * BATCH_OVERHEAD_NUM / BATCH_OVERHEAD_DEN
+            })
+            .unwrap_or(1)
+    }
+
+    /// The most bytes of one record batch ([`crate::split::batch_bytes`]) for `threads` workers: a
+    /// worker's share of the budget less its fixed part, divided by [`BATCH_OVERHEAD_NUM`] / [`BATCH_OVERHEAD_DEN`] (the batch,
+    /// its compressed form while it is written, the group being merged); at least
+    /// [`MIN_BATCH_BYTES`].
+    pub fn batch_limit(&self, threads: usize) -> usize {
+        if let Some(fixed) = self.batch_bytes {
+            return fixed.max(1);
+        }
+        let share = self.memory.per(threads) as usize;
+        (share.saturating_sub(self.worker_fixed_bytes(threads)) * BATCH_OVERHEAD_DEN / BATCH_OVERHEAD_NUM)
+            .max(MIN_BATCH_BYTES)
+    }
+
+    /// The memory plan in words for the log.
+    pub fn memory_words(&self, threads: usize) -> String {
+        format!(
+            "memory budget {}: {threads} workers, each with record batches of at most {} beside {} for its window of {} rows and {} of GDAL block cache",
+            self.memory,
+            human_bytes(self.batch_limit(threads) as u64),
+            human_bytes(self.window_state_bytes() as u64),
+            self.chunk_rows.min(self.scan.size.1),
+            human_bytes((self.gdal_cache_bytes(threads) / threads.max(1)) as u64),
+        )
+    }
+
+    /// A worker's reader; with `spill_dir`, one that cuts chunks into batches of at most
+    /// [`ExtractPlan::batch_limit`] (strips spilling there), else one batch per chunk.
+    fn reader(&self, mask: bool, spill_dir: Option<&Path>) -> ChunkReader<'_> {
+        let threads = rayon::current_num_threads();
+        let keep_open = ChunkReader::keep_open_per_worker(self.max_open_datasets, threads);
         ChunkReader::new(
             &self.scan,
             &self.screen,
@@ -182,6 +253,10 @@ impl ExtractPlan {
             keep_open,
         )
         .with_group_bytes(self.group_bytes)
+        .with_batch_limit(
+            spill_dir.map(|_| self.batch_limit(threads)),
+            spill_dir.unwrap_or(Path::new(".")),
+        )
     }
 
     /// Writes one file per chunk into `dir` (created if needed); all or nothing. Chunk files of this
@@ -219,11 +294,8 @@ impl ExtractPlan {
             .par_iter()
             .enumerate()
             .map_init(
-                || self.reader(true),
+                || self.reader(true, Some(dir)),
                 |reader, (i, w)| -> Result<(AtomicPath, ExtractSummary), ExtractError> {
-                    let columns = reader.read_reusing(w, pool.take())?;
-                    let mut s = ExtractSummary::default();
-                    s.add(&columns);
                     let out = AtomicPath::new(dir.join(chunk_file_name(tile, i)));
                     let file = std::fs::File::create(out.temp()).map_err(io(out.target()))?;
                     let chunk = |source| ExtractError::Chunk {
@@ -234,7 +306,16 @@ impl ExtractPlan {
                     let mut writer =
                         ChunkWriter::with_zstd_level(buf, &self.metadata(Some(i)), self.zstd_level)
                             .map_err(chunk)?;
-                    pool.give(writer.write_recycling(columns).map_err(chunk)?);
+                    let mut s = ExtractSummary {
+                        chunks: 1,
+                        ..Default::default()
+                    };
+                    // Each batch is written as soon as it is read; its columns come back for the next.
+                    let spare = reader.read_batches(w, pool.take(), &mut |columns| {
+                        s.add_batch(&columns);
+                        writer.write_recycling(columns).map_err(chunk)
+                    })?;
+                    pool.give(spare);
                     writer
                         .finish()
                         .map_err(chunk)?
@@ -290,23 +371,37 @@ impl ExtractPlan {
         let wave = rayon::current_num_threads().max(1);
         let pool = ColumnPool::default();
         for (g, group) in windows.chunks(wave).enumerate() {
-            let columns = group
+            // One batch per chunk, row-major, as a whole-tile stream has always been (readers count
+            // its batches as chunks): the batch limit applies to --out-dir only.
+            let chunks = group
                 .par_iter()
                 .enumerate()
                 .map_init(
-                    || self.reader(true),
-                    |reader, (j, w)| -> Result<ChunkColumns, ExtractError> {
-                        let c = reader.read_reusing(w, pool.take())?;
-                        let mut s = ExtractSummary::default();
-                        s.add(&c);
+                    || self.reader(true, None),
+                    |reader, (j, w)| -> Result<Vec<ChunkColumns>, ExtractError> {
+                        let mut batches = Vec::new();
+                        let mut s = ExtractSummary {
+                            chunks: 1,
+                            ..Default::default()
+                        };
+                        let spare =
+                            reader.read_batches(w, pool.take(), &mut |c| -> Result<_, ExtractError> {
+                                s.add_batch(&c);
+                                batches.push(c);
+                                Ok(pool.take())
+                            })?;
+                        pool.give(spare);
                         on_chunk(g * wave + j, w, &s);
-                        Ok(c)
+                        Ok(batches)
                     },
                 )
                 .collect::<Result<Vec<_>, _>>()?;
-            for c in columns {
-                total.add(&c);
-                pool.give(writer.write_recycling(c).map_err(chunk)?);
+            for batches in chunks {
+                total.chunks += 1;
+                for c in batches {
+                    total.add_batch(&c);
+                    pool.give(writer.write_recycling(c).map_err(chunk)?);
+                }
             }
         }
         let mut out = writer.finish().map_err(chunk)?;
@@ -324,7 +419,7 @@ impl ExtractPlan {
         let counts = self
             .windows()
             .par_iter()
-            .map_init(|| self.reader(false), |reader, w| reader.read_all_bands(w))
+            .map_init(|| self.reader(false, None), |reader, w| reader.read_all_bands(w))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(counts.iter().sum())
     }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use treesits_core::contract::{ContractError, ModelContract, METADATA_KEY};
 use treesits_core::level2::{parse_band_list, BandError, BandMap, SensorError, COMMON_BANDS};
 use treesits_core::location::LocationError;
+use treesits_core::memory::MemoryBudget;
 use treesits_core::onnx_metadata::{metadata_value, OnnxMetadataError};
 use treesits_core::qai::QaiScreenError;
 use treesits_core::{Date, Location, QaiScreen, Sensor};
@@ -42,6 +43,10 @@ pub struct ExtractRequest {
     pub max_open_datasets: usize,
     pub zstd_level: i32,
     pub group_bytes: Option<usize>,
+    /// Most bytes of one record batch instead of what `memory` gives (tests, benchmarks).
+    pub batch_bytes: Option<usize>,
+    /// What the chunk windows, batches and workers in flight must fit.
+    pub memory: MemoryBudget,
 }
 
 /// Why a request is not a plan. Messages name the flag.
@@ -215,6 +220,8 @@ impl ExtractPlan {
             max_open_datasets: req.max_open_datasets,
             zstd_level: req.zstd_level,
             group_bytes: req.group_bytes,
+            batch_bytes: req.batch_bytes,
+            memory: req.memory,
         })
     }
 

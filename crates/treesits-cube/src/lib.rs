@@ -16,3 +16,4 @@ pub mod inventory;
 pub mod inventory_check;
 pub mod samples;
 pub mod scan;
+pub mod split;

@@ -606,6 +606,9 @@ pub fn extract_samples(req: &SampleRequest) -> Result<SampleSummary, SampleError
             max_open_datasets: req.max_open_datasets,
             zstd_level: treesits_core::chunk::DEFAULT_ZSTD_LEVEL,
             group_bytes: None,
+            batch_bytes: None,
+            // Samples are read pixel by pixel (`read_pixels`), never as whole-window batches.
+            memory: treesits_core::memory::MemoryBudget::choose(None),
         };
         match ExtractPlan::prepare(&extract) {
             Ok(plan) => plans.push(Some(plan)),

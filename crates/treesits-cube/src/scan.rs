@@ -18,6 +18,8 @@ use treesits_core::Location;
 use treesits_gdal::cube_definition::{read_cube_definition_if_present, CubeDefinitionError};
 use treesits_gdal::listing::{list_files, FileEntry, ListError};
 
+use crate::split::{self, batch_bytes, Part, Spill, SpillWriter};
+
 #[derive(Debug, thiserror::Error)]
 pub enum CubeError {
     #[error("{0}: not a FORCE tile directory (expected a name like X0058_Y0056)")]
@@ -51,6 +53,10 @@ pub enum CubeError {
     CubeDefinition(#[from] CubeDefinitionError),
     #[error("{location}: {source}")]
     Bands { location: String, source: BandError },
+    #[error(
+        "cannot write a temporary spill file in {dir} (disk full? free space there or give --memory more)"
+    )]
+    Spill { dir: String, source: std::io::Error },
 }
 
 /// Which files of a tile to use.
@@ -509,13 +515,20 @@ pub struct ChunkReader<'a> {
     cursor: Vec<u32>,
     /// Fixed group budget in bytes instead of [`group_budget`] (tests, benchmarks).
     group_bytes: Option<usize>,
+    /// Most bytes of one record batch ([`batch_bytes`]) in [`ChunkReader::read_batches`]; `None`:
+    /// a window is always one batch.
+    batch_limit: Option<usize>,
+    /// Where strip windows split into several batches spill their values (see [`crate::split`]).
+    spill_dir: std::path::PathBuf,
 }
 
-/// Which pixels are valid on which acquisition: `words` u64 per acquisition, one bit per pixel.
+/// Which pixels are valid on which acquisition (`words` u64 per acquisition, one bit per pixel), and
+/// where their values come from.
 #[derive(Clone, Copy)]
 struct Validity<'v> {
     valid: &'v [u64],
     words: usize,
+    values: Values<'v>,
 }
 
 /// Empties `out` (keeping its memory) and fills the positions of the window's `n` selected pixels.
@@ -584,6 +597,15 @@ fn acquisition_groups<'u>(
         first = end;
     }
     groups
+}
+
+/// Where `merge_group` takes a group's band values from.
+#[derive(Clone, Copy)]
+enum Values<'s> {
+    /// Read from the BOA files, one window per acquisition and band.
+    Tiff,
+    /// From a window's spill: each acquisition's valid values only, in pixel order.
+    Spill(&'s Spill),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -657,7 +679,18 @@ impl<'a> ChunkReader<'a> {
             valid: Vec::new(),
             cursor: Vec::new(),
             group_bytes: None,
+            batch_limit: None,
+            spill_dir: std::env::temp_dir(),
         }
+    }
+
+    /// Splits windows whose columns would exceed `limit` bytes ([`batch_bytes`]) into several
+    /// record batches in [`ChunkReader::read_batches`]; strip files spill through unnamed temporary
+    /// files in `spill_dir` (removed by the system even when the process is killed).
+    pub fn with_batch_limit(mut self, limit: Option<usize>, spill_dir: &Path) -> ChunkReader<'a> {
+        self.batch_limit = limit;
+        self.spill_dir = spill_dir.to_path_buf();
+        self
     }
 
     /// Groups acquisitions by at most `bytes` of gathered values and merge program instead of the
@@ -770,23 +803,130 @@ impl<'a> ChunkReader<'a> {
         let n = selected.as_ref().map_or(w.len(), Vec::len);
         let pixel = |i: usize| selected.as_ref().map_or(i, |s| s[i] as usize);
         let mut out = spare;
-        start_columns(&mut out, w, n, self.scan.bands, &pixel);
         if n == 0 {
             // Nothing of this window is in the mask: no file is read.
+            start_columns(&mut out, w, 0, self.scan.bands, &pixel);
             return Ok(out);
         }
-        let words = n.div_ceil(64);
         let mut valid = std::mem::take(&mut self.valid);
         let mut cursor = std::mem::take(&mut self.cursor);
         self.screen_pass(w, n, &pixel, &mut valid, &mut cursor)?;
-        let total = size_columns(&mut out, &mut cursor);
-        // Pass 2: the BOA bands of acquisitions with any valid pixel, each read once. Writing each
-        // acquisition's values straight into the pixel-major output would stream through all of
-        // the output once per acquisition and band; instead the same band of a group of
-        // acquisitions is read side by side and merged into the output in one sequential pass,
-        // following a program (output position, index of the value) built once per group.
+        let filled = self.fill(w, &pixel, &valid, &mut cursor, out, Values::Tiff);
+        self.valid = valid;
+        self.cursor = cursor;
+        filled
+    }
+
+    /// Reads one window as record batches of at most the reader's batch limit ([`batch_bytes`],
+    /// [`ChunkReader::with_batch_limit`]), handing each to `emit`, which gives back columns to fill
+    /// next; returns the last of those. A window that fits is one batch, the same as
+    /// [`ChunkReader::read_reusing`] gives. Otherwise the window is cut into column ranges (whole
+    /// blocks of tiled files), each a batch of its pixels in row-major order, after one screening
+    /// pass over the whole window: tiled files are then read range by range, each block decoded
+    /// once; a strip (one block across the whole window) is decoded once per band and acquisition
+    /// and its valid values spilled range by range to temporary files, from which each range is
+    /// merged ([`crate::split`]). Each pixel's series is the same however the window is cut.
+    pub fn read_batches<E: From<CubeError>>(
+        &mut self,
+        w: &PixelWindow,
+        spare: ChunkColumns,
+        emit: &mut dyn FnMut(ChunkColumns) -> Result<ChunkColumns, E>,
+    ) -> Result<ChunkColumns, E> {
+        let selected = self.selected(w)?;
+        let n = selected.as_ref().map_or(w.len(), Vec::len);
+        let Some(limit) = self.batch_limit.filter(|_| n > 0) else {
+            let out = self.read_selected(w, selected, spare)?;
+            return emit(out);
+        };
+        let pixel = |i: usize| selected.as_ref().map_or(i, |s| s[i] as usize);
+        let mut valid = std::mem::take(&mut self.valid);
+        let mut cursor = std::mem::take(&mut self.cursor);
+        let result = self
+            .screen_pass(w, n, &pixel, &mut valid, &mut cursor)
+            .map_err(E::from)
+            .and_then(|()| {
+                let bands = self.scan.bands;
+                let total: usize = cursor.iter().map(|&c| c as usize).sum();
+                if batch_bytes(n, total, bands) <= limit {
+                    let out = self.fill(w, &pixel, &valid, &mut cursor, spare, Values::Tiff)?;
+                    return emit(out);
+                }
+                // Tiled files are cut along their blocks; a strip anywhere (it is decoded whole anyway).
+                let align = if self.scan.block.0 < w.cols {
+                    self.scan.block.0.max(1)
+                } else {
+                    split::STRIP_ALIGN
+                };
+                let parts = split::column_parts(w, n, &pixel, &cursor, align, limit, bands);
+                log::debug!(
+                    "rows {}..{}: {} observations of {n} pixels ({}) in {} batches",
+                    w.row,
+                    w.row + w.rows,
+                    total,
+                    treesits_core::memory::human_bytes(batch_bytes(n, total, bands) as u64),
+                    parts.len()
+                );
+                let words = n.div_ceil(64);
+                let spills = if align == split::STRIP_ALIGN {
+                    Some(self.spill_pass(w, &pixel, &valid, words, &parts)?)
+                } else {
+                    None
+                };
+                let mut spare = spare;
+                let mut part_valid = Vec::new();
+                let mut part_cursor = Vec::new();
+                for (p, part) in parts.iter().enumerate() {
+                    let sel = part.pixels(w, &pixel);
+                    split::part_validity(
+                        &valid,
+                        words,
+                        self.scan.acquisitions.len(),
+                        &part.members,
+                        &mut part_valid,
+                    );
+                    part_cursor.clear();
+                    part_cursor.extend(part.members.iter().map(|&i| cursor[i as usize]));
+                    let values = spills.as_ref().map_or(Values::Tiff, |s| Values::Spill(&s[p]));
+                    let part_pixel = |j: usize| sel[j] as usize;
+                    let out = self.fill(
+                        &part.window,
+                        &part_pixel,
+                        &part_valid,
+                        &mut part_cursor,
+                        spare,
+                        values,
+                    )?;
+                    spare = emit(out)?;
+                }
+                Ok(spare)
+            });
+        self.valid = valid;
+        self.cursor = cursor;
+        result
+    }
+
+    /// Pass 2 for a screened window: sizes `out` from the per-pixel counts in `cursor` and merges
+    /// the BOA bands of the acquisitions with any valid pixel, each read once. Writing each
+    /// acquisition's values straight into the pixel-major output would stream through all of the
+    /// output once per acquisition and band; instead the same band of a group of acquisitions is
+    /// read side by side and merged into the output in one sequential pass, following a program
+    /// (output position, index of the value) built once per group.
+    fn fill(
+        &mut self,
+        w: &PixelWindow,
+        pixel: &impl Fn(usize) -> usize,
+        valid: &[u64],
+        cursor: &mut [u32],
+        spare: ChunkColumns,
+        values: Values<'_>,
+    ) -> Result<ChunkColumns, CubeError> {
+        let n = cursor.len();
+        let mut out = spare;
+        start_columns(&mut out, w, n, self.scan.bands, pixel);
+        let total = size_columns(&mut out, cursor);
+        let words = n.div_ceil(64);
         let obs: Vec<usize> = valid
-            .chunks(words)
+            .chunks(words.max(1))
             .map(|bits| bits.iter().map(|b| b.count_ones() as usize).sum())
             .collect();
         let used: Vec<usize> = (0..obs.len()).filter(|&k| obs[k] > 0).collect();
@@ -795,18 +935,16 @@ impl<'a> ChunkReader<'a> {
             .unwrap_or_else(|| group_budget(total, self.scan.bands));
         // A pixel-interleaved file decodes all its bands with each block: a group then holds every
         // band of its acquisitions (see `merge_group`), so groups are smaller for the same budget.
-        let per_acquisition = w.len()
-            * if self.scan.block_bands > 1 {
-                self.scan.bands
-            } else {
-                1
-            };
+        // Spilled values are compact: only the program counts.
+        let per_acquisition = match values {
+            Values::Spill(_) => 0,
+            Values::Tiff if self.scan.block_bands > 1 => w.len() * self.scan.bands,
+            Values::Tiff => w.len(),
+        };
         for group in acquisition_groups(&used, &obs, per_acquisition, budget) {
-            let bits = Validity { valid: &valid, words };
-            self.merge_group(group, w, bits, &mut cursor, &pixel, &mut out)?;
+            let bits = Validity { valid, words, values };
+            self.merge_group(group, w, bits, cursor, pixel, &mut out)?;
         }
-        self.valid = valid;
-        self.cursor = cursor;
         Ok(out)
     }
 
@@ -841,6 +979,59 @@ impl<'a> ChunkReader<'a> {
         Ok(())
     }
 
+    /// For a strip window cut into `parts`: decodes every band of every acquisition with a valid
+    /// pixel once, for the whole window, and appends the valid values of each part's pixels to that
+    /// part's spill (acquisition by acquisition, band by band, in pixel order).
+    fn spill_pass(
+        &mut self,
+        w: &PixelWindow,
+        pixel: &impl Fn(usize) -> usize,
+        valid: &[u64],
+        words: usize,
+        parts: &[Part],
+    ) -> Result<Vec<Spill>, CubeError> {
+        let dir = self.spill_dir.display().to_string();
+        let spill_err = |source| CubeError::Spill {
+            dir: dir.clone(),
+            source,
+        };
+        let mut writers = parts
+            .iter()
+            .map(|_| SpillWriter::new(&self.spill_dir, self.scan.acquisitions.len(), self.scan.bands))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(spill_err)?;
+        // Per part: the window positions of its pixels valid on the acquisition being spilled.
+        let mut positions: Vec<Vec<u32>> = parts.iter().map(|_| Vec::new()).collect();
+        for k in 0..self.scan.acquisitions.len() {
+            let bits = &valid[k * words..(k + 1) * words];
+            if bits.iter().all(|&b| b == 0) {
+                continue;
+            }
+            for (part, pos) in parts.iter().zip(&mut positions) {
+                pos.clear();
+                pos.extend(
+                    part.members
+                        .iter()
+                        .filter(|&&i| bits[i as usize >> 6] >> (i & 63) & 1 == 1)
+                        .map(|&i| pixel(i as usize) as u32),
+                );
+            }
+            let scan = self.scan;
+            for &band in scan.boa_bands(scan.acquisitions[k].sensor) {
+                self.read_file(k, File::Boa, band, w, true)?;
+                for (writer, pos) in writers.iter_mut().zip(&positions) {
+                    writer.append(k, &self.band, pos).map_err(spill_err)?;
+                }
+            }
+            self.release(k, File::Boa);
+        }
+        writers
+            .into_iter()
+            .map(|w| w.finish())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(spill_err)
+    }
+
     /// Merges one group of acquisitions into `out`: their dates and sensors, then band by band their
     /// valid values, each pixel's in (date, sensor) order.
     fn merge_group(
@@ -853,6 +1044,29 @@ impl<'a> ChunkReader<'a> {
         out: &mut ChunkColumns,
     ) -> Result<(), CubeError> {
         let wl = w.len();
+        let (valid, words, values) = (bits.valid, bits.words, bits.values);
+        // Spilled values hold only each acquisition's valid pixels, in pixel order: acquisition g
+        // of the group starts at base[g] and its next value is at base[g] + seen[g].
+        let compact = matches!(values, Values::Spill(_));
+        let counts: Vec<usize> = group
+            .iter()
+            .map(|&k| {
+                valid[k * words..(k + 1) * words]
+                    .iter()
+                    .map(|b| b.count_ones() as usize)
+                    .sum()
+            })
+            .collect();
+        let mut base = Vec::with_capacity(group.len());
+        let mut region = 0;
+        for c in &counts {
+            base.push(region);
+            region += c;
+        }
+        let mut seen = vec![0usize; group.len()];
+        if !compact {
+            region = group.len() * wl;
+        }
         let stamps: Vec<(i32, u8)> = group
             .iter()
             .map(|&k| {
@@ -863,7 +1077,6 @@ impl<'a> ChunkReader<'a> {
         // The merge program: (output position, index in `windows`), in output order.
         let mut program = std::mem::take(&mut self.program);
         program.clear();
-        let (valid, words) = (bits.valid, bits.words);
         for wi in 0..words {
             let mut any = group.iter().fold(0u64, |a, &k| a | valid[k * words + wi]);
             while any != 0 {
@@ -874,7 +1087,13 @@ impl<'a> ChunkReader<'a> {
                     if valid[k * words + wi] >> bit & 1 == 1 {
                         let pos = cursor[i];
                         cursor[i] += 1;
-                        program.push((pos, (g * wl + px) as u32));
+                        let from = if compact {
+                            seen[g] += 1;
+                            base[g] + seen[g] - 1
+                        } else {
+                            g * wl + px
+                        };
+                        program.push((pos, from as u32));
                         (out.date[pos as usize], out.sensor[pos as usize]) = stamps[g];
                     }
                 }
@@ -889,11 +1108,25 @@ impl<'a> ChunkReader<'a> {
             .collect();
         let mut windows = std::mem::take(&mut self.windows);
         let n = group.len();
+        if let Values::Spill(spill) = values {
+            windows.resize(region, 0);
+            for (b, dst) in out.bands.iter_mut().enumerate() {
+                for (g, &k) in group.iter().enumerate() {
+                    spill.read(k, b, &mut windows[base[g]..base[g] + counts[g]])?;
+                }
+                for &(pos, from) in &program {
+                    dst[pos as usize] = windows[from as usize];
+                }
+            }
+            self.program = program;
+            self.windows = windows;
+            return Ok(());
+        }
         if scan.block_bands > 1 {
             // Pixel-interleaved files (COGs of GDAL < 3.11) decode every band of a block at once:
             // all bands of one acquisition are read in a row, while its blocks are in GDAL's cache
             // (which then needs one acquisition's blocks, not the group's), and merged band by band.
-            windows.resize(out.bands.len() * n * wl, 0);
+            windows.resize(out.bands.len() * region, 0);
             for (g, &k) in group.iter().enumerate() {
                 for (b, &band) in numbers[g].iter().enumerate() {
                     self.read_file(k, File::Boa, band, w, true)?;
