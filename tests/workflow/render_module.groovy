@@ -57,6 +57,8 @@ def args = extArgs instanceof Closure ? extArgs.call() : (extArgs ?: null)
 def task = [
     ext    : [args: args],
     cpus   : spec.task?.cpus ?: 1,
+    // Nextflow's MemoryUnit, as far as modules use it (`task.memory.toMega()`); null without one.
+    memory : spec.task?.memory_mb ? [toMega: { -> spec.task.memory_mb as long }] : null,
     process: spec.process,
     attempt: 1,
 ]

@@ -270,9 +270,11 @@ class ModuleContractTest(unittest.TestCase):
         if not os.environ.get("KEEP_WORK"):
             shutil.rmtree(cls.work, ignore_errors=True)
 
-    def render_module(self, name: str, process: str, jobs: list, cpus: int = 2, params: dict = None) -> list:
+    def render_module(self, name: str, process: str, jobs: list, cpus: int = 2, params: dict = None,
+                      memory_mb: int = None) -> list:
+        task = {"cpus": cpus} | ({"memory_mb": memory_mb} if memory_mb else {})
         return render({"module": f"modules/local/{name}", "process": process, "configs": self.configs,
-                       "task": {"cpus": cpus}, "jobs": jobs, "params": params or {}})
+                       "task": task, "jobs": jobs, "params": params or {}})
 
     def task_dir(self, name: str) -> Path:
         d = self.work / name
@@ -353,8 +355,10 @@ class ModuleContractTest(unittest.TestCase):
             stage(d, {f"mask/{mask_of[tile]}": aoi_task / "selection" / mask_of[tile]})
             jobs.append({"meta": metas[tile], "mask": f"mask/{mask_of[tile]}", "cube": str(cube)})
             dirs.append(d)
-        commands = self.render_module("cube_extract", "CUBE_EXTRACT", jobs, params=p) if jobs else []
+        # With the task's memory (2 GB, as a profile's label would give it): 3/4 of it for the chunks.
+        commands = self.render_module("cube_extract", "CUBE_EXTRACT", jobs, params=p, memory_mb=2048) if jobs else []
         for d, cmd, job in zip(dirs, commands, jobs):
+            self.assertIn("--memory 1536M", cmd)
             self.assertIn(f"--screen {p['screen']}", cmd)
             self.assertIn(f"--start {job['meta']['start']} --end {job['meta']['end']}", cmd)
             run_task(d, cmd)
@@ -505,6 +509,16 @@ class ModuleContractTest(unittest.TestCase):
                         str(gpkg), str(csv)], check=True)
         self.assertTrue(cube.is_dir())
         return gpkg, labels
+
+    def test_cube_extract_gets_three_quarters_of_the_task_memory_when_the_task_has_some(self):
+        """task.memory (a profile's label, or a retry's doubled request) becomes --memory, 3/4 of it in MiB;
+        without one (an executor that sets none) the tool's own default applies: no flag."""
+        job = {"meta": {"id": "X0001_Y0001", "start": "2021-01-01", "end": "2021-12-31"},
+               "mask": "mask/X0001_Y0001.mask.tif", "cube": "/data/cube"}
+        [cmd] = self.render_module("cube_extract", "CUBE_EXTRACT", [job], memory_mb=12 * 1024)
+        self.assertIn("--memory 9216M", cmd)
+        [cmd] = self.render_module("cube_extract", "CUBE_EXTRACT", [job])
+        self.assertNotIn("--memory", cmd)
 
     def test_sample_extract_gets_the_agreed_command_line_and_the_maps_selection(self):
         """SAMPLE_EXTRACT (--samples): once per run on the whole cube, with the map's window, sensors and

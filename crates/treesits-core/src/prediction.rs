@@ -270,6 +270,27 @@ impl PredictionColumns {
         self.row.len()
     }
 
+    /// Appends `other`'s pixels (a further batch of the same chunk: a chunk cut into column ranges
+    /// is several batches, see [`crate::chunk`]). Both must have the same optional columns.
+    pub fn append(&mut self, other: PredictionColumns) -> Result<(), ChunkError> {
+        if self.probabilities.is_some() != other.probabilities.is_some()
+            || self.uncertainty.is_some() != other.uncertainty.is_some()
+        {
+            return Err(meta_err("its batches have different columns"));
+        }
+        self.row.extend(other.row);
+        self.col.extend(other.col);
+        self.class.extend(other.class);
+        self.prob.extend(other.prob);
+        if let (Some(a), Some(b)) = (&mut self.probabilities, other.probabilities) {
+            a.extend(b);
+        }
+        if let (Some(a), Some(b)) = (&mut self.uncertainty, other.uncertainty) {
+            a.extend(b);
+        }
+        Ok(())
+    }
+
     /// Appends a pixel without observations (nodata everywhere).
     pub fn push_nodata(&mut self, row: u32, col: u32, classes: usize) {
         self.row.push(row);

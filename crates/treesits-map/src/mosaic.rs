@@ -1004,24 +1004,8 @@ fn write_file_tile_unchecked(run: &Run, plan: &TilePlan) -> Result<Option<TileOu
         let reader = open_chunk(&f.path)?;
         match f.meta.source.chunk_index {
             Some(i) => {
-                let mut batches = 0;
-                for c in reader {
-                    let c = c.map_err(chunk_err(&from))?;
-                    if batches > 0 {
-                        return Err(input_err(
-                            &from,
-                            "holds more than one batch; a chunk file holds one",
-                        ));
-                    }
-                    w.write_rows(f.meta.source.window, &c, &from)?;
-                    batches += 1;
-                }
-                if batches == 0 {
-                    return Err(input_err(
-                        &from,
-                        "holds no batch (truncated file?); predict this chunk again",
-                    ));
-                }
+                let c = chunk_batches(reader, &from)?;
+                w.write_rows(f.meta.source.window, &c, &from)?;
                 w.chunks.insert(i);
             }
             None => write_stream_batches(&mut w, reader, &from)?,
@@ -1049,6 +1033,24 @@ fn write_file_tile_unchecked(run: &Run, plan: &TilePlan) -> Result<Option<TileOu
         started.elapsed().as_secs_f64()
     );
     Ok(Some(out))
+}
+
+/// Every batch of one chunk's stream as one set of columns: a chunk is one batch, or several (one per
+/// column range of its rows) when its time series did not fit the extraction's memory budget; its
+/// predictions are small (15 bytes per pixel, 2 per class more with probabilities) beside those.
+fn chunk_batches<R: std::io::Read>(
+    reader: PredictionReader<R>,
+    from: &str,
+) -> Result<PredictionColumns, MosaicError> {
+    let mut all: Option<PredictionColumns> = None;
+    for c in reader {
+        let c = c.map_err(chunk_err(from))?;
+        match &mut all {
+            None => all = Some(c),
+            Some(a) => a.append(c).map_err(chunk_err(from))?,
+        }
+    }
+    all.ok_or_else(|| input_err(from, "holds no batch (truncated file?); predict this chunk again"))
 }
 
 /// Writes the batches of a whole-tile stream (one batch per chunk, in row order): a batch's rows are
@@ -1146,10 +1148,8 @@ impl<'a> StdinTile<'a> {
                         format!("chunk {i} of tile {tile} is given twice; give each chunk once"),
                     ));
                 }
-                for c in reader {
-                    let c = c.map_err(chunk_err(from))?;
-                    w.write_rows(meta.source.window, &c, from)?;
-                }
+                let c = chunk_batches(reader, from)?;
+                w.write_rows(meta.source.window, &c, from)?;
             }
             None => write_stream_batches(w, reader, from)?,
         }

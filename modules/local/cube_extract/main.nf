@@ -19,12 +19,16 @@ process CUBE_EXTRACT {
     // The tile's first and last acquisition in the window (from CUBE_INVENTORY's plan): the task
     // changes exactly when the tile's inputs do, not whenever a rolling window moves.
     def window = [ meta.start ? "--start ${meta.start}" : '', meta.end ? "--end ${meta.end}" : '' ].findAll { it }.join(' ')
+    // Three quarters of the task's memory for the chunks (the rest is GDAL and the process): what
+    // cube-extract would take from a pod's cgroup limit, stated for executors without one.
+    def memory = task.memory ? "--memory ${(task.memory.toMega() * 3).intdiv(4)}M" : ''
     """
     cube-extract \\
         --tile '${cube}/${meta.id}' \\
         --mask '${mask}' \\
         --out-dir chunks \\
         --threads ${task.cpus} \\
+        ${memory} \\
         ${window} \\
         ${args}
 
