@@ -197,9 +197,29 @@ impl ExtractPlan {
         pixels * (acquisitions.div_ceil(8) + 4 + 4 + 2 + 2 * self.scan.block_bands.max(1) + 1 + 4)
     }
 
-    /// Bytes per worker beyond its batches: the window state and its share of GDAL's block cache.
+    /// Bytes an open Level-2 dataset holds: libtiff's buffer for one compressed block (at most the
+    /// block's raw size) beside GDAL's handle. Strips of a 3000 px FORCE 3.7 tile make this 1.8 MB,
+    /// so open files, not chunks, would dominate at 150 dates.
+    fn dataset_bytes(&self) -> usize {
+        self.scan.block.0.max(1) * self.scan.block.1.max(1) * 2 * self.scan.block_bands.max(1)
+    }
+
+    /// Acquisitions (BOA and QAI) each of `threads` workers keeps open between chunks: its share of
+    /// `--max-open-files`, and no more than an eighth of its share of the budget holds; the others
+    /// are reopened for every chunk.
+    pub fn keep_open(&self, threads: usize) -> usize {
+        let by_files = ChunkReader::keep_open_per_worker(self.max_open_datasets, threads);
+        let by_memory = self.memory.per(threads) as usize / 8 / (2 * self.dataset_bytes());
+        by_files.min(by_memory)
+    }
+
+    /// Bytes per worker beyond its batches: the window state, its share of GDAL's block cache, the
+    /// files it keeps open and those of a group being merged (open together).
     fn worker_fixed_bytes(&self, threads: usize) -> usize {
-        self.window_state_bytes() + self.gdal_cache_bytes(threads) / threads.max(1)
+        let open = 2 * self.keep_open(threads) + crate::scan::MAX_GROUP;
+        self.window_state_bytes()
+            + self.gdal_cache_bytes(threads) / threads.max(1)
+            + open * self.dataset_bytes()
     }
 
     /// How many of `threads` workers the memory budget lets run at once: as many as leave each at
@@ -232,12 +252,15 @@ impl ExtractPlan {
     /// The memory plan in words for the log.
     pub fn memory_words(&self, threads: usize) -> String {
         format!(
-            "memory budget {}: {threads} workers, each with record batches of at most {} beside {} for its window of {} rows and {} of GDAL block cache",
+            "memory budget {}: {threads} workers, each with record batches of at most {} beside {} for its window of {} rows, {} of GDAL block cache and the files of {} of {} acquisitions kept open ({} each)",
             self.memory,
             human_bytes(self.batch_limit(threads) as u64),
             human_bytes(self.window_state_bytes() as u64),
             self.chunk_rows.min(self.scan.size.1),
             human_bytes((self.gdal_cache_bytes(threads) / threads.max(1)) as u64),
+            self.keep_open(threads).min(self.scan.acquisitions.len()),
+            self.scan.acquisitions.len(),
+            human_bytes(self.dataset_bytes() as u64),
         )
     }
 
@@ -245,7 +268,7 @@ impl ExtractPlan {
     /// [`ExtractPlan::batch_limit`] (strips spilling there), else one batch per chunk.
     fn reader(&self, mask: bool, spill_dir: Option<&Path>) -> ChunkReader<'_> {
         let threads = rayon::current_num_threads();
-        let keep_open = ChunkReader::keep_open_per_worker(self.max_open_datasets, threads);
+        let keep_open = self.keep_open(threads);
         ChunkReader::new(
             &self.scan,
             &self.screen,

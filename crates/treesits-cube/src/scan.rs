@@ -654,7 +654,7 @@ fn group_budget(observations: usize, bands: usize) -> usize {
 pub const MIN_GROUP_BYTES: usize = 8 << 20;
 
 /// Most acquisitions in one group: their BOA files are open together while the group is read.
-const MAX_GROUP: usize = 32;
+pub const MAX_GROUP: usize = 32;
 
 impl<'a> ChunkReader<'a> {
     /// A reader that keeps the datasets of at most `keep_open` acquisitions open between chunks (the
