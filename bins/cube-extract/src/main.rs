@@ -82,7 +82,7 @@ struct Cli {
     /// files along their blocks; strips decoded once and spilled to an unnamed temporary file in
     /// the output directory). Default: 3/4 of the container's memory limit, else 1 GiB (or a
     /// quarter of RAM if less). The process itself (GDAL) needs about 100 MiB on top.
-    #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
+    #[arg(long, value_name = "SIZE", env = "TREESITS_MEMORY", hide_env_values = true, value_parser = parse_memory)]
     memory: Option<u64>,
     /// Files (datasets) all workers together keep open between chunks. A worker keeps the BOA and
     /// QAI of the first max/2/threads acquisitions open and reopens the others for every chunk, so
@@ -141,7 +141,7 @@ impl Cli {
 }
 
 fn parse_memory(s: &str) -> Result<u64, String> {
-    treesits_core::memory::parse_size(s).map_err(|e| e.to_string())
+    treesits_core::memory::parse_size(s).map_err(|e| format!("{e}; set by --memory or TREESITS_MEMORY"))
 }
 
 fn main() -> ExitCode {

@@ -1289,3 +1289,41 @@ fn a_full_spill_directory_fails_the_extraction_and_leaves_no_chunk() {
     let left = file_names(&out);
     assert!(left.iter().all(|n| n.ends_with(".lock")), "{left:?}");
 }
+
+#[test]
+fn the_memory_budget_is_a_size_from_the_flag_or_the_environment_and_the_log_says_how_it_is_spent() {
+    let cube = synth(ForceLayout::Force37, PrjForm::Tagged, 100, 6);
+    let bad = TOOL.run(&["--tile", s(&cube.tile_dir), "--out-dir", "x", "--memory", "2X"]);
+    assert_eq!(bad.status.code(), Some(2), "a usage error");
+    let err = treesits_testkit::cli::stderr(&bad);
+    assert!(
+        err.contains("'2X' is not a memory size") && err.contains("e.g. 1500M"),
+        "{err}"
+    );
+    let out = cube.root.join("chunks");
+    let r = TOOL
+        .command()
+        .args([
+            "--tile",
+            s(&cube.tile_dir),
+            "--out-dir",
+            s(&out),
+            "--threads",
+            "2",
+        ])
+        .env("TREESITS_MEMORY", "40M")
+        .output()
+        .unwrap();
+    TOOL.ok(&r);
+    let log = treesits_testkit::cli::stderr(&r);
+    // 40 MiB cannot hold two workers' windows beside a 16 MiB batch: one runs, and says so.
+    assert!(
+        log.contains("memory budget 40.0 MiB (--memory): 1 workers"),
+        "{log}"
+    );
+    assert!(log.contains("holds the windows of 1 of 2 workers"), "{log}");
+    assert_eq!(
+        file_names(&out).iter().filter(|n| n.ends_with(".arrows")).count(),
+        10
+    );
+}
