@@ -95,6 +95,7 @@ fn main() -> ExitCode {
             destination,
             device: cli.device,
             batch_size: cli.batch_size.map(|b| b as usize),
+            memory: None,
             // As every tool: at most a few threads per CPU, with a warning (`--threads 100000`).
             threads: cli.threads.map_or_else(treesits_cli::default_threads, |t| {
                 treesits_cli::cap_threads(t as usize, treesits_cli::default_threads())
