@@ -403,9 +403,10 @@ struct ChunkProgress {
     seconds: f64,
 }
 
-/// The reading thread: decodes one record batch at a time and packs its model batches lazily, so
-/// the channel's bound holds the memory to one decoded record batch (+ the one being read) and
-/// [`BATCHES_IN_FLIGHT`] packed batches (+ the one being packed, + the one running).
+/// The packing thread: takes one decoded record batch at a time (the next is decoded meanwhile on
+/// a thread of its own) and packs its model batches lazily, so the channels' bounds hold the memory
+/// to one decoded record batch (+ the one being read) and [`BATCHES_IN_FLIGHT`] packed batches (+ the
+/// one being packed, + the one running).
 struct Reader {
     sources: Vec<ChunkSource>,
     contract: ModelContract,
@@ -424,57 +425,106 @@ impl Reader {
     fn read_and_pack(&self, tx: &SyncSender<Message>) -> Result<(), Option<InferError>> {
         // A send fails only when the consumer has stopped (after an error): just stop too.
         let send = |m: Message| tx.send(m).map_err(|_| None);
+        // Decoding runs one record batch ahead on its own thread (a rendezvous channel: it holds the
+        // next record batch until this one is packed), so the model never waits for a file to be
+        // opened and decompressed. Not joined: it may be blocked on stdin; it stops when `decoded`
+        // is dropped.
+        let (decoded_tx, decoded) = sync_channel(0);
+        let sources = self.sources.clone();
+        std::thread::Builder::new()
+            .name("read".into())
+            .spawn(move || decode(&sources, &decoded_tx))
+            .map_err(|source| InferError::ReaderThread { source })?;
         let mut warned = false;
-        for (i, source) in self.sources.iter().enumerate() {
-            let mut stream = source.open()?;
-            let packer = Packer::new(&self.contract, stream.metadata(), self.fixed_length).map_err(|e| {
-                InferError::Unfit {
-                    input: source.clone(),
-                    source: e,
+        let mut packer: Option<(Packer, &ChunkSource)> = None;
+        for d in decoded {
+            match d {
+                Decoded::Stream(i, meta) => {
+                    if packer.is_some() {
+                        send(Message::End)?;
+                    }
+                    let source = &self.sources[i];
+                    let p = Packer::new(&self.contract, &meta, self.fixed_length).map_err(|e| {
+                        InferError::Unfit {
+                            input: source.clone(),
+                            source: e,
+                        }
+                    })?;
+                    packer = Some((p, source));
+                    send(Message::Begin { source: i, meta })?;
                 }
-            })?;
-            send(Message::Begin {
-                source: i,
-                meta: stream.metadata().clone(),
-            })?;
-            while let Some(mut columns) = stream.next_chunk()? {
-                let bytes = record_batch_bytes(columns.pixels(), columns.observations(), columns.bands.len());
-                if bytes > self.input_share && !warned {
-                    warned = true;
-                    log::warn!(
-                        "{source}: a record batch of {} pixels and {} observations takes {} decoded, more than the {} of the memory budget for input (predict holds one at a time): smaller chunks from cube-extract (--chunk-rows) or a larger --memory keep within it",
-                        columns.pixels(),
-                        columns.observations(),
-                        human_bytes(bytes),
-                        human_bytes(self.input_share)
-                    );
+                Decoded::Columns(mut columns) => {
+                    let (packer, source) = packer
+                        .as_ref()
+                        .expect("a record batch follows its stream's start");
+                    let bytes =
+                        record_batch_bytes(columns.pixels(), columns.observations(), columns.bands.len());
+                    if 2 * bytes > self.input_share && !warned {
+                        warned = true;
+                        log::warn!(
+                            "{source}: a record batch of {} pixels and {} observations takes {} decoded; two at a time (the one being packed and the next) exceed the {} of the memory budget for input: smaller chunks from cube-extract (--chunk-rows) or a larger --memory keep within it",
+                            columns.pixels(),
+                            columns.observations(),
+                            human_bytes(bytes),
+                            human_bytes(self.input_share)
+                        );
+                    }
+                    let plan = packer.plan(&columns, self.limits);
+                    // Only row, col and offsets are needed to write the output; the observations
+                    // stay here until the last batch is packed.
+                    let head = ChunkColumns {
+                        row: std::mem::take(&mut columns.row),
+                        col: std::mem::take(&mut columns.col),
+                        offsets: columns.offsets.clone(),
+                        ..Default::default()
+                    };
+                    send(Message::ChunkStart {
+                        columns: head,
+                        plan: ChunkCounts {
+                            pixels: plan.pixels,
+                            empty_pixels: plan.empty_pixels,
+                            observations: plan.observations,
+                        },
+                    })?;
+                    for batch in packer.batches(&columns, &plan) {
+                        send(Message::Batch(batch))?;
+                    }
+                    drop(columns);
+                    send(Message::ChunkEnd)?;
                 }
-                let plan = packer.plan(&columns, self.limits);
-                // Only row, col and offsets are needed to write the output; the observations stay
-                // here until the last batch is packed.
-                let head = ChunkColumns {
-                    row: std::mem::take(&mut columns.row),
-                    col: std::mem::take(&mut columns.col),
-                    offsets: columns.offsets.clone(),
-                    ..Default::default()
-                };
-                send(Message::ChunkStart {
-                    columns: head,
-                    plan: ChunkCounts {
-                        pixels: plan.pixels,
-                        empty_pixels: plan.empty_pixels,
-                        observations: plan.observations,
-                    },
-                })?;
-                for batch in packer.batches(&columns, &plan) {
-                    send(Message::Batch(batch))?;
-                }
-                drop(columns);
-                send(Message::ChunkEnd)?;
+                Decoded::Failed(e) => return Err(Some(e)),
             }
+        }
+        if packer.is_some() {
             send(Message::End)?;
         }
         Ok(())
+    }
+}
+
+/// What the decoding thread hands to the packing one.
+enum Decoded {
+    /// Input stream `i` opened, with its metadata.
+    Stream(usize, ChunkMetadata),
+    /// Its next record batch.
+    Columns(ChunkColumns),
+    Failed(InferError),
+}
+
+fn decode(sources: &[ChunkSource], tx: &SyncSender<Decoded>) {
+    let run = || -> Result<(), Option<InferError>> {
+        let send = |d: Decoded| tx.send(d).map_err(|_| None);
+        for (i, source) in sources.iter().enumerate() {
+            let mut stream = source.open()?;
+            send(Decoded::Stream(i, stream.metadata().clone()))?;
+            while let Some(columns) = stream.next_chunk()? {
+                send(Decoded::Columns(columns))?;
+            }
+        }
+        Ok(())
+    };
+    if let Err(Some(e)) = run() {
+        let _ = tx.send(Decoded::Failed(e));
     }
 }
 
