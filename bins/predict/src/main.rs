@@ -52,11 +52,17 @@ struct Cli {
     /// `auto` (CUDA when available, else CPU; the log says which).
     #[arg(long, default_value = "auto", value_name = "cpu|cuda|auto")]
     device: Device,
-    /// Pixels per model call (default 1024, whatever memory is free, so two runs cut the same
-    /// batches). Results do not depend on it: a batch holds series of one length unless the model's
-    /// contract says it ignores padding.
+    /// The most pixels per model call (default 1024); batches of long series hold fewer, within
+    /// --memory. Results do not depend on it: a batch holds series of one length unless the model's
+    /// contract says it ignores padding. A model with a fixed batch axis always gets its own size.
     #[arg(long, value_name = "PIXELS", value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: Option<u32>,
+    /// Memory for predict's working buffers, e.g. 2G or 1500M (K, M, G, T: powers of 1024). Default:
+    /// 3/4 of the container's memory limit, else 1 GiB (at most a quarter of RAM). Half is for the
+    /// input record batch being packed, half for the model batches, whose pixels × steps it caps;
+    /// results do not depend on it. The log says how it is split.
+    #[arg(long, value_name = "SIZE", env = "TREESITS_MEMORY", hide_env_values = true, value_parser = parse_memory)]
+    memory: Option<u64>,
     /// ONNX Runtime intra-op threads (default: the CPUs this process may use). Reading and packing
     /// run on one more thread, overlapped with the model.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -95,6 +101,7 @@ fn main() -> ExitCode {
             destination,
             device: cli.device,
             batch_size: cli.batch_size.map(|b| b as usize),
+            memory: cli.memory,
             // As every tool: at most a few threads per CPU, with a warning (`--threads 100000`).
             threads: cli.threads.map_or_else(treesits_cli::default_threads, |t| {
                 treesits_cli::cap_threads(t as usize, treesits_cli::default_threads())
@@ -109,6 +116,10 @@ fn main() -> ExitCode {
         }
         Ok(())
     })
+}
+
+fn parse_memory(s: &str) -> Result<u64, String> {
+    treesits_core::memory::parse_size(s).map_err(|e| format!("{e}; set by --memory or TREESITS_MEMORY"))
 }
 
 /// Tile pixels predicted out of the inputs' total area (a masked chunk holds fewer pixels than its

@@ -7,8 +7,10 @@
 //!   contract says, bucketed by series length (one length per batch unless the model ignores padding);
 //! - [`runtime`]: the ONNX Runtime library, CPU or CUDA sessions, the model checked against its contract;
 //! - [`classify`]: model outputs → class, probability, per-class probabilities, uncertainty;
-//! - [`pipeline`]: reading and packing on their own thread, overlapped with inference; atomic outputs;
-//! - [`batch`]: the batch-size policy (a fixed default, never the memory that happens to be free).
+//! - [`pipeline`]: reading (one record batch ahead) and packing (one model batch at a time) on their
+//!   own threads, overlapped with inference; atomic outputs;
+//! - [`batch`]: the batch-size policy and the memory budget's split (`--memory`: a batch's pixels ×
+//!   steps capped; never the memory that happens to be free).
 //!
 //! No GDAL here: `predict`'s container holds ONNX Runtime (+ CUDA) only.
 

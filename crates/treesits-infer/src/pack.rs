@@ -84,6 +84,68 @@ impl PackedChunk {
     }
 }
 
+/// How large one model batch may be: at most `pixels` pixels, and at most `bytes` by the estimate
+/// `(per_position + per_step × T)` bytes for each of its positions (pixels × its sequence length
+/// `T`), so a batch of long series holds fewer pixels. A batch always holds at least one pixel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub pixels: usize,
+    pub bytes: u64,
+    pub per_position: u64,
+    pub per_step: u64,
+}
+
+impl BatchLimits {
+    /// At most `pixels` pixels, whatever their length.
+    pub fn pixels(pixels: usize) -> BatchLimits {
+        BatchLimits::positions(pixels, usize::MAX)
+    }
+
+    /// At most `pixels` pixels and `positions` positions (whatever `T`).
+    pub fn positions(pixels: usize, positions: usize) -> BatchLimits {
+        BatchLimits {
+            pixels: pixels.max(1),
+            bytes: positions as u64,
+            per_position: 1,
+            per_step: 0,
+        }
+    }
+
+    /// The most positions of one batch of series of length `t`.
+    pub fn positions_at(&self, t: usize) -> usize {
+        let per = self.per_position + self.per_step * t as u64;
+        usize::try_from(self.bytes / per.max(1)).unwrap_or(usize::MAX)
+    }
+
+    /// Pixels of one batch of series of length `t`: its positions / `t`, between 1 and `pixels`.
+    pub fn pixels_at(&self, t: usize) -> usize {
+        (self.positions_at(t) / t.max(1)).clamp(1, self.pixels.max(1))
+    }
+}
+
+/// A chunk's pixels in packing order (sorted by series length) and cut into batches, not yet
+/// packed: [`Packer::batches`] packs them one at a time, so only the batches in flight hold tensors.
+#[derive(Debug, Clone, Default)]
+pub struct ChunkPlan {
+    /// (selected length, pixel) of the pixels with observations, sorted by length.
+    order: Vec<(usize, u32)>,
+    /// Each batch as a range of `order`.
+    groups: Vec<std::ops::Range<usize>>,
+    /// Pixels of the chunk, with and without observations.
+    pub pixels: usize,
+    /// Pixels with `n_obs = 0` (written as nodata).
+    pub empty_pixels: usize,
+    /// Observations in the chunk (before thinning long series).
+    pub observations: usize,
+}
+
+impl ChunkPlan {
+    /// Number of model batches.
+    pub fn batches(&self) -> usize {
+        self.groups.len()
+    }
+}
+
 impl Packer {
     /// Checks the chunk against the contract (bands by name, sensors if it lists them) and prepares
     /// the scaling.
@@ -119,12 +181,15 @@ impl Packer {
         })
     }
 
-    /// Packs one chunk into batches of at most `batch_size` pixels, bucketed by series length.
-    pub fn pack(&self, chunk: &ChunkColumns, batch_size: usize) -> PackedChunk {
-        let batch_size = batch_size.max(1);
+    /// Sorts the pixels of `chunk` by series length and cuts them into batches within `limits`.
+    ///
+    /// The cut is one rule for every model: consecutive pixels (in length order) go into one batch
+    /// until it would exceed `limits` or, unless [`Packer::pads_within_batch`], until the length
+    /// changes. With one length per batch, how many pixels share a batch changes no pixel's tensor,
+    /// so the budget and `--batch-size` never change a result.
+    pub fn plan(&self, chunk: &ChunkColumns, limits: BatchLimits) -> ChunkPlan {
         let n = chunk.pixels();
-        // (selected length, pixel) for pixels with observations, sorted by length (stable: ties keep
-        // the chunk's order, so results never depend on how pixels are grouped).
+        // Stable: ties keep the chunk's order, so results never depend on how pixels are grouped.
         let mut order: Vec<(usize, u32)> = (0..n)
             .filter_map(|i| {
                 let obs = chunk.range(i).len();
@@ -132,25 +197,52 @@ impl Packer {
             })
             .collect();
         order.sort_by_key(|&(len, _)| len);
-        let batches = if self.pads_within_batch() {
-            order
-                .chunks(batch_size)
-                .map(|group| self.pack_batch(chunk, group))
-                .collect()
-        } else {
-            // One length per batch: no series is padded, so what a pixel's series looks like to the
-            // model never depends on the other pixels of its batch (or on the batch size).
-            order
-                .chunk_by(|a, b| a.0 == b.0)
-                .flat_map(|same| same.chunks(batch_size))
-                .map(|group| self.pack_batch(chunk, group))
-                .collect()
-        };
-        PackedChunk {
-            batches,
+        let mut groups = Vec::new();
+        let mut start = 0;
+        for i in 1..order.len() {
+            let pixels = i + 1 - start;
+            // Sorted by length: pixel i is the longest so far, so it sets the batch's length.
+            let length = self.fixed_length.unwrap_or(order[i].0);
+            let full = pixels > limits.pixels_at(length);
+            let other_length = !self.pads_within_batch() && order[i].0 != order[start].0;
+            if full || other_length {
+                groups.push(start..i);
+                start = i;
+            }
+        }
+        if start < order.len() {
+            groups.push(start..order.len());
+        }
+        ChunkPlan {
             pixels: n,
             empty_pixels: n - order.len(),
             observations: chunk.observations(),
+            order,
+            groups,
+        }
+    }
+
+    /// The batches of `plan` (made by [`Packer::plan`] from this `chunk`), packed one at a time
+    /// as the iterator is advanced.
+    pub fn batches<'a>(
+        &'a self,
+        chunk: &'a ChunkColumns,
+        plan: &'a ChunkPlan,
+    ) -> impl Iterator<Item = Batch> + 'a {
+        plan.groups
+            .iter()
+            .map(move |g| self.pack_batch(chunk, &plan.order[g.clone()]))
+    }
+
+    /// Packs a whole chunk at once (tests and benchmarks; `predict` packs lazily, see
+    /// [`Packer::batches`]).
+    pub fn pack(&self, chunk: &ChunkColumns, limits: BatchLimits) -> PackedChunk {
+        let plan = self.plan(chunk, limits);
+        PackedChunk {
+            batches: self.batches(chunk, &plan).collect(),
+            pixels: plan.pixels,
+            empty_pixels: plan.empty_pixels,
+            observations: plan.observations,
         }
     }
 
@@ -301,7 +393,7 @@ mod tests {
             None,
         )
         .unwrap();
-        let packed = p.pack(&chunk(), 2);
+        let packed = p.pack(&chunk(), BatchLimits::pixels(2));
         assert_eq!(
             (packed.pixels, packed.empty_pixels, packed.observations),
             (4, 1, 9)
@@ -343,7 +435,7 @@ mod tests {
             b.extend(first);
         }
         for batch_size in [1, 2, 1000] {
-            let packed = p.pack(&ch, batch_size);
+            let packed = p.pack(&ch, BatchLimits::pixels(batch_size));
             let groups: Vec<(Vec<u32>, usize)> = packed
                 .batches
                 .iter()
@@ -380,9 +472,127 @@ mod tests {
         c.sequence.max_length = Some(5);
         let p = Packer::new(&c, &meta(&["BLUE", "GREEN", "RED"]), Some(5)).unwrap();
         assert!(p.pads_within_batch());
-        let packed = p.pack(&ch, 1000);
+        let packed = p.pack(&ch, BatchLimits::pixels(1000));
         assert_eq!(packed.batches.len(), 1);
         assert_eq!(packed.batches[0].length, 5);
+    }
+
+    /// A chunk of `lengths.len()` pixels, pixel `i` with `lengths[i]` observations (the values of
+    /// [`chunk`]'s scheme, repeated).
+    fn chunk_of(lengths: &[usize]) -> ChunkColumns {
+        let mut offsets = vec![0i32];
+        for l in lengths {
+            offsets.push(offsets.last().unwrap() + *l as i32);
+        }
+        let n = *offsets.last().unwrap() as usize;
+        let obs: Vec<i32> = (0..n as i32).map(|o| o % 300).collect();
+        let jan1 = Date::new(2021, 1, 1).unwrap().days_since_epoch();
+        ChunkColumns {
+            row: vec![0; lengths.len()],
+            col: (0..lengths.len() as u32).collect(),
+            offsets,
+            date: obs.iter().map(|o| jan1 + o).collect(),
+            sensor: vec![0; n],
+            bands: vec![
+                obs.iter().map(|o| (10 * o) as i16).collect(),
+                vec![-1; n],
+                obs.iter().map(|o| (1000 + o) as i16).collect(),
+            ],
+        }
+    }
+
+    #[test]
+    fn batches_never_exceed_the_positions_cap_and_the_cap_changes_no_pixel_s_tensor() {
+        // Lengths 0..=40 in a scrambled order, several pixels of each; max_length 32 thins the rest.
+        let lengths: Vec<usize> = (0..400).map(|i| (i * 37 + 11) % 41).collect();
+        let ch = chunk_of(&lengths);
+        let bands = meta(&["BLUE", "GREEN", "RED"]);
+        let mut one_length = contract(PaddingSide::Left, Some(32));
+        one_length.sequence.ignores_padding = false;
+        let packers = [
+            (
+                "one length per batch",
+                Packer::new(&one_length, &bands, None).unwrap(),
+            ),
+            (
+                "ignores padding",
+                Packer::new(&contract(PaddingSide::Right, Some(32)), &bands, None).unwrap(),
+            ),
+            (
+                "fixed length",
+                Packer::new(&contract(PaddingSide::Left, Some(32)), &bands, Some(32)).unwrap(),
+            ),
+        ];
+        for (name, p) in &packers {
+            // Each pixel's (values, doy, mask) rows, with no cap: the reference.
+            let rows =
+                |packed: &PackedChunk| -> std::collections::BTreeMap<u32, (Vec<f32>, Vec<i64>, usize)> {
+                    let mut m = std::collections::BTreeMap::new();
+                    for b in &packed.batches {
+                        for (r, &px) in b.pixels.iter().enumerate() {
+                            let t = b.length;
+                            let v = b.values[r * t * b.bands..(r + 1) * t * b.bands].to_vec();
+                            let d = b.doy.as_ref().unwrap()[r * t..(r + 1) * t].to_vec();
+                            assert!(m.insert(px, (v, d, t)).is_none(), "{name}: pixel {px} twice");
+                        }
+                    }
+                    m
+                };
+            let reference = p.pack(&ch, BatchLimits::pixels(10_000));
+            let want = rows(&reference);
+            assert_eq!(want.len(), lengths.iter().filter(|&&l| l > 0).count());
+            for (pixels, positions) in [
+                (1024, 1),
+                (1024, 31),
+                (1024, 32),
+                (7, 100),
+                (1024, 100),
+                (50, 1000),
+                (3, usize::MAX),
+            ] {
+                let limits = BatchLimits::positions(pixels, positions);
+                let plan = p.plan(&ch, limits);
+                let lazy: Vec<Batch> = p.batches(&ch, &plan).collect();
+                let packed = p.pack(&ch, limits);
+                assert_eq!(lazy, packed.batches, "{name}: lazy and whole packing agree");
+                assert_eq!(plan.batches(), packed.batches.len());
+                for b in &packed.batches {
+                    let n = b.pixels.len();
+                    assert!(n >= 1 && n <= pixels, "{name} {limits:?}: {n} pixels");
+                    assert!(
+                        n == 1 || n * b.length <= positions,
+                        "{name} {limits:?}: {n} pixels × {} steps",
+                        b.length
+                    );
+                    // As many pixels as fit: the cap formula, for batches of one length.
+                    if !p.pads_within_batch() {
+                        assert!(n <= limits.pixels_at(b.length));
+                    }
+                }
+                if !p.pads_within_batch() || p.fixed_length.is_some() {
+                    // The tensor of every pixel is the same whatever the cap.
+                    assert_eq!(rows(&packed), want, "{name} {limits:?}");
+                }
+            }
+        }
+        assert_eq!(BatchLimits::positions(1024, 64 * 500).pixels_at(64), 500);
+        assert_eq!(BatchLimits::positions(1024, 10).pixels_at(64), 1);
+        assert_eq!(BatchLimits::pixels(1024).pixels_at(64), 1024);
+        // Bytes per position that grow with T (attention): long series get fewer positions.
+        let t_dependent = BatchLimits {
+            pixels: 1024,
+            bytes: 1 << 20,
+            per_position: 64,
+            per_step: 8,
+        };
+        assert_eq!(t_dependent.positions_at(8), (1 << 20) / 128);
+        assert_eq!(t_dependent.positions_at(120), (1 << 20) / 1024);
+        assert_eq!(t_dependent.pixels_at(120), (1 << 20) / 1024 / 120);
+        let plan = packers[0].1.plan(&ch, t_dependent);
+        for b in packers[0].1.batches(&ch, &plan) {
+            let per = 64 + 8 * b.length as u64;
+            assert!(b.pixels.len() == 1 || (b.pixels.len() * b.length) as u64 * per <= 1 << 20);
+        }
     }
 
     #[test]
@@ -393,7 +603,7 @@ mod tests {
         let mut ch = chunk();
         ch.bands.remove(1);
         ch.bands.swap(0, 1);
-        let packed = p.pack(&ch, 10);
+        let packed = p.pack(&ch, BatchLimits::pixels(10));
         assert_eq!(packed.batches.len(), 1);
         let b = &packed.batches[0];
         // Lengths: pixel 2 → 1, pixel 0 → 2 (of 3: first and last), pixel 3 → 2 (of 5).

@@ -1,7 +1,8 @@
-//! The whole run: chunks are read and packed on one thread, handed over through a bounded channel
-//! (so reading overlaps inference and memory stays a few chunks), run through the model on the calling
-//! thread, and written as prediction chunks: one file per input (all renamed into place together at
-//! the end, none on error) or one stream on stdout.
+//! The whole run: chunks are read and packed on one thread, one model batch at a time, handed over
+//! through a bounded channel (so reading overlaps inference and memory stays one decoded record batch
+//! plus [`BATCHES_IN_FLIGHT`] packed batches), run through the model on the calling thread, and
+//! written as prediction chunks: one file per input (all renamed into place together at the end, none
+//! on error) or one stream on stdout.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -15,14 +16,12 @@ use treesits_core::contract::ModelContract;
 use treesits_core::prediction::{PredictionMetadata, PredictionWriter, Uncertainty};
 use treesits_core::PixelWindow;
 
+use crate::batch::{human_bytes, record_batch_bytes, BATCHES_IN_FLIGHT};
 use crate::classify::Classifier;
 use crate::input::ChunkSource;
-use crate::pack::{PackedChunk, Packer};
+use crate::pack::{Batch, BatchLimits, Packer};
 use crate::runtime::ModelSession;
 use crate::InferError;
-
-/// Chunks packed ahead of inference (each holds one chunk's tensors).
-const QUEUE_CHUNKS: usize = 2;
 
 /// Where predictions go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,8 +37,11 @@ pub enum Destination {
 pub struct PredictPlan {
     pub sources: Vec<ChunkSource>,
     pub destination: Destination,
-    /// Pixels per model call.
-    pub batch_size: usize,
+    /// The most pixels and positions (pixels × steps) of one model call.
+    pub limits: BatchLimits,
+    /// Bytes a decoded input record batch should stay within (a warning names the first that does
+    /// not).
+    pub input_share: u64,
     pub probabilities: bool,
     pub uncertainty: Option<Uncertainty>,
     /// For `--out -` with files: the metadata of the one output stream (checked up front).
@@ -97,7 +99,8 @@ impl PredictPlan {
     pub fn new(
         sources: Vec<ChunkSource>,
         destination: Destination,
-        batch_size: usize,
+        limits: BatchLimits,
+        input_share: u64,
         probabilities: bool,
         uncertainty: Option<Uncertainty>,
         session: &ModelSession,
@@ -131,7 +134,11 @@ impl PredictPlan {
         Ok(PredictPlan {
             sources,
             destination,
-            batch_size: batch_size.max(1),
+            limits: BatchLimits {
+                pixels: limits.pixels.max(1),
+                ..limits
+            },
+            input_share,
             probabilities,
             uncertainty,
             stdout_meta,
@@ -153,14 +160,17 @@ impl PredictPlan {
                 source,
             })?;
         }
-        let (tx, rx) = sync_channel(QUEUE_CHUNKS);
-        let sources = self.sources.clone();
-        let contract = session.contract().clone();
-        let fixed_length = session.shape().fixed_length;
-        let batch_size = self.batch_size;
+        let (tx, rx) = sync_channel(BATCHES_IN_FLIGHT);
+        let reader = Reader {
+            sources: self.sources.clone(),
+            contract: session.contract().clone(),
+            fixed_length: session.shape().fixed_length,
+            limits: self.limits,
+            input_share: self.input_share,
+        };
         let reader = std::thread::Builder::new()
             .name("read-pack".into())
-            .spawn(move || read_and_pack(&sources, &contract, fixed_length, batch_size, &tx))
+            .spawn(move || reader.run(&tx))
             .map_err(|source| InferError::ReaderThread { source })?;
         // On error the receiver is dropped, which stops the reader at its next hand-over; it is not
         // joined (it may be blocked on stdin).
@@ -186,6 +196,8 @@ impl PredictPlan {
         let mut chunk_in_stream = 0;
         let mut chunks_in_stream = 0;
         let (mut stream_area, mut stream_chunks, mut area_left) = (0u64, 1u64, 0u64);
+        // The record batch whose model batches are arriving.
+        let mut chunk: Option<ChunkProgress> = None;
         for message in rx {
             match message {
                 Message::Begin { source, meta } => {
@@ -224,25 +236,38 @@ impl PredictPlan {
                         Destination::Stdout => {}
                     }
                 }
-                Message::Chunk { columns, packed } => {
+                Message::ChunkStart { columns, plan } => {
+                    chunk = Some(ChunkProgress {
+                        out: classifier.empty_columns(&columns),
+                        plan,
+                        batches: 0,
+                        positions: 0,
+                        used: 0,
+                        seconds: 0.0,
+                    });
+                }
+                Message::Batch(batch) => {
+                    let c = chunk.as_mut().expect("a batch always follows its chunk's start");
                     let started = Instant::now();
-                    let mut out = classifier.empty_columns(&columns);
-                    for batch in &packed.batches {
-                        let outputs = session.run(batch).map_err(|e| InferError::InStream {
-                            input: input.clone(),
-                            source: Box::new(e),
-                        })?;
-                        classifier.fill(&mut out, &batch.pixels, &outputs);
-                    }
-                    let inference = started.elapsed().as_secs_f64();
+                    let outputs = session.run(&batch).map_err(|e| InferError::InStream {
+                        input: input.clone(),
+                        source: Box::new(e),
+                    })?;
+                    classifier.fill(&mut c.out, &batch.pixels, &outputs);
+                    c.seconds += started.elapsed().as_secs_f64();
+                    c.batches += 1;
+                    c.positions += batch.pixels.len() * batch.length;
+                    c.used += batch.observations;
+                }
+                Message::ChunkEnd => {
+                    let c = chunk.take().expect("a chunk's end always follows its start");
                     let writer = match (&mut current, &mut stdout) {
                         (Some((w, _)), _) => w,
                         (None, Some(w)) => w,
                         (None, None) => unreachable!("a chunk always follows its stream's start"),
                     };
-                    writer.write(&out).map_err(|e| output_err(&target, e))?;
-                    let positions = packed.positions();
-                    let used: usize = packed.batches.iter().map(|b| b.observations).sum();
+                    writer.write(&c.out).map_err(|e| output_err(&target, e))?;
+                    let p = &c.plan;
                     // The stream's last chunk takes what is left of its area.
                     let last = stream_chunks == 1 || chunk_in_stream + 1 >= chunks_in_stream;
                     let area = if last {
@@ -255,25 +280,25 @@ impl PredictPlan {
                         input: &input,
                         chunk: chunk_in_stream,
                         chunks_in_stream,
-                        pixels: packed.pixels,
+                        pixels: p.pixels,
                         area,
                     });
                     log::debug!(
                         "{input} chunk {} of {chunks_in_stream}: {} pixels ({} without observations), {} observations, {} batches ({:.0}% padding), {:.0} pixels/s in the model",
                         chunk_in_stream + 1,
-                        packed.pixels,
-                        packed.empty_pixels,
-                        packed.observations,
-                        packed.batches.len(),
-                        if positions == 0 { 0.0 } else { 100.0 * (positions - used) as f64 / positions as f64 },
-                        (packed.pixels - packed.empty_pixels) as f64 / inference.max(1e-9)
+                        p.pixels,
+                        p.empty_pixels,
+                        p.observations,
+                        c.batches,
+                        if c.positions == 0 { 0.0 } else { 100.0 * (c.positions - c.used) as f64 / c.positions as f64 },
+                        (p.pixels - p.empty_pixels) as f64 / c.seconds.max(1e-9)
                     );
                     chunk_in_stream += 1;
                     summary.chunks += 1;
-                    summary.pixels += packed.pixels;
-                    summary.empty_pixels += packed.empty_pixels;
-                    summary.observations += packed.observations;
-                    summary.inference_seconds += inference;
+                    summary.pixels += p.pixels;
+                    summary.empty_pixels += p.empty_pixels;
+                    summary.observations += p.observations;
+                    summary.inference_seconds += c.seconds;
                 }
                 Message::End => {
                     if let Some((writer, atomic)) = current.take() {
@@ -342,58 +367,164 @@ fn output_err(target: &Path, e: ChunkError) -> InferError {
 
 type Writer = PredictionWriter<Box<dyn Write>>;
 
-/// What the reader thread hands over.
+/// What the reader thread hands over: per input stream `Begin`, then per record batch `ChunkStart`,
+/// its model batches one at a time, `ChunkEnd`; `End` closes the stream.
 enum Message {
     Begin {
         source: usize,
         meta: ChunkMetadata,
     },
-    Chunk {
+    /// A record batch: its row, col and offsets only (what the output needs) and its counts.
+    ChunkStart {
         columns: ChunkColumns,
-        packed: PackedChunk,
+        plan: ChunkCounts,
     },
+    Batch(Batch),
+    ChunkEnd,
     End,
     Failed(InferError),
 }
 
-fn read_and_pack(
-    sources: &[ChunkSource],
-    contract: &ModelContract,
+/// What the consumer tells about a record batch once its last batch has run.
+struct ChunkCounts {
+    pixels: usize,
+    empty_pixels: usize,
+    observations: usize,
+}
+
+/// The record batch being predicted, filled batch by batch.
+struct ChunkProgress {
+    out: treesits_core::prediction::PredictionColumns,
+    plan: ChunkCounts,
+    batches: usize,
+    /// Tensor positions run (padding included) and observations among them.
+    positions: usize,
+    used: usize,
+    seconds: f64,
+}
+
+/// The packing thread: takes one decoded record batch at a time (the next is decoded meanwhile on
+/// a thread of its own) and packs its model batches lazily, so the channels' bounds hold the memory
+/// to one decoded record batch (+ the one being read) and [`BATCHES_IN_FLIGHT`] packed batches (+ the
+/// one being packed, + the one running).
+struct Reader {
+    sources: Vec<ChunkSource>,
+    contract: ModelContract,
     fixed_length: Option<usize>,
-    batch_size: usize,
-    tx: &SyncSender<Message>,
-) {
-    let run = || -> Result<(), Option<InferError>> {
+    limits: BatchLimits,
+    input_share: u64,
+}
+
+impl Reader {
+    fn run(&self, tx: &SyncSender<Message>) {
+        if let Err(Some(e)) = self.read_and_pack(tx) {
+            let _ = tx.send(Message::Failed(e));
+        }
+    }
+
+    fn read_and_pack(&self, tx: &SyncSender<Message>) -> Result<(), Option<InferError>> {
         // A send fails only when the consumer has stopped (after an error): just stop too.
         let send = |m: Message| tx.send(m).map_err(|_| None);
+        // Decoding runs one record batch ahead on its own thread (a rendezvous channel: it holds the
+        // next record batch until this one is packed), so the model never waits for a file to be
+        // opened and decompressed. Not joined: it may be blocked on stdin; it stops when `decoded`
+        // is dropped.
+        let (decoded_tx, decoded) = sync_channel(0);
+        let sources = self.sources.clone();
+        std::thread::Builder::new()
+            .name("read".into())
+            .spawn(move || decode(&sources, &decoded_tx))
+            .map_err(|source| InferError::ReaderThread { source })?;
+        let mut warned = false;
+        let mut packer: Option<(Packer, &ChunkSource)> = None;
+        for d in decoded {
+            match d {
+                Decoded::Stream(i, meta) => {
+                    if packer.is_some() {
+                        send(Message::End)?;
+                    }
+                    let source = &self.sources[i];
+                    let p = Packer::new(&self.contract, &meta, self.fixed_length).map_err(|e| {
+                        InferError::Unfit {
+                            input: source.clone(),
+                            source: e,
+                        }
+                    })?;
+                    packer = Some((p, source));
+                    send(Message::Begin { source: i, meta })?;
+                }
+                Decoded::Columns(mut columns) => {
+                    let (packer, source) = packer
+                        .as_ref()
+                        .expect("a record batch follows its stream's start");
+                    let bytes =
+                        record_batch_bytes(columns.pixels(), columns.observations(), columns.bands.len());
+                    if 2 * bytes > self.input_share && !warned {
+                        warned = true;
+                        log::warn!(
+                            "{source}: a record batch of {} pixels and {} observations takes {} decoded; two at a time (the one being packed and the next) exceed the {} of the memory budget for input: smaller chunks from cube-extract (--chunk-rows) or a larger --memory keep within it",
+                            columns.pixels(),
+                            columns.observations(),
+                            human_bytes(bytes),
+                            human_bytes(self.input_share)
+                        );
+                    }
+                    let plan = packer.plan(&columns, self.limits);
+                    // Only row, col and offsets are needed to write the output; the observations
+                    // stay here until the last batch is packed.
+                    let head = ChunkColumns {
+                        row: std::mem::take(&mut columns.row),
+                        col: std::mem::take(&mut columns.col),
+                        offsets: columns.offsets.clone(),
+                        ..Default::default()
+                    };
+                    send(Message::ChunkStart {
+                        columns: head,
+                        plan: ChunkCounts {
+                            pixels: plan.pixels,
+                            empty_pixels: plan.empty_pixels,
+                            observations: plan.observations,
+                        },
+                    })?;
+                    for batch in packer.batches(&columns, &plan) {
+                        send(Message::Batch(batch))?;
+                    }
+                    drop(columns);
+                    send(Message::ChunkEnd)?;
+                }
+                Decoded::Failed(e) => return Err(Some(e)),
+            }
+        }
+        if packer.is_some() {
+            send(Message::End)?;
+        }
+        Ok(())
+    }
+}
+
+/// What the decoding thread hands to the packing one.
+enum Decoded {
+    /// Input stream `i` opened, with its metadata.
+    Stream(usize, ChunkMetadata),
+    /// Its next record batch.
+    Columns(ChunkColumns),
+    Failed(InferError),
+}
+
+fn decode(sources: &[ChunkSource], tx: &SyncSender<Decoded>) {
+    let run = || -> Result<(), Option<InferError>> {
+        let send = |d: Decoded| tx.send(d).map_err(|_| None);
         for (i, source) in sources.iter().enumerate() {
             let mut stream = source.open()?;
-            let packer =
-                Packer::new(contract, stream.metadata(), fixed_length).map_err(|e| InferError::Unfit {
-                    input: source.clone(),
-                    source: e,
-                })?;
-            send(Message::Begin {
-                source: i,
-                meta: stream.metadata().clone(),
-            })?;
+            send(Decoded::Stream(i, stream.metadata().clone()))?;
             while let Some(columns) = stream.next_chunk()? {
-                let packed = packer.pack(&columns, batch_size);
-                // Only row and col are needed to write the output: drop the observations now.
-                let columns = ChunkColumns {
-                    row: columns.row,
-                    col: columns.col,
-                    offsets: columns.offsets,
-                    ..Default::default()
-                };
-                send(Message::Chunk { columns, packed })?;
+                send(Decoded::Columns(columns))?;
             }
-            send(Message::End)?;
         }
         Ok(())
     };
     if let Err(Some(e)) = run() {
-        let _ = tx.send(Message::Failed(e));
+        let _ = tx.send(Decoded::Failed(e));
     }
 }
 

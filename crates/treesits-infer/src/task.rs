@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use treesits_core::contract::ModelContract;
+use treesits_core::memory::MemoryBudget;
 use treesits_core::prediction::Uncertainty;
 
-use crate::batch::{human_bytes, BatchSize};
+use crate::batch::{human_bytes, BatchSize, MemoryPlan};
 use crate::input;
 use crate::pipeline::{Destination, PredictPlan, PredictProgress, Summary};
 use crate::runtime::{Device, ModelSession, Runtime, SessionConfig};
@@ -24,6 +25,8 @@ pub struct PredictTask {
     pub device: Device,
     /// `--batch-size`; `None` for the default ([`crate::batch::DEFAULT_BATCH`]).
     pub batch_size: Option<usize>,
+    /// `--memory`, bytes; `None` for [`MemoryBudget::choose`]'s default.
+    pub memory: Option<u64>,
     /// ONNX Runtime intra-op threads.
     pub threads: usize,
     pub probabilities: bool,
@@ -58,19 +61,32 @@ impl PredictTask {
                 batch.pixels
             );
         }
+        let c = session.contract();
+        let memory = MemoryPlan::new(
+            MemoryBudget::choose(self.memory),
+            batch,
+            c.bands.len(),
+            c.inputs.doy.is_some(),
+            c.inputs.mask.is_some(),
+        );
         log::info!(
             "model {} ({} bands, {} classes) on {} with {} threads, batches of up to {batch}; {}",
-            session.contract().model_id,
-            session.contract().bands.len(),
-            session.contract().classes.len(),
+            c.model_id,
+            c.bands.len(),
+            c.classes.len(),
             session.device(),
             self.threads,
-            memory_words(&session, &batch),
+            memory_words(&session, &memory),
+        );
+        log::info!(
+            "{}",
+            memory.describe(session.shape().fixed_length.or(c.sequence.max_length))
         );
         let plan = PredictPlan::new(
             sources,
             self.destination.clone(),
-            batch.pixels,
+            memory.limits(),
+            memory.input_share,
             self.probabilities,
             self.uncertainty,
             &session,
@@ -94,7 +110,8 @@ impl PredictTask {
 
 /// What one batch's input tensors hold, in words a user can check (the model's own activations
 /// come on top and depend on its width).
-fn memory_words(session: &ModelSession, batch: &BatchSize) -> String {
+fn memory_words(session: &ModelSession, memory: &MemoryPlan) -> String {
+    let batch = &memory.batch;
     let c = session.contract();
     let steps = session.shape().fixed_length.or(c.sequence.max_length);
     let (doy, mask) = (c.inputs.doy.is_some(), c.inputs.mask.is_some());
@@ -108,8 +125,8 @@ fn memory_words(session: &ModelSession, batch: &BatchSize) -> String {
     match steps {
         Some(t) => format!(
             "{padding}; inputs of at most {} per batch ({} pixels × {t} steps × {} bands)",
-            human_bytes(batch.input_bytes(t, c.bands.len(), doy, mask)),
-            batch.pixels,
+            human_bytes(memory.limits().pixels_at(t) as u64 * t as u64 * memory.input_bytes_per_position),
+            memory.limits().pixels_at(t),
             c.bands.len()
         ),
         None => format!(
