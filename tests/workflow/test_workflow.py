@@ -378,7 +378,8 @@ class ModuleContractTest(unittest.TestCase):
                 jobs.append({"meta": metas[tile] | {"id": f"{tile}_g{g // n}", "group": g // n},
                              "chunks": [f"in/{f.name}" for f in files[g:g + n]], "model": f"model/{model.name}"})
                 dirs.append(d)
-        for d, cmd, job in zip(dirs, self.render_module("predict", "PREDICT", jobs, params=p) if jobs else [], jobs):
+        for d, cmd, job in zip(dirs, self.render_module("predict", "PREDICT", jobs, params=p, memory_mb=4096) if jobs else [], jobs):
+            self.assertIn("--memory 3072M", cmd)
             run_task(d, cmd)
             published = outdir / "predictions" / job["meta"]["tile"] / job["meta"]["product_key"]
             published.mkdir(parents=True, exist_ok=True)
@@ -518,6 +519,11 @@ class ModuleContractTest(unittest.TestCase):
         [cmd] = self.render_module("cube_extract", "CUBE_EXTRACT", [job], memory_mb=12 * 1024)
         self.assertIn("--memory 9216M", cmd)
         [cmd] = self.render_module("cube_extract", "CUBE_EXTRACT", [job])
+        self.assertNotIn("--memory", cmd)
+        predict = {"meta": {"id": "X0001_Y0001_g0"}, "chunks": ["in/X0001_Y0001_chunk0000.arrows"], "model": "model/m.onnx"}
+        [cmd] = self.render_module("predict", "PREDICT", [predict], memory_mb=6000)
+        self.assertIn("--memory 4500M", cmd)
+        [cmd] = self.render_module("predict", "PREDICT", [predict])
         self.assertNotIn("--memory", cmd)
 
     def test_sample_extract_gets_the_agreed_command_line_and_the_maps_selection(self):

@@ -783,7 +783,7 @@ fn damaged_chunks_are_refused_and_leave_no_output() {
     drop(w);
     std::fs::write(dir.join("b.arrows"), &buf).unwrap();
     let r = predict(&args);
-    TOOL.fails_with(&r, "b.arrows: not a treesits time-series chunk: format version 99 is not supported (this build reads versions 1 and 2)");
+    TOOL.fails_with(&r, "b.arrows: not a treesits time-series chunk: format version 99 is not supported (this build reads versions 1 to 3)");
     assert_eq!(files_in(&out), vec!["keep.txt"]);
 
     // A truncated stream on stdin, to stdout: non-zero exit.

@@ -16,12 +16,15 @@ process PREDICT {
 
     script:
     def args = task.ext.args ?: ''
+    // Three quarters of the task's memory for batches (the rest is ONNX Runtime and the process).
+    def memory = task.memory ? "--memory ${(task.memory.toMega() * 3).intdiv(4)}M" : ''
     """
     predict \\
         --model '${model}' \\
         --input in \\
         --out-dir pred \\
         --threads ${task.cpus} \\
+        ${memory} \\
         ${args}
 
     cat <<-END_VERSIONS > versions.yml
