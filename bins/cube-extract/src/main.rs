@@ -78,7 +78,8 @@ struct Cli {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     threads: Option<u32>,
     /// Memory for the workers' chunk windows, batches and block cache, e.g. 1500M or 2G. A chunk
-    /// whose observations do not fit is written as several record batches of column ranges (tiled
+    /// whose observations do not fit (or exceed 128 MiB) is written as several record batches of
+    /// column ranges (tiled
     /// files along their blocks; strips decoded once and spilled to an unnamed temporary file in
     /// the output directory). Default: 3/4 of the container's memory limit, else 1 GiB (or a
     /// quarter of RAM if less). The process itself (GDAL) needs about 100 MiB on top.

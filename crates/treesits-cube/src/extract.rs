@@ -93,6 +93,11 @@ pub const MIN_DATASET_BYTES: usize = 640 << 10;
 /// The smallest record batch limit a worker gets, bytes ([`ExtractPlan::batch_limit`]).
 pub const MIN_BATCH_BYTES: usize = 16 << 20;
 
+/// The largest record batch limit, bytes, however large the budget: batches of this size keep
+/// every stage busy, and a fixed ceiling keeps what a reader of the chunks (predict) holds per batch
+/// the same at 50 or 200 dates, on a 1000 or a 3000 px tile.
+pub const MAX_BATCH_BYTES: usize = 128 << 20;
+
 /// What a worker holds per byte of batch, as a fraction: the batch, its compressed form while it is
 /// written (at most about as large) and the group of acquisitions being merged (an eighth of its band
 /// values): 9/4.
@@ -244,14 +249,14 @@ impl ExtractPlan {
     /// The most bytes of one record batch ([`crate::split::batch_bytes`]) for `threads` workers: a
     /// worker's share of the budget less its fixed part, divided by [`BATCH_OVERHEAD_NUM`] / [`BATCH_OVERHEAD_DEN`] (the batch,
     /// its compressed form while it is written, the group being merged); at least
-    /// [`MIN_BATCH_BYTES`].
+    /// [`MIN_BATCH_BYTES`], at most [`MAX_BATCH_BYTES`].
     pub fn batch_limit(&self, threads: usize) -> usize {
         if let Some(fixed) = self.batch_bytes {
             return fixed.max(1);
         }
         let share = self.memory.per(threads) as usize;
         (share.saturating_sub(self.worker_fixed_bytes(threads)) * BATCH_OVERHEAD_DEN / BATCH_OVERHEAD_NUM)
-            .max(MIN_BATCH_BYTES)
+            .clamp(MIN_BATCH_BYTES, MAX_BATCH_BYTES)
     }
 
     /// The memory plan in words for the log.
