@@ -130,9 +130,10 @@ def read_chunk(path: Path) -> dict:
         table = ipc.open_stream(f).read_all().combine_chunks()
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
     # Version 2 adds checksums (a `checksum` column, `treesits.metadata_checksum`), which the Rust
-    # readers verify; the values read here are the same in both versions.
-    if meta.get("treesits.format_version") not in ("1", "2"):
-        raise ValueError(f"{path}: not a version 1 or 2 treesits time-series chunk")
+    # readers verify; version 3 lets a chunk file hold several batches (column ranges), which
+    # `read_all().combine_chunks()` joins; the values read here are the same in all three.
+    if meta.get("treesits.format_version") not in ("1", "2", "3"):
+        raise ValueError(f"{path}: not a version 1, 2 or 3 treesits time-series chunk")
     bands = meta["treesits.band_names"].split(",")
     date_list = table.column("date").chunk(0)
     offsets = date_list.offsets.to_numpy().astype(np.int64)
