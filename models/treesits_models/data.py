@@ -130,7 +130,7 @@ def read_chunk(path: Path) -> dict:
         table = ipc.open_stream(f).read_all().combine_chunks()
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
     # Version 2 adds checksums (a `checksum` column, `treesits.metadata_checksum`), which the Rust
-    # readers verify; version 3 lets a chunk file hold several batches (column ranges), which
+    # readers verify; version 3 lets a chunk file hold several batches (column ranges, or runs of their pixels), which
     # `read_all().combine_chunks()` joins; the values read here are the same in all three.
     if meta.get("treesits.format_version") not in ("1", "2", "3"):
         raise ValueError(f"{path}: not a version 1, 2 or 3 treesits time-series chunk")

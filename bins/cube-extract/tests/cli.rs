@@ -1267,6 +1267,59 @@ fn chunks_cut_into_column_batches_hold_exactly_the_files_values() {
 }
 
 #[test]
+fn a_block_with_more_observations_than_a_record_batch_holds_is_written_as_runs_of_its_rows() {
+    // 48 MiB lets one worker assemble batches of at most 16 MiB, and so write record batches of at
+    // most 16 MiB: a 256 px block at 24 dates holds about 30 MB of observations, so it is written
+    // as runs of consecutive pixels (row ranges of the block), and every value is still the file's.
+    let cube = synth(ForceLayout::Force38, PrjForm::Tagged, 300, 24);
+    let (want, _) = expected(
+        &cube.tile_dir,
+        300,
+        &QaiScreen::force_default(),
+        |_, _| true,
+        None,
+    );
+    let out = cube.root.join("chunks");
+    let r = TOOL.run(&[
+        "--tile",
+        s(&cube.tile_dir),
+        "--out-dir",
+        s(&out),
+        "--threads",
+        "1",
+        "--memory",
+        "48M",
+    ]);
+    TOOL.ok(&r);
+    let log = treesits_testkit::cli::stderr(&r);
+    assert!(
+        log.contains("batches of at most 16.0 MiB (written as record batches of at most 16.0 MiB)"),
+        "{log}"
+    );
+    let limit = 16 << 20;
+    let mut runs_of_one_block = 0;
+    let mut batches = Vec::new();
+    for (meta, b) in read_dir_batches(&out) {
+        let ranges: Vec<(u32, u32)> = b.iter().map(|c| batch_columns(&meta, c)).collect();
+        for (c, r) in b.iter().zip(&ranges) {
+            assert!(c.bytes() <= limit, "{r:?}: {} bytes", c.bytes());
+        }
+        // Runs of one block follow each other: same columns, the rows after the previous run's.
+        for (pair, cols) in b.windows(2).zip(ranges.windows(2)) {
+            if cols[0] == cols[1] {
+                runs_of_one_block += 1;
+                let last = (pair[0].row.last(), pair[0].col.last());
+                let first = (pair[1].row.first(), pair[1].col.first());
+                assert!(last < first, "runs in row-major order");
+            }
+        }
+        batches.extend(b);
+    }
+    assert!(runs_of_one_block > 0, "some block was cut into runs");
+    assert_eq!(series_of(&batches), want);
+}
+
+#[test]
 fn a_full_spill_directory_fails_the_extraction_and_leaves_no_chunk() {
     let Some(disk) = treesits_testkit::disk::Disk::mount("cube-extract spill disk-full test", 256 << 10)
     else {

@@ -5,7 +5,10 @@
 //!   (`tool | head`) is success.
 //! - [`default_threads`] respects cgroup CPU limits, so pods do not oversubscribe their nodes.
 //! - [`progress`]: a bar on a terminal, periodic log lines elsewhere.
+//! - [`allocator`]: [`run`] first makes the C allocator return large freed buffers to the system, so
+//!   that a tool's resident memory is what its memory budget planned.
 
+pub mod allocator;
 pub mod progress;
 
 use std::io::Write;
@@ -119,6 +122,7 @@ pub fn run(tool: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
 
 /// [`run`] for a body that chooses its own success status (such as [`EXIT_UNCHANGED`]).
 pub fn run_status(tool: &str, body: impl FnOnce() -> anyhow::Result<u8>) -> ExitCode {
+    allocator::return_large_buffers();
     match body() {
         Ok(status) => ExitCode::from(status),
         Err(e) if is_broken_pipe(&e) => ExitCode::from(EXIT_OK),

@@ -3,7 +3,10 @@
 //! A chunk is one block-aligned band of tile rows. Its record batch holds the pixels, one row per
 //! pixel (row-major), and each pixel's valid observations as lists sharing one set of offsets; a
 //! chunk too large for the writer's memory budget is several batches (version 3), each the pixels of
-//! one column range of the window (row-major within it), in column order:
+//! one column range of the window (row-major within it), in column order, and a range whose batch
+//! would exceed the writer's record-batch limit is itself cut into runs of consecutive pixels (so
+//! consecutive row ranges of it; [`ChunkWriter::write_within`]). Readers take a chunk file's batches
+//! in order and make no other assumption about how its pixels are split among them:
 //!
 //! | column | type | meaning |
 //! | --- | --- | --- |
@@ -726,6 +729,67 @@ impl ChunkColumns {
         self.offsets[i] as usize..self.offsets[i + 1] as usize
     }
 
+    /// Empties every vector, keeping its capacity (as [`ChunkColumns::recycle`] gives them back).
+    pub fn clear(&mut self) {
+        self.row.clear();
+        self.col.clear();
+        self.offsets.clear();
+        self.date.clear();
+        self.sensor.clear();
+        self.bands.iter_mut().for_each(Vec::clear);
+    }
+
+    /// Bytes these columns hold decoded ([`decoded_bytes`]).
+    pub fn bytes(&self) -> usize {
+        decoded_bytes(self.pixels(), self.observations(), self.bands.len())
+    }
+
+    /// Where to cut these columns into the fewest runs of consecutive pixels that each hold at most
+    /// `max_bytes` ([`decoded_bytes`]), of about equal size: the runs' pixel ranges, in order (one,
+    /// the whole, when it fits; a pixel larger than `max_bytes` is a run of its own).
+    pub fn runs(&self, max_bytes: usize) -> Vec<std::ops::Range<usize>> {
+        let bands = self.bands.len();
+        let total = self.bytes();
+        let pixels = self.pixels();
+        if total <= max_bytes || pixels <= 1 {
+            return std::iter::once(0..pixels).collect();
+        }
+        let pixel_bytes = |i: usize| decoded_bytes(1, self.range(i).len(), bands);
+        // Runs ending where the running total first passes k / n of the whole; the fewest n whose
+        // runs all fit (runs of single pixels at worst).
+        let cut = |n: usize| {
+            let mut runs = Vec::with_capacity(n);
+            let (mut start, mut done) = (0, 0usize);
+            for i in 0..pixels {
+                let b = pixel_bytes(i);
+                if i > start && done + b > total * (runs.len() + 1) / n {
+                    runs.push(start..i);
+                    start = i;
+                }
+                done += b;
+            }
+            runs.push(start..pixels);
+            runs
+        };
+        let fits = |r: &std::ops::Range<usize>| {
+            r.len() == 1
+                || decoded_bytes(
+                    r.len(),
+                    (self.offsets[r.end] - self.offsets[r.start]) as usize,
+                    bands,
+                ) <= max_bytes
+        };
+        let mut n = total.div_ceil(max_bytes.max(1)).min(pixels);
+        while n < pixels {
+            let runs = cut(n);
+            if runs.iter().all(fits) {
+                return runs;
+            }
+            n += (n / 16).max(1); // a few more runs than the fewest, not a search of every n
+        }
+        (0..pixels).map(|i| i..i + 1).collect()
+    }
+
     /// Builds the record batch for `schema` (from [`ChunkMetadata::schema`]), copying the columns.
     pub fn to_record_batch(&self, schema: SchemaRef) -> Result<RecordBatch, ChunkError> {
         self.clone().into_record_batch(schema)
@@ -735,6 +799,12 @@ impl ChunkColumns {
     /// the largest allocation of a worker, so a copy would double its memory).
     pub fn into_record_batch(self, schema: SchemaRef) -> Result<RecordBatch, ChunkError> {
         let rows = self.row.len();
+        let columns = with_checksum(&schema, self.into_arrays()?, rows)?;
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+
+    /// The columns as Arrow arrays (moved, not copied), all but the checksum.
+    fn into_arrays(self) -> Result<Vec<ArrayRef>, ChunkError> {
         let n_obs: Vec<u32> = self.offsets.windows(2).map(|w| (w[1] - w[0]) as u32).collect();
         let offsets = OffsetBuffer::new(ScalarBuffer::from(self.offsets));
         let list = |t: DataType, values: ArrayRef| -> Result<ArrayRef, ArrowError> {
@@ -756,8 +826,7 @@ impl ChunkColumns {
         for b in self.bands {
             columns.push(list(DataType::Int16, Arc::new(Int16Array::from(b)))?);
         }
-        let columns = with_checksum(&schema, columns, rows)?;
-        Ok(RecordBatch::try_new(schema, columns)?)
+        Ok(columns)
     }
 
     /// Takes apart a batch built by [`ChunkColumns::into_record_batch`] once it has been written,
@@ -765,6 +834,11 @@ impl ChunkColumns {
     /// is already paged in instead of allocating (and page-faulting) afresh. A buffer that is still
     /// shared elsewhere comes back as a new, empty vector.
     pub fn recycle(batch: RecordBatch) -> ChunkColumns {
+        ChunkColumns::recycle_arrays(batch.into_parts().1)
+    }
+
+    /// [`ChunkColumns::recycle`] of a batch's columns.
+    fn recycle_arrays(columns: Vec<ArrayRef>) -> ChunkColumns {
         fn take<T: ArrowNativeType>(buffer: Buffer) -> Vec<T> {
             buffer.into_vec::<T>().map_or_else(
                 |_| Vec::new(),
@@ -781,7 +855,6 @@ impl ChunkColumns {
             drop(a);
             take(p.into_parts().1.into_inner())
         }
-        let (_, columns, _) = batch.into_parts();
         let mut columns = columns.into_iter();
         let mut next = || columns.next();
         let row = next().map_or_else(Vec::new, primitive::<UInt32Type>);
@@ -815,66 +888,71 @@ impl ChunkColumns {
     }
 
     /// Reads a record batch of a chunk back into columns, verifying its checksums first (version 2;
-    /// a version-1 batch has none).
-    pub fn from_record_batch(batch: &RecordBatch) -> Result<ChunkColumns, ChunkError> {
-        verify_batch(batch)?;
-        let bands_end = if is_unchecked_version(batch.schema().metadata()) {
+    /// a version-1 batch has none). Each Arrow column is dropped as soon as it is copied, so a
+    /// batch's memory is held about once, not twice, while it is taken apart.
+    pub fn from_record_batch(batch: RecordBatch) -> Result<ChunkColumns, ChunkError> {
+        verify_batch(&batch)?;
+        let schema = batch.schema();
+        let bands_end = if is_unchecked_version(schema.metadata()) {
             batch.num_columns()
         } else {
             batch.num_columns() - 1 // the checksum column, checked above
         };
-        fn col<'a, T: 'static>(b: &'a RecordBatch, i: usize, name: &str) -> Result<&'a T, ChunkError> {
-            b.column(i)
-                .as_any()
-                .downcast_ref::<T>()
+        let name = |i: usize| schema.field(i).name().clone();
+        let (_, columns, _) = batch.into_parts();
+        let mut columns: Vec<Option<ArrayRef>> = columns.into_iter().map(Some).collect();
+        // Takes column `i` out of the batch as a `T`.
+        let mut take = |i: usize| columns.get_mut(i).and_then(Option::take);
+        fn cast<T: Array + Clone + 'static>(a: Option<ArrayRef>, name: &str) -> Result<T, ChunkError> {
+            a.as_ref()
+                .and_then(|a| a.as_any().downcast_ref::<T>())
+                .cloned()
                 .ok_or_else(|| ChunkError::Column(name.to_string()))
         }
-        let name = |i: usize| batch.schema().field(i).name().clone();
-        let row: &UInt32Array = col(batch, 0, "row")?;
-        let c: &UInt32Array = col(batch, 1, "col")?;
-        let dates: &ListArray = col(batch, 3, "date")?;
-        let sensors: &ListArray = col(batch, 4, "sensor")?;
+        let row = cast::<UInt32Array>(take(0), "row")?.values().to_vec();
+        let col = cast::<UInt32Array>(take(1), "col")?.values().to_vec();
+        drop(take(2)); // n_obs: the offsets say it
+        let dates = cast::<ListArray>(take(3), "date")?;
         // Offsets are relative to the values of this batch (sliced arrays start anywhere).
         let base = dates.value_offsets()[0];
+        let list_offsets = dates.value_offsets().len();
         let offsets: Vec<i32> = dates.value_offsets().iter().map(|o| o - base).collect();
-        let values = |l: &ListArray| {
-            l.values()
-                .slice(base as usize, *offsets.last().unwrap_or(&0) as usize)
-        };
-        let date = values(dates)
-            .as_any()
-            .downcast_ref::<Date32Array>()
-            .ok_or_else(|| ChunkError::Column("date".into()))?
+        let len = *offsets.last().unwrap_or(&0) as usize;
+        let date = cast::<Date32Array>(Some(dates.values().slice(base as usize, len)), "date")?
             .values()
             .to_vec();
-        let sensor = values(sensors)
-            .as_any()
-            .downcast_ref::<UInt8Array>()
-            .ok_or_else(|| ChunkError::Column("sensor".into()))?
+        drop(dates);
+        let sensors = cast::<ListArray>(take(4), "sensor")?;
+        let sensor = cast::<UInt8Array>(Some(sensors.values().slice(base as usize, len)), "sensor")?
             .values()
             .to_vec();
-        let mut bands = Vec::new();
+        drop(sensors);
+        let mut bands = Vec::with_capacity(bands_end.saturating_sub(5));
         for i in 5..bands_end {
-            let l: &ListArray = col(batch, i, &name(i))?;
-            if l.value_offsets()[0] != base || l.value_offsets().len() != dates.value_offsets().len() {
+            let l = cast::<ListArray>(take(i), &name(i))?;
+            if l.value_offsets()[0] != base || l.value_offsets().len() != list_offsets {
                 return Err(ChunkError::Column(name(i)));
             }
-            let v = values(l);
-            let v = v
-                .as_any()
-                .downcast_ref::<Int16Array>()
-                .ok_or_else(|| ChunkError::Column(name(i)))?;
+            let v = cast::<Int16Array>(Some(l.values().slice(base as usize, len)), &name(i))?;
+            drop(l);
             bands.push(v.values().to_vec());
         }
         Ok(ChunkColumns {
-            row: row.values().to_vec(),
-            col: c.values().to_vec(),
+            row,
+            col,
             offsets,
             date,
             sensor,
             bands,
         })
     }
+}
+
+/// Bytes the decoded columns of a record batch of `pixels` pixels, `observations` observations and
+/// `bands` bands hold: row, col and offset per pixel (4 bytes each); date (4), sensor (1) and 2 per
+/// band per observation. What a reader holds per batch, and what [`ChunkWriter::write_within`] limits.
+pub fn decoded_bytes(pixels: usize, observations: usize, bands: usize) -> usize {
+    12 * pixels + (5 + 2 * bands) * observations
 }
 
 /// zstd level of [`ChunkWriter::new`] and [`crate::prediction::PredictionWriter::new`]: level 1 is
@@ -946,6 +1024,31 @@ impl<W: Write> ChunkWriter<W> {
         Ok(ChunkColumns::recycle(batch))
     }
 
+    /// [`ChunkWriter::write_recycling`] for columns that may hold more than `max_bytes`
+    /// ([`ChunkColumns::bytes`]): then they are written as several record batches, the runs of
+    /// consecutive pixels of [`ChunkColumns::runs`], so what a reader
+    /// holds per batch stays within `max_bytes` however many observations a pixel range has.
+    pub fn write_within(
+        &mut self,
+        columns: ChunkColumns,
+        max_bytes: usize,
+    ) -> Result<ChunkColumns, ChunkError> {
+        let runs = columns.runs(max_bytes);
+        if runs.len() <= 1 {
+            return self.write_recycling(columns);
+        }
+        // One set of arrays, sliced (no copy) for every run; the IPC writer writes a slice's own
+        // values only.
+        let arrays = columns.into_arrays()?;
+        for r in runs {
+            let sliced: Vec<ArrayRef> = arrays.iter().map(|a| a.slice(r.start, r.len())).collect();
+            let sliced = with_checksum(&self.schema, sliced, r.len())?;
+            self.inner
+                .write(&RecordBatch::try_new(self.schema.clone(), sliced)?)?;
+        }
+        Ok(ChunkColumns::recycle_arrays(arrays))
+    }
+
     /// Writes the end-of-stream marker and returns the output.
     pub fn finish(mut self) -> Result<W, ChunkError> {
         self.inner.finish()?;
@@ -999,7 +1102,7 @@ impl<R: Read> GuardedBatches<R> {
     /// end-of-stream marker or after an error.
     pub(crate) fn next_with<T>(
         &mut self,
-        columns: impl FnOnce(&RecordBatch) -> Result<T, ChunkError>,
+        columns: impl FnOnce(RecordBatch) -> Result<T, ChunkError>,
     ) -> Option<Result<T, ChunkError>> {
         if self.done {
             return None;
@@ -1010,7 +1113,7 @@ impl<R: Read> GuardedBatches<R> {
             Ok(Some(Ok(batch))) => {
                 let i = self.batches;
                 self.batches += 1;
-                columns(&batch).map_err(|e| e.in_batch(i))
+                columns(batch).map_err(|e| e.in_batch(i))
             }
             Ok(Some(Err(e))) => Err(read_error(e, &self.state, writer)),
             Ok(None) if ran_out(&self.state) => Err(ChunkError::Truncated { writer }),
@@ -1103,6 +1206,95 @@ mod tests {
         assert_eq!(batches[2].pixels(), 0);
     }
 
+    /// Pixels with 0, 1, … 9 observations, over again, in 3 bands.
+    fn uneven_columns(pixels: usize) -> ChunkColumns {
+        let mut c = ChunkColumns {
+            offsets: vec![0],
+            bands: vec![Vec::new(); 3],
+            ..Default::default()
+        };
+        for i in 0..pixels {
+            c.row.push((i / 50) as u32);
+            c.col.push((i % 50) as u32);
+            for k in 0..i % 10 {
+                c.date.push(18_000 + k as i32);
+                c.sensor.push((k % 2) as u8);
+                for (b, band) in c.bands.iter_mut().enumerate() {
+                    band.push((i * 10 + k + b) as i16);
+                }
+            }
+            c.offsets.push(c.date.len() as i32);
+        }
+        c
+    }
+
+    #[test]
+    fn columns_over_the_limit_are_written_as_runs_of_pixels_within_it() {
+        let c = uneven_columns(1000);
+        let total = c.bytes();
+        assert_eq!(total, 12 * 1000 + 11 * 4500);
+        for max in [
+            total,
+            total / 2 + decoded_bytes(1, 9, 3),
+            total / 2,
+            total / 7,
+            200,
+            1,
+        ] {
+            let runs = c.runs(max);
+            // In order, without gaps, the whole; each within the limit (or one pixel); few.
+            assert_eq!(runs.first().unwrap().start, 0);
+            assert_eq!(runs.last().unwrap().end, 1000);
+            assert!(runs.windows(2).all(|r| r[0].end == r[1].start), "{runs:?}");
+            for r in &runs {
+                let obs = (c.offsets[r.end] - c.offsets[r.start]) as usize;
+                let bytes = decoded_bytes(r.len(), obs, 3);
+                assert!(bytes <= max || r.len() == 1, "{max}: {r:?} holds {bytes}");
+            }
+            let largest = decoded_bytes(1, 9, 3);
+            if max > 2 * largest {
+                assert!(
+                    runs.len() <= total.div_ceil(max - largest),
+                    "{max}: {} runs",
+                    runs.len()
+                );
+            }
+            if max == total / 2 + largest {
+                assert_eq!(runs.len(), 2, "two halves");
+            }
+            let mut w = ChunkWriter::new(
+                Vec::new(),
+                &ChunkMetadata {
+                    band_names: vec!["BLUE".into(), "GREEN".into(), "RED".into()],
+                    ..meta()
+                },
+            )
+            .unwrap();
+            let spare = w.write_within(c.clone(), max).unwrap();
+            assert_eq!(spare.pixels(), 0);
+            let (_, batches) = read_chunks(w.finish().unwrap().as_slice()).unwrap();
+            assert_eq!(batches.len(), runs.len());
+            let mut joined = ChunkColumns {
+                offsets: vec![0],
+                bands: vec![Vec::new(); 3],
+                ..Default::default()
+            };
+            for b in &batches {
+                assert!(b.bytes() <= max || b.pixels() == 1);
+                let base = *joined.offsets.last().unwrap();
+                joined.row.extend(&b.row);
+                joined.col.extend(&b.col);
+                joined.offsets.extend(b.offsets[1..].iter().map(|o| o + base));
+                joined.date.extend(&b.date);
+                joined.sensor.extend(&b.sensor);
+                for (j, band) in joined.bands.iter_mut().enumerate() {
+                    band.extend(&b.bands[j]);
+                }
+            }
+            assert_eq!(joined, c, "{max}: the runs hold exactly the columns");
+        }
+    }
+
     #[test]
     fn written_columns_come_back_empty_with_their_memory() {
         let c = ChunkColumns {
@@ -1139,7 +1331,7 @@ mod tests {
         let kept = batch.clone();
         let fresh = ChunkColumns::recycle(batch);
         assert_eq!(fresh.date.capacity(), 0);
-        assert_eq!(ChunkColumns::from_record_batch(&kept).unwrap(), c);
+        assert_eq!(ChunkColumns::from_record_batch(kept.clone()).unwrap(), c);
         let bytes = w.finish().unwrap();
         assert_eq!(read_chunks(bytes.as_slice()).unwrap().1, vec![c]);
     }
@@ -1392,7 +1584,9 @@ mod tests {
         col[3] += 1;
         columns[1] = Arc::new(UInt32Array::from(col));
         let damaged = RecordBatch::try_new(batch.schema(), columns).unwrap();
-        let e = ChunkColumns::from_record_batch(&damaged).unwrap_err().to_string();
+        let e = ChunkColumns::from_record_batch(damaged.clone())
+            .unwrap_err()
+            .to_string();
         assert!(
             e.starts_with(&format!(
                 "a batch fails its checksum (stored {:08x}, computed ",
@@ -1400,6 +1594,6 @@ mod tests {
             )),
             "{e}"
         );
-        assert_eq!(ChunkColumns::from_record_batch(&batch).unwrap(), c);
+        assert_eq!(ChunkColumns::from_record_batch(batch.clone()).unwrap(), c);
     }
 }

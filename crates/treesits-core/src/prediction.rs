@@ -429,7 +429,8 @@ impl<R: Read> PredictionReader<R> {
 impl<R: Read> Iterator for PredictionReader<R> {
     type Item = Result<PredictionColumns, ChunkError>;
     fn next(&mut self) -> Option<Self::Item> {
-        self.batches.next_with(PredictionColumns::from_record_batch)
+        self.batches
+            .next_with(|b| PredictionColumns::from_record_batch(&b))
     }
 }
 

@@ -90,13 +90,22 @@ impl ExtractSummary {
 /// See [`ExtractPlan::dataset_bytes`].
 pub const MIN_DATASET_BYTES: usize = 640 << 10;
 
+/// What an open dataset keeps per block it has read ([`ExtractPlan::dataset_bytes`]): measured
+/// with the plain read of 256 px tiled files, 1.6 KiB per block at 1000 px, 2.9 KiB at 3000 px.
+pub const DATASET_BYTES_PER_BLOCK: usize = 3 << 10;
+
 /// The smallest record batch limit a worker gets, bytes ([`ExtractPlan::batch_limit`]).
 pub const MIN_BATCH_BYTES: usize = 16 << 20;
 
-/// The largest record batch limit, bytes, however large the budget: batches of this size keep
-/// every stage busy, and a fixed ceiling keeps what a reader of the chunks (predict) holds per batch
-/// the same at 50 or 200 dates, on a 1000 or a 3000 px tile.
+/// The largest batch a worker assembles, bytes, however large the budget: batches of this size
+/// keep every stage busy.
 pub const MAX_BATCH_BYTES: usize = 128 << 20;
+
+/// The largest record batch written, decoded bytes ([`treesits_core::chunk::decoded_bytes`]): an
+/// assembled batch above it (one 256 px block at 200 dates is 130 MiB) is written as runs of
+/// consecutive pixels within it ([`ChunkWriter::write_within`]), so what a reader of the chunks
+/// (predict) holds per batch is the same at 50 or 200 dates, on a 1000 or a 3000 px tile.
+pub const RECORD_BATCH_BYTES: usize = 64 << 20;
 
 /// What a worker holds per byte of batch, as a fraction: the batch, its compressed form while it is
 /// written (at most about as large) and the group of acquisitions being merged (an eighth of its band
@@ -205,13 +214,25 @@ impl ExtractPlan {
         pixels * (acquisitions.div_ceil(8) + 4 + 4 + 2 + 2 * self.scan.block_bands.max(1) + 1 + 4)
     }
 
-    /// Bytes an open Level-2 dataset holds: libtiff's buffer for one compressed block (at most the
-    /// block's raw size: 1.7 MiB for a strip of a 3000 px FORCE 3.7 tile) and its decoder's state
-    /// (ZSTD's is about half a MiB per file), at least [`MIN_DATASET_BYTES`]. Measured with the
-    /// plain read's RSS at 512 open files: about 1.0 MiB per strip file, 0.5 MiB per tiled ZSTD file.
+    /// Bytes an open Level-2 dataset holds, the mean of an acquisition's BOA and QAI: libtiff's
+    /// buffer for one compressed block (at most the block's raw size: 1.7 MiB for a strip of a
+    /// 3000 px FORCE 3.7 tile) and its decoder's state (ZSTD's is about half a MiB per file), at
+    /// least [`MIN_DATASET_BYTES`]; and [`DATASET_BYTES_PER_BLOCK`] for every block it has read,
+    /// which GDAL keeps while the dataset is open (so a file kept open for the whole tile ends up
+    /// holding a part that grows with the tile: 2.5 MiB per file at 3000 px with 256 px tiles, 0.4
+    /// MiB at 1000 px; measured with the plain read's RSS at 8 and at 204 open files).
     fn dataset_bytes(&self) -> usize {
-        (self.scan.block.0.max(1) * self.scan.block.1.max(1) * 2 * self.scan.block_bands.max(1))
-            .max(MIN_DATASET_BYTES)
+        let (bw, bh) = (self.scan.block.0.max(1), self.scan.block.1.max(1));
+        let fixed = (bw * bh * 2 * self.scan.block_bands.max(1)).max(MIN_DATASET_BYTES);
+        let blocks = self.scan.size.0.div_ceil(bw) * self.scan.size.1.div_ceil(bh);
+        // A band-interleaved BOA has a block per band read; a pixel-interleaved one reads all its
+        // bands with each block. The QAI has one band.
+        let boa_blocks = if self.scan.block_bands > 1 {
+            blocks
+        } else {
+            blocks * self.scan.bands.max(1)
+        };
+        fixed + DATASET_BYTES_PER_BLOCK * (boa_blocks + blocks) / 2
     }
 
     /// Acquisitions (BOA and QAI) each of `threads` workers keeps open between chunks: its share of
@@ -246,25 +267,37 @@ impl ExtractPlan {
             .unwrap_or(1)
     }
 
-    /// The most bytes of one record batch ([`crate::split::batch_bytes`]) for `threads` workers: a
-    /// worker's share of the budget less its fixed part, divided by [`BATCH_OVERHEAD_NUM`] / [`BATCH_OVERHEAD_DEN`] (the batch,
+    /// The most bytes of one batch a worker assembles ([`crate::split::batch_bytes`]; `--batch-bytes`,
+    /// else from the budget) for `threads` workers: a worker's share of the budget less its fixed part, divided by [`BATCH_OVERHEAD_NUM`] / [`BATCH_OVERHEAD_DEN`] (the batch,
     /// its compressed form while it is written, the group being merged); at least
     /// [`MIN_BATCH_BYTES`], at most [`MAX_BATCH_BYTES`].
     pub fn batch_limit(&self, threads: usize) -> usize {
-        if let Some(fixed) = self.batch_bytes {
-            return fixed.max(1);
+        match self.batch_bytes {
+            Some(fixed) => fixed.max(1),
+            None => self.budget_batch_limit(threads),
         }
+    }
+
+    /// [`ExtractPlan::batch_limit`] from the budget alone.
+    fn budget_batch_limit(&self, threads: usize) -> usize {
         let share = self.memory.per(threads) as usize;
         (share.saturating_sub(self.worker_fixed_bytes(threads)) * BATCH_OVERHEAD_DEN / BATCH_OVERHEAD_NUM)
             .clamp(MIN_BATCH_BYTES, MAX_BATCH_BYTES)
     }
 
+    /// The most decoded bytes of one record batch written to `--out-dir`: the budget's batch limit,
+    /// at most [`RECORD_BATCH_BYTES`] (`--batch-bytes` sets how batches are assembled, not this).
+    pub fn record_limit(&self, threads: usize) -> usize {
+        self.budget_batch_limit(threads).min(RECORD_BATCH_BYTES)
+    }
+
     /// The memory plan in words for the log.
     pub fn memory_words(&self, threads: usize) -> String {
         format!(
-            "memory budget {}: {threads} workers, each with record batches of at most {} beside {} for its window of {} rows, {} of GDAL block cache and the files of {} of {} acquisitions kept open ({} each)",
+            "memory budget {}: {threads} workers, each with batches of at most {} (written as record batches of at most {}) beside {} for its window of {} rows, {} of GDAL block cache and the files of {} of {} acquisitions kept open ({} each)",
             self.memory,
             human_bytes(self.batch_limit(threads) as u64),
+            human_bytes(self.record_limit(threads) as u64),
             human_bytes(self.window_state_bytes() as u64),
             self.chunk_rows.min(self.scan.size.1),
             human_bytes((self.gdal_cache_bytes(threads) / threads.max(1)) as u64),
@@ -323,6 +356,7 @@ impl ExtractPlan {
         // Each worker keeps its reader (its own datasets and buffers) across the chunks it is given;
         // the columns of a written chunk go back to the pool for the next one.
         let pool = ColumnPool::default();
+        let record_limit = self.record_limit(rayon::current_num_threads());
         let written = windows
             .par_iter()
             .enumerate()
@@ -343,10 +377,11 @@ impl ExtractPlan {
                         chunks: 1,
                         ..Default::default()
                     };
-                    // Each batch is written as soon as it is read; its columns come back for the next.
+                    // Each batch is written as soon as it is read (as record batches within the
+                    // record limit); its columns come back for the next.
                     let spare = reader.read_batches(w, pool.take(), &mut |columns| {
                         s.add_batch(&columns);
-                        writer.write_recycling(columns).map_err(chunk)
+                        writer.write_within(columns, record_limit).map_err(chunk)
                     })?;
                     pool.give(spare);
                     writer

@@ -183,12 +183,6 @@ impl MemoryPlan {
     }
 }
 
-/// Bytes the decoded columns of a record batch of `pixels` pixels, `observations` observations and
-/// `bands` bands hold (row, col, offsets per pixel; date, sensor and the bands per observation).
-pub fn record_batch_bytes(pixels: usize, observations: usize, bands: usize) -> u64 {
-    12 * pixels as u64 + (5 + 2 * bands as u64) * observations as u64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,7 +261,7 @@ mod tests {
         assert!(fixed
             .describe(Some(5))
             .contains("the model takes exactly 16 pixels per batch, so their positions are not capped"));
-        assert_eq!(record_batch_bytes(10, 100, 10), 120 + 2500);
+        assert_eq!(treesits_core::chunk::decoded_bytes(10, 100, 10), 120 + 2500);
     }
 
     #[test]

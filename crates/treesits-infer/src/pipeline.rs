@@ -16,7 +16,7 @@ use treesits_core::contract::ModelContract;
 use treesits_core::prediction::{PredictionMetadata, PredictionWriter, Uncertainty};
 use treesits_core::PixelWindow;
 
-use crate::batch::{human_bytes, record_batch_bytes, BATCHES_IN_FLIGHT};
+use crate::batch::{human_bytes, BATCHES_IN_FLIGHT};
 use crate::classify::Classifier;
 use crate::input::ChunkSource;
 use crate::pack::{Batch, BatchLimits, Packer};
@@ -457,8 +457,7 @@ impl Reader {
                     let (packer, source) = packer
                         .as_ref()
                         .expect("a record batch follows its stream's start");
-                    let bytes =
-                        record_batch_bytes(columns.pixels(), columns.observations(), columns.bands.len());
+                    let bytes = columns.bytes() as u64;
                     if 2 * bytes > self.input_share && !warned {
                         warned = true;
                         log::warn!(
