@@ -729,23 +729,13 @@ impl ChunkColumns {
         self.offsets[i] as usize..self.offsets[i + 1] as usize
     }
 
-    /// Empties every vector, keeping its capacity (as [`ChunkColumns::recycle`] gives them back).
-    pub fn clear(&mut self) {
-        self.row.clear();
-        self.col.clear();
-        self.offsets.clear();
-        self.date.clear();
-        self.sensor.clear();
-        self.bands.iter_mut().for_each(Vec::clear);
-    }
-
     /// Bytes these columns hold decoded ([`decoded_bytes`]).
     pub fn bytes(&self) -> usize {
         decoded_bytes(self.pixels(), self.observations(), self.bands.len())
     }
 
-    /// Where to cut these columns into the fewest runs of consecutive pixels that each hold at most
-    /// `max_bytes` ([`decoded_bytes`]), of about equal size: the runs' pixel ranges, in order (one,
+    /// Where to cut these columns into few runs of consecutive pixels (the fewest, or up to a
+    /// sixteenth more) that each hold at most `max_bytes` ([`decoded_bytes`]), of about equal size: the runs' pixel ranges, in order (one,
     /// the whole, when it fits; a pixel larger than `max_bytes` is a run of its own).
     pub fn runs(&self, max_bytes: usize) -> Vec<std::ops::Range<usize>> {
         let bands = self.bands.len();
